@@ -1,0 +1,321 @@
+"""Masked layers over a frozen random weight: the one layer contract of SupSup and ImpressLearn.
+
+Every masked layer holds
+
+* ``weight``: a frozen buffer (never a parameter), regenerated from ``(backbone_seed, layer_index)``;
+* a **bank** of stored bool masks, shape ``(num_masks, *weight.shape)``;
+* optional trainable **scores** from which a new mask is being learned.
+
+Its effective weight is ``weight * mask`` where the mask is either ``coeffs @ bank`` (coeffs set
+through :func:`use_coeffs`) or, while a new mask is learned, the top-k (or threshold) mask of the
+scores. Because mixing is linear, SupSup with a known task (one-hot coeffs), SupSup's task
+inference (coeffs = beta), ImpressLearn (coeffs = alpha) and its inference (beta @ alpha) are one
+code path (see DESIGN.md). With coeffs that need no gradient the effective weight is computed once
+per :func:`use_coeffs` block and reused, so evaluation with a known task runs at dense speed.
+
+The dense twins :class:`DenseLinear` / :class:`DenseConv2d` take the same arguments and train the
+same initial weights directly; backbones built with them are the dense baselines.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from impresslearn.errors import ConfigError
+from impresslearn.layers.masks import (
+    TopKSelector,
+    mix_bank,
+    num_kept,
+    threshold_masked_weight,
+    topk_masked_weight,
+)
+from impresslearn.seeding import PURPOSE_WEIGHTS, generator
+
+WeightInit = Literal["signed_constant", "kaiming_normal"]
+WEIGHT_INITS: tuple[str, ...] = ("signed_constant", "kaiming_normal")
+
+
+def init_weight(
+    shape: tuple[int, ...], backbone_seed: int, layer_index: int, kind: WeightInit
+) -> Tensor:
+    """The frozen weight of layer ``layer_index``: a pure function of the seed and the index.
+
+    ``signed_constant`` (SupSup's default): every weight is ``+-sqrt(2 / fan_in)`` with a random
+    sign. ``kaiming_normal``: ``N(0, 2 / fan_in)``.
+    """
+    if kind not in WEIGHT_INITS:
+        raise ConfigError(f"unknown weight init {kind!r}; choose one of {WEIGHT_INITS}")
+    fan_in = math.prod(shape[1:])
+    std = math.sqrt(2.0 / fan_in)
+    gen = generator(backbone_seed, PURPOSE_WEIGHTS, layer_index)
+    if kind == "signed_constant":
+        signs = torch.randint(0, 2, shape, generator=gen, dtype=torch.int8)
+        return (signs.float() * 2.0 - 1.0) * std
+    return torch.randn(shape, generator=gen) * std
+
+
+def init_scores(shape: tuple[int, ...], gen: torch.Generator) -> Tensor:
+    """Kaiming-uniform scores (bound ``1 / sqrt(fan_in)``, as ``nn.init.kaiming_uniform_(a=sqrt(5))``)."""
+    bound = 1.0 / math.sqrt(math.prod(shape[1:]))
+    return (torch.rand(shape, generator=gen) * 2.0 - 1.0) * bound
+
+
+class MaskedLayer(nn.Module):
+    """Base of :class:`MaskedLinear` and :class:`MaskedConv2d`: weight, bank, scores, coeffs."""
+
+    def __init__(
+        self,
+        weight_shape: tuple[int, ...],
+        *,
+        backbone_seed: int,
+        layer_index: int,
+        weight_init: WeightInit = "signed_constant",
+    ) -> None:
+        super().__init__()
+        self.layer_index = layer_index
+        # Frozen, and not persistent: a checkpoint stores the seed, not the weights.
+        self.register_buffer(
+            "weight", init_weight(weight_shape, backbone_seed, layer_index, weight_init),
+            persistent=False,
+        )
+        # The bank grows by doubling its capacity; only the first ``num_masks`` rows are masks.
+        self.register_buffer(
+            "_bank_storage", torch.zeros((0, *weight_shape), dtype=torch.bool), persistent=False
+        )
+        self.num_masks = 0
+        self.register_parameter("scores", None)  # trainable only while a mask is learned
+        self._mask_kind = "topk"
+        self._selector: TopKSelector | None = None
+        self._coeffs: Tensor | None = None
+        self._cached_weight: Tensor | None = None
+
+    # ------------------------------------------------------------------------------- the bank
+
+    @property
+    def bank(self) -> Tensor:
+        """Stored bool masks, shape ``(num_masks, *weight.shape)`` (a view, do not modify)."""
+        return self._bank_storage[: self.num_masks]
+
+    def add_to_bank(self, mask: Tensor) -> int:
+        """Store a bool mask; returns its index in the bank."""
+        if mask.shape != self.weight.shape:
+            raise ValueError(f"mask shape {tuple(mask.shape)} != weight {tuple(self.weight.shape)}")
+        if self.num_masks == self._bank_storage.shape[0]:
+            capacity = max(4, 2 * self.num_masks)
+            grown = torch.zeros(
+                (capacity, *self.weight.shape), dtype=torch.bool, device=self.weight.device
+            )
+            grown[: self.num_masks] = self.bank
+            self._bank_storage = grown
+        self._bank_storage[self.num_masks] = mask.to(torch.bool)
+        self.num_masks += 1
+        return self.num_masks - 1
+
+    # ------------------------------------------------------------------------ learning a mask
+
+    def begin_scores(self, density: float, kind: str, gen: torch.Generator) -> nn.Parameter:
+        """Start learning a new mask: fresh trainable scores (returned, to hand to an optimiser)."""
+        if kind not in ("topk", "threshold"):
+            raise ConfigError(f"unknown mask kind {kind!r}: use 'topk' or 'threshold'")
+        if not 0.0 < density <= 1.0:
+            raise ConfigError(f"density must be in (0, 1], got {density} for layer {self.layer_index}")
+        shape = tuple(self.weight.shape)
+        self.scores = nn.Parameter(init_scores(shape, gen).to(self.weight.device))
+        self._mask_kind = kind
+        self._selector = TopKSelector(self.weight.numel(), num_kept(density, self.weight.numel()))
+        return self.scores
+
+    def current_mask(self) -> Tensor:
+        """The bool mask the scores select now."""
+        if self.scores is None:
+            raise RuntimeError("no mask is being learned: call begin_scores first")
+        with torch.no_grad():
+            if self._mask_kind == "threshold":
+                return self.scores >= 0
+            return self._selector(self.scores).to(torch.bool)
+
+    def end_scores(self) -> Tensor:
+        """Stop learning: drop the scores and return the learned bool mask."""
+        mask = self.current_mask()
+        self.scores = None
+        self._selector = None
+        return mask
+
+    # ---------------------------------------------------------------------- effective weight
+
+    def effective_weight(self) -> Tensor:
+        """``weight * mask`` for the current coeffs, or for the scores being learned."""
+        if self._coeffs is not None:
+            if self._cached_weight is not None:
+                return self._cached_weight
+            w = self.weight * mix_bank(self._coeffs, self.bank)
+            if not (self._coeffs.requires_grad and torch.is_grad_enabled()):
+                self._cached_weight = w.detach()
+            return w
+        if self.scores is not None:
+            if self._mask_kind == "threshold":
+                return threshold_masked_weight(self.scores, self.weight)
+            return topk_masked_weight(self.scores, self.weight, self._selector)
+        raise RuntimeError(
+            "this masked layer has no mask selected: evaluate inside impresslearn.layers.use_coeffs"
+            "(model, coeffs) or learn a mask with begin_scores"
+        )
+
+    def _set_coeffs(self, coeffs: Tensor | None) -> None:
+        # Called only by use_coeffs, the one entry point for selecting masks.
+        if coeffs is not None and coeffs.shape[-1] != self.num_masks:
+            raise ValueError(
+                f"layer {self.layer_index}: coeffs have {coeffs.shape[-1]} entries but the bank "
+                f"holds {self.num_masks} masks"
+            )
+        self._coeffs = coeffs
+        self._cached_weight = None
+
+
+class MaskedLinear(MaskedLayer):
+    """A linear layer (no bias) whose frozen random weight is masked."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        backbone_seed: int,
+        layer_index: int,
+        weight_init: WeightInit = "signed_constant",
+    ) -> None:
+        super().__init__(
+            (out_features, in_features),
+            backbone_seed=backbone_seed,
+            layer_index=layer_index,
+            weight_init=weight_init,
+        )
+        self.in_features, self.out_features = in_features, out_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.effective_weight())
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, masks={self.num_masks}"
+
+
+class MaskedConv2d(MaskedLayer):
+    """A 2-D convolution (no bias) whose frozen random weight is masked."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        *,
+        backbone_seed: int,
+        layer_index: int,
+        weight_init: WeightInit = "signed_constant",
+    ) -> None:
+        super().__init__(
+            (out_channels, in_channels, kernel_size, kernel_size),
+            backbone_seed=backbone_seed,
+            layer_index=layer_index,
+            weight_init=weight_init,
+        )
+        self.stride, self.padding = stride, padding
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.effective_weight(), stride=self.stride, padding=self.padding)
+
+    def extra_repr(self) -> str:
+        o, i, k, _ = self.weight.shape
+        return f"{i}, {o}, kernel_size={k}, stride={self.stride}, padding={self.padding}"
+
+
+class DenseLinear(nn.Linear):
+    """The dense baseline twin of :class:`MaskedLinear`: same initial weight, trained directly."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        backbone_seed: int,
+        layer_index: int,
+        weight_init: WeightInit = "kaiming_normal",
+    ) -> None:
+        super().__init__(in_features, out_features, bias=False)
+        with torch.no_grad():
+            self.weight.copy_(
+                init_weight((out_features, in_features), backbone_seed, layer_index, weight_init)
+            )
+
+
+class DenseConv2d(nn.Conv2d):
+    """The dense baseline twin of :class:`MaskedConv2d`."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        *,
+        backbone_seed: int,
+        layer_index: int,
+        weight_init: WeightInit = "kaiming_normal",
+    ) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, bias=False)
+        with torch.no_grad():
+            self.weight.copy_(
+                init_weight(tuple(self.weight.shape), backbone_seed, layer_index, weight_init)
+            )
+
+
+# ------------------------------------------------------------------------- model-level helpers
+
+
+def masked_layers(model: nn.Module) -> list[MaskedLayer]:
+    """The masked layers of ``model`` in module order (the order coeffs are given in)."""
+    return [m for m in model.modules() if isinstance(m, MaskedLayer)]
+
+
+@contextmanager
+def use_coeffs(model: nn.Module, coeffs: Tensor | Sequence[Tensor]) -> Iterator[None]:
+    """Select every masked layer's mask as ``coeffs @ bank`` for the duration of the block.
+
+    ``coeffs`` is one tensor used by every layer (e.g. SupSup's one-hot task vector or beta), or a
+    sequence with one tensor per masked layer in module order (e.g. ImpressLearn's alpha[t]). Each
+    tensor is ``(num_masks,)`` or ``(out, num_masks)``. The previous selection is restored on exit,
+    so blocks nest. This is the only way coeffs are set.
+    """
+    layers = masked_layers(model)
+    if isinstance(coeffs, Tensor):
+        per_layer = [coeffs] * len(layers)
+    else:
+        per_layer = list(coeffs)
+        if len(per_layer) != len(layers):
+            raise ValueError(f"got coeffs for {len(per_layer)} layers, the model has {len(layers)}")
+    previous = [layer._coeffs for layer in layers]
+    try:
+        for layer, c in zip(layers, per_layer, strict=True):
+            layer._set_coeffs(c)
+        yield
+    finally:
+        for layer, c in zip(layers, previous, strict=True):
+            layer._set_coeffs(c)
+
+
+def one_hot(index: int, size: int, device: torch.device | None = None) -> Tensor:
+    """A float one-hot coeffs vector selecting mask ``index`` of a bank of ``size`` masks."""
+    if not 0 <= index < size:
+        raise IndexError(f"mask index {index} is outside a bank of {size} masks")
+    c = torch.zeros(size, device=device)
+    c[index] = 1.0
+    return c
