@@ -136,12 +136,17 @@ class TopKSelector:
         if cut is None:
             cut = self._full_select(a)
         kth, below = cut  # k-th largest and (k+1)-th largest
-        if kth == below:  # a tie straddles the threshold: resolve by index
-            return self._exact_torch(values).view_as(scores)
         self._threshold = 0.5 * (kth + below)
         if self._buffer is None:
             self._buffer = np.empty(self.numel, dtype=np.float32)
-        np.greater(a, np.float32(below), out=self._buffer, casting="unsafe")
+        if kth != below:
+            np.greater(a, np.float32(below), out=self._buffer, casting="unsafe")
+        else:
+            # Equal values straddle the cut (float32 scores collide now and then): keep all
+            # values above it and the first of the equal ones by position, deterministically.
+            np.greater(a, np.float32(kth), out=self._buffer, casting="unsafe")
+            missing = self.k - int(np.count_nonzero(self._buffer))
+            self._buffer[np.flatnonzero(a == np.float32(kth))[:missing]] = 1.0
         return torch.from_numpy(self._buffer).view_as(scores)
 
     def _full_select(self, a: np.ndarray) -> tuple[float, float]:

@@ -1,0 +1,184 @@
+"""The experiment config: frozen sections, dotted overrides, JSON round trip.
+
+An experiment is five sections, so that an override reads the same in every preset:
+``scenario``, ``backbone``, ``method``, ``train``, ``eval``. Each section is the frozen config
+dataclass of its component; the ``method`` section's class depends on ``method.name``.
+Overrides (``--set train.lr=1e-3``) refuse unknown keys and values of the wrong type (minGPT's
+``merge_from_args`` refuses unknown keys; here the result is frozen and re-validated too).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from impresslearn.backbones import BackboneConfig
+from impresslearn.errors import ConfigError
+from impresslearn.methods import SupSupConfig, method_config_class
+from impresslearn.scenarios import ScenarioConfig
+from impresslearn.train import TrainConfig
+
+SECTIONS = ("scenario", "backbone", "method", "train", "eval")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation settings: ``batch_size`` of the evaluation forward passes."""
+
+    batch_size: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"eval.batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A complete, replayable experiment. ``name`` is the preset it came from."""
+
+    name: str = "custom"
+    scenario: ScenarioConfig = field(default_factory=ScenarioConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    method: Any = field(default_factory=SupSupConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+
+
+def _section_class(section: str, values: dict[str, Any]) -> type:
+    if section == "method":
+        return method_config_class(values.get("name", "supsup"))
+    return {
+        "scenario": ScenarioConfig,
+        "backbone": BackboneConfig,
+        "train": TrainConfig,
+        "eval": EvalConfig,
+    }[section]
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """``value`` (from JSON or parsed CLI text) checked against ``annotation``."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, key)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+    elif annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif annotation is str:
+        if isinstance(value, str):
+            return value
+    else:
+        return value
+    raise ConfigError(
+        f"{key} must be {_type_name(annotation)}, got {value!r} ({type(value).__name__})"
+    )
+
+
+def _type_name(annotation: Any) -> str:
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        annotation, str(annotation)
+    )
+
+
+def _build_section(section: str, values: dict[str, Any]) -> Any:
+    cls = _section_class(section, values)
+    types_ = _field_types(cls)
+    unknown = sorted(set(values) - set(types_))
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) {', '.join(f'{section}.{k}' for k in unknown)}; "
+            f"{section} has: {', '.join(types_)}"
+        )
+    coerced = {k: _coerce(v, types_[k], f"{section}.{k}") for k, v in values.items()}
+    return cls(**coerced)
+
+
+def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
+    """Rebuild a config from :meth:`ExperimentConfig.to_dict` output, strictly."""
+    if not isinstance(data, dict):
+        raise ConfigError("a config must be a JSON object with the sections " + ", ".join(SECTIONS))
+    unknown = sorted(set(data) - {"name", *SECTIONS})
+    if unknown:
+        raise ConfigError(f"unknown config section(s) {unknown}; known: name, {', '.join(SECTIONS)}")
+    sections = {}
+    for section in SECTIONS:
+        values = data.get(section, {})
+        if not isinstance(values, dict):
+            raise ConfigError(f"config section {section!r} must be an object, got {values!r}")
+        sections[section] = _build_section(section, values)
+    name = data.get("name", "custom")
+    if not isinstance(name, str):
+        raise ConfigError(f"config name must be a string, got {name!r}")
+    return ExperimentConfig(name=name, **sections)
+
+
+def parse_value(text: str) -> Any:
+    """CLI text to a value: JSON literals (``1e-3``, ``true``, ``null``), else the string itself."""
+    lowered = text.strip()
+    if lowered.lower() in ("none", "null"):
+        return None
+    if lowered.lower() in ("true", "false"):
+        return lowered.lower() == "true"
+    try:
+        return json.loads(lowered)
+    except json.JSONDecodeError:
+        return text
+
+
+def apply_overrides(config: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
+    """Apply ``section.key=value`` overrides; unknown keys and wrong types are a ConfigError."""
+    data = config.to_dict()
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form section.key=value")
+        if key == "name":
+            data["name"] = text
+            continue
+        section, dot, name = key.partition(".")
+        if not dot or section not in SECTIONS:
+            raise ConfigError(
+                f"unknown override key {key!r}: keys are section.field with section one of "
+                f"{', '.join(SECTIONS)} (see `impresslearn show PRESET`)"
+            )
+        values = data[section]
+        if name not in values:
+            if section == "method" and name != "name":
+                cls = _section_class(section, values)
+            else:
+                cls = None
+            known = ", ".join(values) if cls is None else ", ".join(_field_types(cls))
+            raise ConfigError(f"unknown override key {key!r}; {section} has: {known}")
+        values[name] = parse_value(text)
+        if section == "method" and name == "name":
+            # A different method: keep only the fields the new method also has.
+            fields_ = _field_types(_section_class("method", values))
+            data[section] = {k: v for k, v in values.items() if k in fields_}
+        exclusive = getattr(_section_class(section, values), "exclusive", {})
+        if name in exclusive and values[name] is not None:
+            values[exclusive[name]] = None
+    return config_from_dict(data)

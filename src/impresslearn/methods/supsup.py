@@ -1,0 +1,94 @@
+"""SupSup: one learned supermask per task over a frozen random backbone.
+
+Wortsman et al., "Supermasks in Superposition", NeurIPS 2020. For each task a binary mask over
+every layer's frozen weight is learned from trainable scores (top-k of ``|scores|`` at a given
+density, or SupSup's MNIST variant ``scores >= 0``), then stored in the layer's bank. A known task
+is evaluated with one-hot coeffs over the bank, which selects exactly its mask. The backbone and
+the stored masks never change, so nothing is forgotten.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from impresslearn.errors import ConfigError
+from impresslearn.layers import MASK_KINDS, DensityRule, masked_layers, one_hot, use_coeffs
+from impresslearn.methods.base import METHODS
+from impresslearn.seeding import PURPOSE_SCORES, generator
+
+
+@dataclass(frozen=True)
+class SupSupConfig:
+    """SupSup's settings.
+
+    ``density``: fraction of weights a mask keeps (the Erdos-Renyi scale when
+    ``density_rule='erdos_renyi'``). ``mask_kind``: ``topk`` (exact density) or ``threshold``
+    (``scores >= 0``; density is then learned, SupSup's MNIST setting). ``seed``: seeds the scores.
+    """
+
+    name: str = "supsup"
+    density: float = 0.5
+    density_rule: str = "uniform"
+    mask_kind: str = "topk"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mask_kind not in MASK_KINDS:
+            raise ConfigError(f"method.mask_kind={self.mask_kind!r} is unknown; use one of {MASK_KINDS}")
+        self.rule()  # validates density and density_rule
+
+    def rule(self) -> DensityRule:
+        return DensityRule(self.density_rule, self.density)
+
+
+@METHODS.register("supsup")
+class SupSup:
+    """One supermask per task; the task's index in every layer's bank is its position here."""
+
+    name = "supsup"
+    config_class = SupSupConfig
+
+    def __init__(self, model: nn.Module, config: SupSupConfig) -> None:
+        self.model = model
+        self.config = config
+        self.layers = masked_layers(model)
+        if not self.layers:
+            raise ConfigError("SupSup needs a backbone built from masked layers")
+        self.task_ids: list[int] = []  # bank index -> task_id
+        self._scores: list[nn.Parameter] = []
+
+    def begin_task(self, task_id: int) -> None:
+        if task_id in self.task_ids:
+            raise ValueError(f"task {task_id} already has a mask")
+        rule = self.config.rule()
+        self._scores = [
+            layer.begin_scores(
+                rule.for_shape(tuple(layer.weight.shape)),
+                self.config.mask_kind,
+                generator(self.config.seed, PURPOSE_SCORES, task_id, layer.layer_index),
+            )
+            for layer in self.layers
+        ]
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return list(self._scores)
+
+    def loss_regulariser(self) -> Tensor | None:
+        return None
+
+    def end_task(self, task_id: int) -> None:
+        for layer in self.layers:
+            layer.add_to_bank(layer.end_scores())
+        self.task_ids.append(task_id)
+        self._scores = []
+
+    def task_context(self, task_id: int) -> AbstractContextManager[None]:
+        index = self.task_ids.index(task_id)
+        return use_coeffs(self.model, one_hot(index, len(self.task_ids), self.layers[0].weight.device))
+
+    def bytes_per_task(self) -> dict[str, int]:
+        mask = sum((layer.weight.numel() + 7) // 8 for layer in self.layers)
+        return {"mask": mask, "coeffs": 0, "norm_stats": 0}

@@ -1,0 +1,83 @@
+"""Scenarios: a stream of tasks built from one real data set.
+
+A scenario is seeded and deterministic: built twice from the same config it yields the same tasks,
+and it never touches global random state. Tasks are produced on demand (a 250-task PermutedMNIST
+does not hold 250 permuted copies of MNIST in memory).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from impresslearn.errors import ConfigError
+from impresslearn.registry import Registry
+
+
+@dataclass(frozen=True)
+class ScenarioConfig:
+    """Which task stream to build.
+
+    ``name``: a registered scenario (``impresslearn list``). ``dataset``: the data set it is built
+    from (``mnist``, ``fashion_mnist``, ``mnist_embedded``). ``rotation_step`` is read by
+    ``rotated_mnist`` only (degrees between consecutive tasks).
+    """
+
+    name: str = "permuted_mnist"
+    dataset: str = "mnist"
+    num_tasks: int = 10
+    seed: int = 0
+    rotation_step: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.num_tasks < 1:
+            raise ConfigError(f"scenario.num_tasks must be >= 1, got {self.num_tasks}")
+        if self.seed < 0:
+            raise ConfigError(f"scenario.seed must be >= 0, got {self.seed}")
+
+
+@dataclass(frozen=True, eq=False)
+class TaskData:
+    """Inputs ``x`` float ``(N, C, H, W)``, normalised, and labels ``y`` int64 ``(N,)``."""
+
+    x: Tensor
+    y: Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+class Scenario(Protocol):
+    """A stream of ``num_tasks`` classification tasks over inputs of ``input_shape``."""
+
+    config: ScenarioConfig
+    num_tasks: int
+    input_shape: tuple[int, ...]
+    num_classes: int  # classes per task
+
+    def task_name(self, task_id: int) -> str: ...
+
+    def train_data(self, task_id: int) -> TaskData: ...
+
+    def test_data(self, task_id: int) -> TaskData: ...
+
+
+SCENARIOS: Registry[type] = Registry("scenario")
+
+
+def normalise(images: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
+    """uint8 ``(N, H, W)`` or ``(N, H, W, C)`` -> float ``(N, C, H, W)`` scaled to 0..1 and
+    normalised with the per-channel ``mean`` / ``std``."""
+    x = images.float().div_(255.0)
+    x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2).contiguous()
+    m = torch.tensor(mean).view(1, -1, 1, 1)
+    s = torch.tensor(std).view(1, -1, 1, 1)
+    return x.sub_(m).div_(s)
+
+
+def check_task_id(task_id: int, num_tasks: int) -> None:
+    if not 0 <= task_id < num_tasks:
+        raise IndexError(f"task_id {task_id} is outside this scenario's {num_tasks} tasks")
