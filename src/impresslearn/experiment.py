@@ -112,12 +112,13 @@ def run_experiment(
     progress: bool = False,
 ) -> RunResult:
     """Run ``config`` end to end; with ``out_dir``, write the run folder as it goes."""
-    if out_dir is not None:
-        prepare_run_dir(out_dir, config, overwrite=overwrite)
+    # Build everything first, so that bad input fails before anything is written.
     data = load_dataset(config.scenario.dataset, data_root)
     scenario = build_scenario(config.scenario, data)
     model = build_backbone(config.backbone, scenario.input_shape, scenario.num_classes)
     method = build_method(model, config.method)
+    if out_dir is not None:
+        prepare_run_dir(out_dir, config, overwrite=overwrite)
     num_tasks, num_classes = scenario.num_tasks, scenario.num_classes
 
     matrix = np.full((num_tasks, num_tasks), np.nan)

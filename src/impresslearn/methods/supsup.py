@@ -38,7 +38,10 @@ class SupSupConfig:
     def __post_init__(self) -> None:
         if self.mask_kind not in MASK_KINDS:
             raise ConfigError(f"method.mask_kind={self.mask_kind!r} is unknown; use one of {MASK_KINDS}")
-        self.rule()  # validates density and density_rule
+        try:
+            self.rule()  # validates density and density_rule
+        except ConfigError as e:
+            raise ConfigError(f"method.density / method.density_rule: {e}") from None
 
     def rule(self) -> DensityRule:
         return DensityRule(self.density_rule, self.density)

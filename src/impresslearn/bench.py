@@ -1,0 +1,118 @@
+"""Speed benchmarks, measured side by side in one process (ratios, medians over repeats).
+
+Timings on shared machines are noisy, so every benchmark times the contenders interleaved, step
+by step, and reports the ratio of medians; absolute times are printed for context only.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from impresslearn.backbones import BackboneConfig, build_backbone
+from impresslearn.layers import masked_layers, one_hot, use_coeffs
+from impresslearn.registry import Registry
+from impresslearn.seeding import generator
+
+BENCHMARKS: Registry[Callable[..., dict[str, Any]]] = Registry("benchmark")
+
+INPUT_SHAPES = {"lenet_300_100": (1, 28, 28), "fc_1024_1024": (1, 28, 28)}
+
+
+def _interleaved(fns: dict[str, Callable[[], None]], repeats: int, warmup: int) -> dict[str, float]:
+    """Median seconds of each function, timed round-robin."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _train_step(model, optimizer, x, y) -> Callable[[], None]:
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+    return step
+
+
+@BENCHMARKS.register("mask-step")
+def bench_mask_step(
+    backbone: str = "lenet_300_100", repeats: int = 1000, batch_size: int = 128
+) -> dict[str, Any]:
+    """Masked training step (top-k and threshold masks) and known-task evaluation vs dense."""
+    if backbone not in INPUT_SHAPES:
+        raise ValueError(f"mask-step supports {sorted(INPUT_SHAPES)}, got {backbone!r}")
+    shape = INPUT_SHAPES[backbone]
+    gen = generator(0)
+    x = torch.randn(batch_size, *shape, generator=gen)
+    y = torch.randint(0, 10, (batch_size,), generator=gen)
+    config = BackboneConfig(name=backbone)
+
+    dense = build_backbone(config, shape, 10, dense=True)
+    contenders = {"dense": _train_step(dense, torch.optim.RMSprop(dense.parameters(), lr=1e-4), x, y)}
+    masked = {}
+    for kind in ("topk", "threshold"):
+        model = build_backbone(config, shape, 10)
+        scores = [
+            layer.begin_scores(0.5, kind, generator(1, layer.layer_index))
+            for layer in masked_layers(model)
+        ]
+        contenders[kind] = _train_step(model, torch.optim.RMSprop(scores, lr=1e-4), x, y)
+        masked[kind] = model
+    step = _interleaved(contenders, repeats, warmup=max(20, repeats // 20))
+
+    # Evaluation with a known task: the effective weight is cached inside use_coeffs.
+    model = masked["topk"]
+    for layer in masked_layers(model):
+        layer.add_to_bank(layer.end_scores())
+    x_eval = torch.randn(1000, *shape, generator=gen)
+    with torch.no_grad(), use_coeffs(model, one_hot(0, 1)):
+        evaluation = _interleaved(
+            {"dense": lambda: dense(x_eval), "masked": lambda: model(x_eval)},
+            max(50, repeats // 5),
+            warmup=10,
+        )
+    return {
+        "benchmark": "mask-step",
+        "backbone": backbone,
+        "batch_size": batch_size,
+        "repeats": repeats,
+        "threads": torch.get_num_threads(),
+        "ratio": step["topk"] / step["dense"],
+        "threshold_ratio": step["threshold"] / step["dense"],
+        "eval_ratio": evaluation["masked"] / evaluation["dense"],
+        "median_ms": {
+            "dense_step": 1e3 * step["dense"],
+            "topk_step": 1e3 * step["topk"],
+            "threshold_step": 1e3 * step["threshold"],
+            "dense_eval_1000": 1e3 * evaluation["dense"],
+            "masked_eval_1000": 1e3 * evaluation["masked"],
+        },
+        "targets": {"ratio": 1.3, "eval_ratio": 1.1},
+    }
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """A readable table of a benchmark result."""
+    lines = [f"benchmark {result['benchmark']} ({result.get('backbone', '')}, "
+             f"{result.get('threads', '?')} threads, medians of {result.get('repeats', '?')})"]
+    for key, value in result.get("median_ms", {}).items():
+        lines.append(f"  {key:<20} {value:8.3f} ms")
+    for key in ("ratio", "threshold_ratio", "eval_ratio"):
+        if key in result:
+            target = result.get("targets", {}).get(key)
+            suffix = f"   (target <= {target})" if target else ""
+            lines.append(f"  {key:<20} {result[key]:8.3f}x{suffix}")
+    return "\n".join(lines)

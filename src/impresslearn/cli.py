@@ -1,0 +1,182 @@
+"""The ``impresslearn`` command line.
+
+    impresslearn list                        presets, backbones, scenarios, methods, data sets
+    impresslearn show PRESET [--set k=v]     the resolved config, as JSON
+    impresslearn run PRESET [--set k=v ...] [--out DIR] [--data-root DIR]
+    impresslearn run --config DIR/config.json
+    impresslearn bench NAME [--json]         side-by-side speed benchmarks
+
+The only place that reads ``sys.argv`` and environment variables (``IMPRESSLEARN_DATA``).
+Errors caused by input are printed on one line (``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from impresslearn import __version__
+from impresslearn.errors import ImpressLearnError
+
+EPILOG = """\
+examples:
+  impresslearn run quickstart
+  impresslearn run supsup-permuted-mnist --set scenario.num_tasks=10 --data-root ../shared/data
+  impresslearn show supsup-rotated-mnist --set train.lr=3e-4
+  impresslearn bench mask-step --json
+
+data: the data root is --data-root, else $IMPRESSLEARN_DATA, else ~/.cache/impresslearn; it holds
+mnist/ (idx files), fashion-mnist/, ... (see README). mnist_embedded needs no data root.
+"""
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config field, e.g. --set train.lr=1e-3 (repeatable)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="impresslearn",
+        description="Continual learning without forgetting on frozen random networks: SupSup "
+        "supermasks (Wortsman et al. 2020) and ImpressLearn combined task impressions "
+        "(Bhardwaj et al. 2022).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"impresslearn {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run a preset (or a saved config) and write a run folder")
+    p.add_argument("preset", nargs="?", help="preset name (see `impresslearn list`)")
+    p.add_argument("--config", type=Path, help="replay a config.json instead of a preset")
+    _add_config_args(p)
+    p.add_argument("--out", type=Path, help="run folder (default: runs/PRESET-TIMESTAMP)")
+    p.add_argument("--data-root", help="folder holding the data sets (see below)")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-task lines")
+
+    sub.add_parser("list", help="list presets, backbones, scenarios, methods and data sets")
+
+    p = sub.add_parser("show", help="print a preset's resolved config as JSON")
+    p.add_argument("preset")
+    _add_config_args(p)
+
+    p = sub.add_parser("bench", help="side-by-side speed benchmarks")
+    p.add_argument("name", help="benchmark name (see `impresslearn bench --list`)", nargs="?")
+    p.add_argument("--list", action="store_true", help="list the benchmarks")
+    p.add_argument("--json", action="store_true", help="print one JSON object (key `ratio`)")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats (default: per bench)")
+    p.add_argument("--backbone", default="lenet_300_100", help="backbone to benchmark")
+    return parser
+
+
+def _resolve_config(args: argparse.Namespace):
+    from impresslearn.config import apply_overrides
+    from impresslearn.experiment import load_config_file
+    from impresslearn.presets import get_preset
+
+    if getattr(args, "config", None) is not None:
+        if args.preset:
+            raise ImpressLearnError("give a preset or --config, not both")
+        path = args.config / "config.json" if args.config.is_dir() else args.config
+        config = load_config_file(path)
+    elif args.preset:
+        config = get_preset(args.preset)
+    else:
+        raise ImpressLearnError("name a preset (see `impresslearn list`) or give --config FILE")
+    return apply_overrides(config, args.overrides)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from impresslearn.data import resolve_data_root
+    from impresslearn.experiment import run_experiment
+    from impresslearn.report import summary_table
+
+    config = _resolve_config(args)
+    data_root = resolve_data_root(args.data_root, os.environ)
+    out = args.out or Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if not args.quiet:
+        print(f"impresslearn {__version__}: running {config.name} -> {out}")
+    result = run_experiment(
+        config, data_root, out, overwrite=args.overwrite, progress=not args.quiet
+    )
+    print(summary_table(result.metrics))
+    print(f"run folder: {out}")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from impresslearn.backbones import BACKBONES
+    from impresslearn.data import list_datasets
+    from impresslearn.methods import METHODS
+    from impresslearn.presets import PRESETS, preset_summary
+    from impresslearn.scenarios import SCENARIOS
+
+    print("presets:")
+    width = max(len(n) for n in PRESETS.names())
+    for name in PRESETS.names():
+        print(f"  {name:<{width}}  {preset_summary(name)}")
+    print("backbones: " + ", ".join(BACKBONES.names()))
+    print("scenarios: " + ", ".join(SCENARIOS.names()))
+    print("methods:   " + ", ".join(METHODS.names()))
+    print("datasets:  " + ", ".join(list_datasets()))
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    args.config = None
+    print(_resolve_config(args).to_json(), end="")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from impresslearn.bench import BENCHMARKS, format_table
+
+    if args.list or not args.name:
+        for name in BENCHMARKS.names():
+            doc = (BENCHMARKS.get(name).__doc__ or "").strip().splitlines()[0]
+            print(f"  {name:<12} {doc}")
+        return 0
+    kwargs = {"backbone": args.backbone}
+    if args.repeats is not None:
+        kwargs["repeats"] = args.repeats
+    result = BENCHMARKS.get(args.name)(**kwargs)
+    print(json.dumps(result, indent=2) if args.json else format_table(result))
+    return 0
+
+
+COMMANDS = {"run": _cmd_run, "list": _cmd_list, "show": _cmd_show, "bench": _cmd_bench}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    quiet = getattr(args, "quiet", False) or getattr(args, "json", False)
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    try:
+        return COMMANDS[args.command](args)
+    except ImpressLearnError as e:
+        if args.debug:
+            raise
+        print(f"impresslearn: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("impresslearn: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Named experiments: each a function returning a complete config, named after the paper protocol
+it reproduces. ``impresslearn list`` shows them; ``impresslearn show NAME`` prints the resolved
+config; ``impresslearn run NAME [--set key=value ...]`` runs one.
+
+The ``-paper`` presets keep the papers' exact settings. The main presets may use settings that
+measure better on the same protocol; their docstrings say what differs and why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from impresslearn.backbones import BackboneConfig
+from impresslearn.config import ExperimentConfig
+from impresslearn.methods import SupSupConfig
+from impresslearn.registry import Registry
+from impresslearn.scenarios import ScenarioConfig
+from impresslearn.train import TrainConfig
+
+PRESETS: Registry[Callable[[], ExperimentConfig]] = Registry("preset")
+
+# SupSup's MNIST settings (Wortsman et al. 2020, appendix): RMSprop lr 1e-4, batch 128,
+# 1000 iterations per task, masks `scores >= 0`.
+PAPER_MNIST_TRAIN = TrainConfig(optimizer="rmsprop", lr=1e-4, batch_size=128, iterations=1000)
+PAPER_MNIST_SUPSUP = SupSupConfig(mask_kind="threshold")
+
+# Measured better on this protocol (see README, "Choices that differ from the papers").
+BEST_MNIST_TRAIN = TrainConfig(
+    optimizer="rmsprop", lr=3e-4, batch_size=128, iterations=3000, schedule="cosine"
+)
+BEST_MNIST_SUPSUP = SupSupConfig(mask_kind="topk", density=0.5)
+
+
+def get_preset(name: str) -> ExperimentConfig:
+    """The config of preset ``name`` (a ConfigError listing the presets if unknown)."""
+    return PRESETS.get(name)()
+
+
+def preset_summary(name: str) -> str:
+    """First line of the preset's docstring."""
+    doc = PRESETS.get(name).__doc__ or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+@PRESETS.register("quickstart")
+def quickstart() -> ExperimentConfig:
+    """SupSup on 5 PermutedMNIST tasks of the embedded MNIST set; about a minute on 2 CPU cores.
+
+    Runs offline on a fresh install: the data (the 10,000 MNIST test images, split 8,000 / 2,000)
+    ships inside the package. LeNet-300-100, top-k masks at density 0.5, 600 iterations per task.
+    Run: ``impresslearn run quickstart``.
+    """
+    return ExperimentConfig(
+        name="quickstart",
+        scenario=ScenarioConfig(name="permuted_mnist", dataset="mnist_embedded", num_tasks=5),
+        backbone=BackboneConfig(name="lenet_300_100"),
+        method=BEST_MNIST_SUPSUP,
+        train=TrainConfig(optimizer="rmsprop", lr=1e-4, batch_size=128, iterations=600),
+    )
+
+
+@PRESETS.register("supsup-permuted-mnist")
+def supsup_permuted_mnist() -> ExperimentConfig:
+    """SupSup, scenario GG, PermutedMNIST (250 tasks), LeNet-300-100: tuned settings.
+
+    Differs from the paper (``supsup-permuted-mnist-paper``): exact top-k masks at density 0.5
+    instead of ``scores >= 0``, 3000 instead of 1000 iterations per task, lr 3e-4 with a cosine
+    schedule instead of a constant 1e-4; together they measured better here (README). Quick check: ``impresslearn run supsup-permuted-mnist --set scenario.num_tasks=10``.
+    """
+    return ExperimentConfig(
+        name="supsup-permuted-mnist",
+        scenario=ScenarioConfig(name="permuted_mnist", dataset="mnist", num_tasks=250),
+        backbone=BackboneConfig(name="lenet_300_100"),
+        method=BEST_MNIST_SUPSUP,
+        train=BEST_MNIST_TRAIN,
+    )
+
+
+@PRESETS.register("supsup-permuted-mnist-paper")
+def supsup_permuted_mnist_paper() -> ExperimentConfig:
+    """SupSup, PermutedMNIST (250 tasks), LeNet-300-100, with the paper's exact settings.
+
+    RMSprop lr 1e-4, batch 128, 1000 iterations per task, threshold masks (``scores >= 0``).
+    Run: ``impresslearn run supsup-permuted-mnist-paper``.
+    """
+    return ExperimentConfig(
+        name="supsup-permuted-mnist-paper",
+        scenario=ScenarioConfig(name="permuted_mnist", dataset="mnist", num_tasks=250),
+        backbone=BackboneConfig(name="lenet_300_100"),
+        method=PAPER_MNIST_SUPSUP,
+        train=PAPER_MNIST_TRAIN,
+    )
+
+
+@PRESETS.register("supsup-rotated-mnist")
+def supsup_rotated_mnist() -> ExperimentConfig:
+    """SupSup, scenario GG, RotatedMNIST (36 tasks of 10 degrees), FC-1024-1024: tuned settings.
+
+    Differs from the paper as ``supsup-permuted-mnist`` does (top-k masks, 3000 iterations, lr
+    3e-4 with a cosine schedule).
+    Quick check: ``impresslearn run supsup-rotated-mnist --set scenario.num_tasks=10``.
+    """
+    return ExperimentConfig(
+        name="supsup-rotated-mnist",
+        scenario=ScenarioConfig(name="rotated_mnist", dataset="mnist", num_tasks=36),
+        backbone=BackboneConfig(name="fc_1024_1024"),
+        method=BEST_MNIST_SUPSUP,
+        train=BEST_MNIST_TRAIN,
+    )
+
+
+@PRESETS.register("supsup-rotated-mnist-paper")
+def supsup_rotated_mnist_paper() -> ExperimentConfig:
+    """SupSup, RotatedMNIST (36 tasks of 10 degrees), FC-1024-1024, the paper's exact settings."""
+    return ExperimentConfig(
+        name="supsup-rotated-mnist-paper",
+        scenario=ScenarioConfig(name="rotated_mnist", dataset="mnist", num_tasks=36),
+        backbone=BackboneConfig(name="fc_1024_1024"),
+        method=PAPER_MNIST_SUPSUP,
+        train=PAPER_MNIST_TRAIN,
+    )
+
+
+@PRESETS.register("supsup-split-mnist")
+def supsup_split_mnist() -> ExperimentConfig:
+    """SupSup, scenario GG, SplitMNIST (5 tasks of two digits), LeNet-300-100, 2 outputs."""
+    return ExperimentConfig(
+        name="supsup-split-mnist",
+        scenario=ScenarioConfig(name="split_mnist", dataset="mnist", num_tasks=5),
+        backbone=BackboneConfig(name="lenet_300_100"),
+        method=BEST_MNIST_SUPSUP,
+        train=TrainConfig(optimizer="rmsprop", lr=1e-4, batch_size=128, iterations=1000),
+    )

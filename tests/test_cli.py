@@ -1,0 +1,99 @@
+"""The command line: list/show/run/bench, the run folder, and clear one-line errors."""
+
+import json
+
+import pytest
+
+from impresslearn.cli import main
+from impresslearn.presets import PRESETS
+
+TINY = ["--set", "scenario.num_tasks=2", "--set", "train.iterations=20", "--quiet"]
+
+
+def _run(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_list_names_every_registry(capsys):
+    code, out, _ = _run(["list"], capsys)
+    assert code == 0
+    for name in PRESETS.names():
+        assert name in out
+    for word in ("lenet_300_100", "fc_1024_1024", "permuted_mnist", "rotated_mnist", "supsup"):
+        assert word in out
+
+
+def test_show_prints_resolved_config(capsys):
+    code, out, _ = _run(["show", "quickstart", "--set", "train.lr=0.5"], capsys)
+    assert code == 0
+    assert json.loads(out)["train"]["lr"] == 0.5
+
+
+def test_run_writes_run_folder_and_replays(tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    code, out, _ = _run(["run", "quickstart", *TINY, "--out", str(out_dir)], capsys)
+    assert code == 0
+    assert "average accuracy" in out
+    for name in ("config.json", "metrics.json", "accuracy_matrix.csv", "accuracy_matrix.png", "events.jsonl"):
+        assert (out_dir / name).is_file(), name
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    for key in ("average_accuracy", "accuracy_matrix", "backward_transfer", "forgetting",
+                "bytes_per_task", "seconds_per_task", "peak_memory_mb", "num_tasks", "method",
+                "scenario", "backbone"):
+        assert key in metrics, key
+    assert metrics["accuracy_matrix"][0][1] is None
+    assert set(metrics["bytes_per_task"]) >= {"mask", "coeffs", "norm_stats"}
+    assert len((out_dir / "events.jsonl").read_text().splitlines()) == 2
+
+    replay = tmp_path / "replay"
+    code, _, _ = _run(["run", "--config", str(out_dir / "config.json"), "--out", str(replay), "--quiet"], capsys)
+    assert code == 0
+    again = json.loads((replay / "metrics.json").read_text())
+    assert again["accuracy_matrix"] == metrics["accuracy_matrix"]
+
+
+def test_run_refuses_folder_with_another_run(tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    assert _run(["run", "quickstart", *TINY, "--out", str(out_dir)], capsys)[0] == 0
+    code, _, err = _run(["run", "quickstart", *TINY, "--out", str(out_dir)], capsys)
+    assert code == 2 and "already holds a run" in err and "--overwrite" in err
+    assert _run(["run", "quickstart", *TINY, "--out", str(out_dir), "--overwrite"], capsys)[0] == 0
+
+
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["run", "no-such-preset"], "unknown preset 'no-such-preset'"),
+        (["run", "quickstart", "--set", "train.speed=2"], "unknown override key 'train.speed'"),
+        (["run", "quickstart", "--set", "method.density=0"], "density must be in (0, 1]"),
+        (["run", "quickstart", "--set", "method.density=1.5"], "density must be in (0, 1]"),
+        (["run", "quickstart", "--set", "train.lr=abc"], "train.lr must be a number"),
+        (["run", "quickstart", "--data-root", "/no/such/folder"], "/no/such/folder"),
+        (["run", "quickstart", "--set", "scenario.dataset=cifar1000"], "unknown data set"),
+        (["run", "quickstart", "--set", "backbone.name=vgg"], "unknown backbone 'vgg'"),
+        (["show", "nope"], "unknown preset 'nope'"),
+    ],
+)
+def test_bad_input_is_one_clear_line(argv, fragment, tmp_path, capsys):
+    out_dir = tmp_path / "never"
+    code, _, err = _run([*argv, "--out", str(out_dir)] if argv[0] == "run" else argv, capsys)
+    assert code == 2
+    assert fragment in err
+    assert "Traceback" not in err and err.count("\n") == 1
+    assert not out_dir.exists(), "a failed run must not leave a folder behind"
+
+
+def test_missing_dataset_names_where_it_looked(tmp_path, capsys):
+    code, _, err = _run(["run", "supsup-permuted-mnist", "--data-root", str(tmp_path), "--out", str(tmp_path / "x")], capsys)
+    assert code == 2
+    assert str(tmp_path) in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_bench_json_has_ratio(capsys):
+    code, out, _ = _run(["bench", "mask-step", "--json", "--repeats", "10"], capsys)
+    assert code == 0
+    result = json.loads(out)
+    assert result["ratio"] > 0 and result["eval_ratio"] > 0

@@ -1,0 +1,78 @@
+"""Config sections, dotted overrides, JSON round trip, presets."""
+
+import json
+
+import pytest
+
+from impresslearn.config import ExperimentConfig, apply_overrides, config_from_dict, parse_value
+from impresslearn.errors import ConfigError
+from impresslearn.presets import PRESETS, get_preset
+
+
+def test_overrides_set_typed_values():
+    config = apply_overrides(
+        ExperimentConfig(),
+        ["train.lr=1e-3", "scenario.num_tasks=3", "method.density=0.25", "backbone.num_outputs=100"],
+    )
+    assert config.train.lr == 1e-3
+    assert config.scenario.num_tasks == 3
+    assert config.method.density == 0.25
+    assert config.backbone.num_outputs == 100
+
+
+def test_epochs_override_clears_iterations_and_back():
+    config = apply_overrides(ExperimentConfig(), ["train.epochs=2"])
+    assert (config.train.epochs, config.train.iterations) == (2, None)
+    config = apply_overrides(config, ["train.iterations=7"])
+    assert (config.train.epochs, config.train.iterations) == (None, 7)
+
+
+@pytest.mark.parametrize(
+    "override, fragment",
+    [
+        ("train.lrr=1", "unknown override key 'train.lrr'"),
+        ("nosuch.key=1", "unknown override key 'nosuch.key'"),
+        ("train.lr=fast", "train.lr must be a number"),
+        ("scenario.num_tasks=2.5", "scenario.num_tasks must be an integer"),
+        ("method.density=0", "density must be in (0, 1]"),
+        ("method.density=1.5", "density must be in (0, 1]"),
+        ("method.mask_kind=random", "mask_kind"),
+        ("train.optimizer=adagrad", "train.optimizer"),
+        ("scenario.num_tasks=0", "num_tasks must be >= 1"),
+        ("train.lr", "section.key=value"),
+    ],
+)
+def test_bad_overrides_are_clear_errors(override, fragment):
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(ExperimentConfig(), [override])
+    assert fragment in str(info.value)
+
+
+def test_config_json_round_trip_and_strictness():
+    config = apply_overrides(get_preset("quickstart"), ["train.lr=3e-4"])
+    assert config_from_dict(json.loads(config.to_json())) == config
+    data = config.to_dict()
+    data["train"]["learning_rate"] = 1.0
+    with pytest.raises(ConfigError, match="train.learning_rate"):
+        config_from_dict(data)
+
+
+def test_parse_value():
+    assert parse_value("1e-3") == 1e-3
+    assert parse_value("3") == 3
+    assert parse_value("none") is None
+    assert parse_value("True") is True
+    assert parse_value("lenet_300_100") == "lenet_300_100"
+
+
+@pytest.mark.parametrize("name", PRESETS.names())
+def test_every_preset_resolves_with_docstring(name):
+    config = get_preset(name)
+    assert config.name == name
+    assert PRESETS.get(name).__doc__.strip()
+    assert config_from_dict(config.to_dict()) == config
+
+
+def test_unknown_preset_lists_known():
+    with pytest.raises(ConfigError, match="unknown preset 'nope'; known: quickstart"):
+        get_preset("nope")
