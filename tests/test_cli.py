@@ -36,19 +36,37 @@ def test_run_writes_run_folder_and_replays(tmp_path, capsys):
     code, out, _ = _run(["run", "quickstart", *TINY, "--out", str(out_dir)], capsys)
     assert code == 0
     assert "average accuracy" in out
-    for name in ("config.json", "metrics.json", "accuracy_matrix.csv", "accuracy_matrix.png", "events.jsonl"):
+    for name in (
+        "config.json",
+        "metrics.json",
+        "accuracy_matrix.csv",
+        "accuracy_matrix.png",
+        "events.jsonl",
+    ):
         assert (out_dir / name).is_file(), name
     metrics = json.loads((out_dir / "metrics.json").read_text())
-    for key in ("average_accuracy", "accuracy_matrix", "backward_transfer", "forgetting",
-                "bytes_per_task", "seconds_per_task", "peak_memory_mb", "num_tasks", "method",
-                "scenario", "backbone"):
+    for key in (
+        "average_accuracy",
+        "accuracy_matrix",
+        "backward_transfer",
+        "forgetting",
+        "bytes_per_task",
+        "seconds_per_task",
+        "peak_memory_mb",
+        "num_tasks",
+        "method",
+        "scenario",
+        "backbone",
+    ):
         assert key in metrics, key
     assert metrics["accuracy_matrix"][0][1] is None
     assert set(metrics["bytes_per_task"]) >= {"mask", "coeffs", "norm_stats"}
     assert len((out_dir / "events.jsonl").read_text().splitlines()) == 2
 
     replay = tmp_path / "replay"
-    code, _, _ = _run(["run", "--config", str(out_dir / "config.json"), "--out", str(replay), "--quiet"], capsys)
+    code, _, _ = _run(
+        ["run", "--config", str(out_dir / "config.json"), "--out", str(replay), "--quiet"], capsys
+    )
     assert code == 0
     again = json.loads((replay / "metrics.json").read_text())
     assert again["accuracy_matrix"] == metrics["accuracy_matrix"]
@@ -86,7 +104,17 @@ def test_bad_input_is_one_clear_line(argv, fragment, tmp_path, capsys):
 
 
 def test_missing_dataset_names_where_it_looked(tmp_path, capsys):
-    code, _, err = _run(["run", "supsup-permuted-mnist", "--data-root", str(tmp_path), "--out", str(tmp_path / "x")], capsys)
+    code, _, err = _run(
+        [
+            "run",
+            "supsup-permuted-mnist",
+            "--data-root",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "x"),
+        ],
+        capsys,
+    )
     assert code == 2
     assert str(tmp_path) in err
     assert not (tmp_path / "x").exists()

@@ -12,7 +12,12 @@ from impresslearn.presets import PRESETS, get_preset
 def test_overrides_set_typed_values():
     config = apply_overrides(
         ExperimentConfig(),
-        ["train.lr=1e-3", "scenario.num_tasks=3", "method.density=0.25", "backbone.num_outputs=100"],
+        [
+            "train.lr=1e-3",
+            "scenario.num_tasks=3",
+            "method.density=0.25",
+            "backbone.num_outputs=100",
+        ],
     )
     assert config.train.lr == 1e-3
     assert config.scenario.num_tasks == 3

@@ -24,7 +24,8 @@ def embedded():
 
 def _train_tasks(embedded, mask_kind: str, num_tasks: int = 3):
     scenario = build_scenario(
-        ScenarioConfig(name="permuted_mnist", dataset="mnist_embedded", num_tasks=num_tasks), embedded
+        ScenarioConfig(name="permuted_mnist", dataset="mnist_embedded", num_tasks=num_tasks),
+        embedded,
     )
     model = build_backbone(BackboneConfig(), scenario.input_shape, 10)
     method = SupSup(model, SupSupConfig(mask_kind=mask_kind))

@@ -61,7 +61,9 @@ def bench_mask_step(
     config = BackboneConfig(name=backbone)
 
     dense = build_backbone(config, shape, 10, dense=True)
-    contenders = {"dense": _train_step(dense, torch.optim.RMSprop(dense.parameters(), lr=1e-4), x, y)}
+    contenders = {
+        "dense": _train_step(dense, torch.optim.RMSprop(dense.parameters(), lr=1e-4), x, y)
+    }
     masked = {}
     for kind in ("topk", "threshold"):
         model = build_backbone(config, shape, 10)
@@ -106,8 +108,10 @@ def bench_mask_step(
 
 def format_table(result: dict[str, Any]) -> str:
     """A readable table of a benchmark result."""
-    lines = [f"benchmark {result['benchmark']} ({result.get('backbone', '')}, "
-             f"{result.get('threads', '?')} threads, medians of {result.get('repeats', '?')})"]
+    lines = [
+        f"benchmark {result['benchmark']} ({result.get('backbone', '')}, "
+        f"{result.get('threads', '?')} threads, medians of {result.get('repeats', '?')})"
+    ]
     for key, value in result.get("median_ms", {}).items():
         lines.append(f"  {key:<20} {value:8.3f} ms")
     for key in ("ratio", "threshold_ratio", "eval_ratio"):

@@ -37,7 +37,11 @@ mnist/ (idx files), fashion-mnist/, ... (see README). mnist_embedded needs no da
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a config field, e.g. --set train.lr=1e-3 (repeatable)",
     )
 

@@ -78,6 +78,11 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             return None
         (inner,) = [a for a in args if a is not type(None)]
         return _coerce(value, inner, key)
+    if typing.get_origin(annotation) is tuple:
+        (item, _) = args  # tuple[X, ...]
+        if isinstance(value, (list, tuple)):
+            return tuple(_coerce(v, item, key) for v in value)
+        raise ConfigError(f"{key} must be a list like [0, 4, 8], got {value!r}")
     if annotation is bool:
         if isinstance(value, bool):
             return value
@@ -122,7 +127,9 @@ def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
         raise ConfigError("a config must be a JSON object with the sections " + ", ".join(SECTIONS))
     unknown = sorted(set(data) - {"name", *SECTIONS})
     if unknown:
-        raise ConfigError(f"unknown config section(s) {unknown}; known: name, {', '.join(SECTIONS)}")
+        raise ConfigError(
+            f"unknown config section(s) {unknown}; known: name, {', '.join(SECTIONS)}"
+        )
     sections = {}
     for section in SECTIONS:
         values = data.get(section, {})
@@ -166,13 +173,9 @@ def apply_overrides(config: ExperimentConfig, overrides: list[str]) -> Experimen
                 f"{', '.join(SECTIONS)} (see `impresslearn show PRESET`)"
             )
         values = data[section]
-        if name not in values:
-            if section == "method" and name != "name":
-                cls = _section_class(section, values)
-            else:
-                cls = None
-            known = ", ".join(values) if cls is None else ", ".join(_field_types(cls))
-            raise ConfigError(f"unknown override key {key!r}; {section} has: {known}")
+        known = _field_types(_section_class(section, values))
+        if name not in known:
+            raise ConfigError(f"unknown override key {key!r}; {section} has: {', '.join(known)}")
         values[name] = parse_value(text)
         if section == "method" and name == "name":
             # A different method: keep only the fields the new method also has.

@@ -99,7 +99,9 @@ def evaluate_seen(
     accs = []
     for j in tqdm(range(upto + 1), desc="eval", disable=not progress, leave=False):
         with method.task_context(j):
-            accs.append(accuracy(method.model, scenario.test_data(j), batch_size, scenario.num_classes))
+            accs.append(
+                accuracy(method.model, scenario.test_data(j), batch_size, scenario.num_classes)
+            )
     return accs
 
 
@@ -121,54 +123,83 @@ def run_experiment(
         prepare_run_dir(out_dir, config, overwrite=overwrite)
     num_tasks, num_classes = scenario.num_tasks, scenario.num_classes
 
+    def mask_trainer(params, task_id: int, train, description: str) -> None:
+        # Plain cross-entropy on the task's data; no coeffs are set, so layers use the scores.
+        fit(
+            params,
+            lambda x, y: F.cross_entropy(model(x), y),
+            scenario.train_data(task_id),
+            train,
+            generator(train.seed, PURPOSE_BATCHES, task_id, 1),
+            progress=progress,
+            description=description,
+        )
+
+    def loss_fn(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = F.cross_entropy(model(x), y)
+        extra = method.loss_regulariser()
+        return loss if extra is None else loss + extra
+
+    log.info("%s: %d tasks of %s on %s", config.name, num_tasks, config.scenario.name, data.name)
+    start = time.perf_counter()
+    method.prepare(mask_trainer, num_tasks)
+    prepare_seconds = time.perf_counter() - start
     matrix = np.full((num_tasks, num_tasks), np.nan)
     task_seconds: list[float] = []
-    log.info("%s: %d tasks of %s on %s", config.name, num_tasks, config.scenario.name, data.name)
     for t in range(num_tasks):
         start = time.perf_counter()
         method.begin_task(t)
-
-        def loss_fn(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            loss = F.cross_entropy(model(x), y)
-            extra = method.loss_regulariser()
-            return loss if extra is None else loss + extra
-
-        stats = fit(
-            method.trainable_parameters(),
-            loss_fn,
-            scenario.train_data(t),
-            config.train,
-            generator(config.train.seed, PURPOSE_BATCHES, t),
-            progress=progress,
-            description=f"task {t + 1}/{num_tasks}",
-        )
+        params = method.trainable_parameters()
+        stats = None
+        if params:  # an ImpressLearn impression task may have nothing to train
+            with method.training_context():
+                stats = fit(
+                    params,
+                    loss_fn,
+                    scenario.train_data(t),
+                    config.train,
+                    generator(config.train.seed, PURPOSE_BATCHES, t),
+                    progress=progress,
+                    description=f"task {t + 1}/{num_tasks}",
+                )
         method.end_task(t)
         train_seconds = time.perf_counter() - start
         matrix[t, : t + 1] = evaluate_seen(
             method, scenario, t, config.eval.batch_size, progress=progress
         )
         task_seconds.append(time.perf_counter() - start)
+        test = scenario.test_data(t)
+        method.after_task(
+            t,
+            mask_trainer,
+            lambda test=test: accuracy(model, test, config.eval.batch_size, num_classes),
+        )
         event = {
             "task_id": t,
             "task_name": scenario.task_name(t),
             "accuracy": matrix[t, t],
             "average_accuracy_seen": float(np.mean(matrix[t, : t + 1])),
             "accuracies": matrix[t, : t + 1].tolist(),
-            "final_loss": stats.final_loss,
-            "steps": stats.steps,
+            "final_loss": stats.final_loss if stats else None,
+            "steps": stats.steps if stats else 0,
             "train_seconds": train_seconds,
             "seconds": task_seconds[-1],
         }
         log.info(
             "task %d/%d (%s): accuracy %.2f%%, mean over seen %.2f%%, %.1fs",
-            t + 1, num_tasks, event["task_name"], 100 * event["accuracy"],
-            100 * event["average_accuracy_seen"], event["seconds"],
+            t + 1,
+            num_tasks,
+            event["task_name"],
+            100 * event["accuracy"],
+            100 * event["average_accuracy_seen"],
+            event["seconds"],
         )
         if out_dir is not None:
             append_line(Path(out_dir) / "events.jsonl", json.dumps(event))
 
     names = [scenario.task_name(j) for j in range(num_tasks)]
     metrics = build_metrics(config, matrix, method, task_seconds, names)
+    metrics["prepare_seconds"] = prepare_seconds
     if out_dir is not None:
         write_results(Path(out_dir), config, matrix, metrics, names)
     return RunResult(config, matrix, metrics, method, scenario, out_dir)
@@ -202,6 +233,7 @@ def build_metrics(
         "peak_memory_mb": peak_memory_mb(),
         "impresslearn_version": __version__,
         "torch_version": torch.__version__,
+        **method.extra_metrics(matrix),
     }
 
 

@@ -37,8 +37,15 @@ def plot_accuracy_matrix(matrix: np.ndarray, path: Path, title: str = "") -> Non
         for i in range(t):
             for j in range(i + 1):
                 value = r[i, j] * 100
-                ax.text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=7,
-                        color="white" if value < 60 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{value:.1f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if value < 60 else "black",
+                )
     ticks = range(0, t, max(1, t // 12))
     ax.set_xticks(list(ticks))
     ax.set_yticks(list(ticks))

@@ -18,7 +18,10 @@ def summary_table(metrics: dict[str, Any]) -> str:
     b = metrics["bytes_per_task"]
     rows = [
         ("preset", metrics["preset"]),
-        ("method / scenario", f"{metrics['method']} / {metrics['scenario']} ({metrics['dataset']})"),
+        (
+            "method / scenario",
+            f"{metrics['method']} / {metrics['scenario']} ({metrics['dataset']})",
+        ),
         ("backbone", metrics["backbone"]),
         ("tasks", str(metrics["num_tasks"])),
         ("average accuracy", f"{100 * metrics['average_accuracy']:.2f}%"),

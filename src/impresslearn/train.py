@@ -44,9 +44,13 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"train.optimizer={self.optimizer!r} is unknown; use one of {OPTIMIZERS}")
+            raise ConfigError(
+                f"train.optimizer={self.optimizer!r} is unknown; use one of {OPTIMIZERS}"
+            )
         if self.schedule not in SCHEDULES:
-            raise ConfigError(f"train.schedule={self.schedule!r} is unknown; use one of {SCHEDULES}")
+            raise ConfigError(
+                f"train.schedule={self.schedule!r} is unknown; use one of {SCHEDULES}"
+            )
         if (self.iterations is None) == (self.epochs is None):
             raise ConfigError("set exactly one of train.iterations and train.epochs")
         for key in ("iterations", "epochs", "batch_size"):
@@ -142,7 +146,10 @@ def fit(
 def predict(model: nn.Module, x: Tensor, batch_size: int, num_classes: int) -> Tensor:
     """Predicted class of each row of ``x``, among the first ``num_classes`` outputs (the rest are
     SupSup's superfluous outputs, never targets)."""
-    preds = [model(x[i : i + batch_size])[:, :num_classes].argmax(1) for i in range(0, len(x), batch_size)]
+    preds = [
+        model(x[i : i + batch_size])[:, :num_classes].argmax(1)
+        for i in range(0, len(x), batch_size)
+    ]
     return torch.cat(preds)
 
 

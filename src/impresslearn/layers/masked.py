@@ -39,6 +39,7 @@ from impresslearn.layers.masks import (
 from impresslearn.seeding import PURPOSE_WEIGHTS, generator
 
 WeightInit = Literal["signed_constant", "kaiming_normal"]
+FLOAT_BANK_BYTES = 128 * 2**20  # per layer
 WEIGHT_INITS: tuple[str, ...] = ("signed_constant", "kaiming_normal")
 
 
@@ -82,7 +83,8 @@ class MaskedLayer(nn.Module):
         self.layer_index = layer_index
         # Frozen, and not persistent: a checkpoint stores the seed, not the weights.
         self.register_buffer(
-            "weight", init_weight(weight_shape, backbone_seed, layer_index, weight_init),
+            "weight",
+            init_weight(weight_shape, backbone_seed, layer_index, weight_init),
             persistent=False,
         )
         # The bank grows by doubling its capacity; only the first ``num_masks`` rows are masks.
@@ -95,6 +97,7 @@ class MaskedLayer(nn.Module):
         self._selector: TopKSelector | None = None
         self._coeffs: Tensor | None = None
         self._cached_weight: Tensor | None = None
+        self._float_bank: Tensor | None = None  # the bank as floats, while it is small
 
     # ------------------------------------------------------------------------------- the bank
 
@@ -116,6 +119,7 @@ class MaskedLayer(nn.Module):
             self._bank_storage = grown
         self._bank_storage[self.num_masks] = mask.to(torch.bool)
         self.num_masks += 1
+        self._float_bank = None
         return self.num_masks - 1
 
     # ------------------------------------------------------------------------ learning a mask
@@ -125,11 +129,17 @@ class MaskedLayer(nn.Module):
         if kind not in ("topk", "threshold"):
             raise ConfigError(f"unknown mask kind {kind!r}: use 'topk' or 'threshold'")
         if not 0.0 < density <= 1.0:
-            raise ConfigError(f"density must be in (0, 1], got {density} for layer {self.layer_index}")
+            raise ConfigError(
+                f"density must be in (0, 1], got {density} for layer {self.layer_index}"
+            )
         shape = tuple(self.weight.shape)
         self.scores = nn.Parameter(init_scores(shape, gen).to(self.weight.device))
         self._mask_kind = kind
-        self._selector = TopKSelector(self.weight.numel(), num_kept(density, self.weight.numel()))
+        self._selector = (
+            TopKSelector(self.weight.numel(), num_kept(density, self.weight.numel()))
+            if kind == "topk"
+            else None
+        )
         return self.scores
 
     def current_mask(self) -> Tensor:
@@ -155,10 +165,13 @@ class MaskedLayer(nn.Module):
         if self._coeffs is not None:
             if self._cached_weight is not None:
                 return self._cached_weight
-            w = self.weight * mix_bank(self._coeffs, self.bank)
-            if not (self._coeffs.requires_grad and torch.is_grad_enabled()):
-                self._cached_weight = w.detach()
-            return w
+            if not self._coeffs.requires_grad:
+                # Fixed coeffs (evaluation): compute once per use_coeffs block.
+                self._cached_weight = self.weight * mix_bank(self._coeffs, self.bank)
+                return self._cached_weight
+            return self.weight * mix_bank(
+                self._coeffs, self.bank, float_bank=self._small_float_bank()
+            )
         if self.scores is not None:
             if self._mask_kind == "threshold":
                 return threshold_masked_weight(self.scores, self.weight)
@@ -167,6 +180,16 @@ class MaskedLayer(nn.Module):
             "this masked layer has no mask selected: evaluate inside impresslearn.layers.use_coeffs"
             "(model, coeffs) or learn a mask with begin_scores"
         )
+
+    def _small_float_bank(self) -> Tensor | None:
+        """The bank as floats when that costs at most ``FLOAT_BANK_BYTES`` (kept until the bank
+        changes); ``None`` for a large bank, which is then converted chunk by chunk."""
+        if self.num_masks * self.weight.numel() * 4 > FLOAT_BANK_BYTES:
+            return None
+        stale = self._float_bank is None or self._float_bank.device != self.weight.device
+        if stale:
+            self._float_bank = self.bank.to(self.weight.dtype)
+        return self._float_bank
 
     def _set_coeffs(self, coeffs: Tensor | None) -> None:
         # Called only by use_coeffs, the one entry point for selecting masks.

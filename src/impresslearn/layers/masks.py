@@ -55,9 +55,7 @@ class DensityRule:
 
     def __post_init__(self) -> None:
         if self.kind not in ("uniform", "erdos_renyi"):
-            raise ConfigError(
-                f"unknown density rule {self.kind!r}: use 'uniform' or 'erdos_renyi'"
-            )
+            raise ConfigError(f"unknown density rule {self.kind!r}: use 'uniform' or 'erdos_renyi'")
         if self.kind == "uniform" and not (0.0 < self.density <= 1.0):
             raise ConfigError(
                 f"density must be in (0, 1] (the fraction of weights a mask keeps), "
@@ -239,12 +237,16 @@ class _MixBank(torch.autograd.Function):
         return torch.cat(grads, dim=-1), None, None
 
 
-def mix_bank(coeffs: Tensor, bank: Tensor, chunk: int = 64) -> Tensor:
+def mix_bank(
+    coeffs: Tensor, bank: Tensor, chunk: int = 64, float_bank: Tensor | None = None
+) -> Tensor:
     """The effective mask ``coeffs @ bank``.
 
     ``bank`` is bool, shape ``(M, *weight_shape)``. ``coeffs`` is ``(M,)`` (one number per mask) or
     ``(out, M)`` (one vector per output unit). A one-hot ``coeffs`` that needs no gradient returns
-    the stored mask itself, converted to float, bit for bit.
+    the stored mask itself, converted to float, bit for bit. ``float_bank``, the bank already
+    converted to floats, makes each call one matrix-vector product (worth it for a small bank
+    mixed on every training step, as ImpressLearn's alphas are).
     """
     if coeffs.shape[-1] != bank.shape[0]:
         raise ValueError(
@@ -258,6 +260,11 @@ def mix_bank(coeffs: Tensor, bank: Tensor, chunk: int = 64) -> Tensor:
         nonzero = torch.nonzero(coeffs).flatten()
         if nonzero.numel() == 1 and coeffs[nonzero[0]] == 1:
             return bank[int(nonzero[0])].to(coeffs.dtype)
+    if float_bank is not None:
+        if coeffs.dim() == 1:
+            return torch.tensordot(coeffs, float_bank, dims=1)
+        flat = float_bank.view(float_bank.shape[0], float_bank.shape[1], -1)
+        return torch.einsum("om,mor->or", coeffs, flat).view(bank.shape[1:])
     return _MixBank.apply(coeffs, bank, chunk)
 
 

@@ -2,8 +2,9 @@
 
 from torch import nn
 
-from impresslearn.methods import supsup  # noqa: F401  (registers SupSup)
-from impresslearn.methods.base import METHODS, Method
+from impresslearn.methods import impress, supsup  # noqa: F401  (registers the methods)
+from impresslearn.methods.base import METHODS, MaskTrainer, Method
+from impresslearn.methods.impress import ImpressLearn, ImpressLearnConfig
 from impresslearn.methods.supsup import SupSup, SupSupConfig
 
 
@@ -17,4 +18,14 @@ def method_config_class(name: str) -> type:
     return METHODS.get(name).config_class
 
 
-__all__ = ["METHODS", "Method", "SupSup", "SupSupConfig", "build_method", "method_config_class"]
+__all__ = [
+    "METHODS",
+    "ImpressLearn",
+    "ImpressLearnConfig",
+    "MaskTrainer",
+    "Method",
+    "SupSup",
+    "SupSupConfig",
+    "build_method",
+    "method_config_class",
+]

@@ -7,12 +7,20 @@ for evaluation through a context manager.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
+import numpy as np
 from torch import Tensor, nn
 
 from impresslearn.registry import Registry
+from impresslearn.train import TrainConfig
+
+# Trains the given scores on a task's training data with plain cross-entropy and ``TrainConfig``:
+# ``trainer(params, task_id, train_config, description)``. The runner provides it, so methods
+# that learn masks outside the stream (ImpressLearn's impressions) need no data plumbing.
+MaskTrainer = Callable[[list[nn.Parameter], int, TrainConfig, str], None]
 
 
 class Method(Protocol):
@@ -21,8 +29,14 @@ class Method(Protocol):
     name: str
     model: nn.Module
 
+    def prepare(self, trainer: MaskTrainer, num_tasks: int) -> None:
+        """Work before the stream starts (e.g. learning ImpressLearn's impressions)."""
+
     def begin_task(self, task_id: int) -> None:
         """Prepare the trainable state of a new task."""
+
+    def training_context(self) -> AbstractContextManager[None]:
+        """Within the block, ``model(x)`` computes the current task's outputs for training."""
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The parameters the optimiser may update for the current task (never frozen weights)."""
@@ -35,6 +49,12 @@ class Method(Protocol):
 
     def task_context(self, task_id: int) -> AbstractContextManager[None]:
         """Within the block, ``model(x)`` computes task ``task_id``'s outputs."""
+
+    def after_task(self, task_id: int, trainer: MaskTrainer, evaluate: Callable[[], float]) -> None:
+        """Reference measurements after a task (``evaluate()`` = accuracy on its test set)."""
+
+    def extra_metrics(self, matrix: np.ndarray) -> dict[str, Any]:
+        """Method-specific entries of ``metrics.json``."""
 
     def bytes_per_task(self) -> dict[str, int]:
         """Storage one task costs, by kind (``mask``, ``coeffs``, ``norm_stats``), at 1 bit per

@@ -9,14 +9,17 @@ the stored masks never change, so nothing is forgotten.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 from torch import Tensor, nn
 
 from impresslearn.errors import ConfigError
 from impresslearn.layers import MASK_KINDS, DensityRule, masked_layers, one_hot, use_coeffs
-from impresslearn.methods.base import METHODS
+from impresslearn.methods.base import METHODS, MaskTrainer
 from impresslearn.seeding import PURPOSE_SCORES, generator
 
 
@@ -37,7 +40,9 @@ class SupSupConfig:
 
     def __post_init__(self) -> None:
         if self.mask_kind not in MASK_KINDS:
-            raise ConfigError(f"method.mask_kind={self.mask_kind!r} is unknown; use one of {MASK_KINDS}")
+            raise ConfigError(
+                f"method.mask_kind={self.mask_kind!r} is unknown; use one of {MASK_KINDS}"
+            )
         try:
             self.rule()  # validates density and density_rule
         except ConfigError as e:
@@ -63,6 +68,9 @@ class SupSup:
         self.task_ids: list[int] = []  # bank index -> task_id
         self._scores: list[nn.Parameter] = []
 
+    def prepare(self, trainer: MaskTrainer, num_tasks: int) -> None:
+        pass
+
     def begin_task(self, task_id: int) -> None:
         if task_id in self.task_ids:
             raise ValueError(f"task {task_id} already has a mask")
@@ -79,6 +87,9 @@ class SupSup:
     def trainable_parameters(self) -> list[nn.Parameter]:
         return list(self._scores)
 
+    def training_context(self) -> AbstractContextManager[None]:
+        return nullcontext()  # no coeffs set: the layers use the scores being learned
+
     def loss_regulariser(self) -> Tensor | None:
         return None
 
@@ -90,7 +101,15 @@ class SupSup:
 
     def task_context(self, task_id: int) -> AbstractContextManager[None]:
         index = self.task_ids.index(task_id)
-        return use_coeffs(self.model, one_hot(index, len(self.task_ids), self.layers[0].weight.device))
+        return use_coeffs(
+            self.model, one_hot(index, len(self.task_ids), self.layers[0].weight.device)
+        )
+
+    def after_task(self, task_id: int, trainer: MaskTrainer, evaluate: Callable[[], float]) -> None:
+        pass
+
+    def extra_metrics(self, matrix: np.ndarray) -> dict[str, Any]:
+        return {}
 
     def bytes_per_task(self) -> dict[str, int]:
         mask = sum((layer.weight.numel() + 7) // 8 for layer in self.layers)

@@ -73,7 +73,9 @@ class PermutedMNIST(_MnistStream):
     def permutation(self, task_id: int) -> Tensor:
         """The pixel permutation of task ``task_id`` (a pure function of seed and task id)."""
         num_pixels = math.prod(self.input_shape)
-        return torch.randperm(num_pixels, generator=generator(self.config.seed, PURPOSE_TASK, task_id))
+        return torch.randperm(
+            num_pixels, generator=generator(self.config.seed, PURPOSE_TASK, task_id)
+        )
 
     def _transform(self, task_id: int, images: Tensor, labels: Tensor) -> TaskData:
         x = normalise(images, self.data.mean, self.data.std)
@@ -82,14 +84,14 @@ class PermutedMNIST(_MnistStream):
 
 
 def rotate(images: Tensor, degrees: float) -> Tensor:
-    """Rotate float images ``(N, C, H, W)`` counter-clockwise about their centre (bilinear, zeros
-    outside), with torch alone."""
+    """Rotate float images ``(N, C, H, W)`` counter-clockwise (as displayed, row 0 at the top)
+    about their centre, bilinear, zeros outside, with torch alone; +90 equals ``torch.rot90(k=1)``."""
     if degrees % 360 == 0:
         return images.clone()
     theta = math.radians(degrees)
     cos, sin = math.cos(theta), math.sin(theta)
     # affine_grid maps output to input coordinates: the inverse rotation.
-    matrix = torch.tensor([[cos, sin, 0.0], [-sin, cos, 0.0]], dtype=images.dtype)
+    matrix = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], dtype=images.dtype)
     grid = F.affine_grid(matrix.expand(len(images), 2, 3), list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 

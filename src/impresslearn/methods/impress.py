@@ -1,0 +1,335 @@
+"""ImpressLearn: every task as a learned linear combination of a few basis masks (impressions).
+
+Bhardwaj, Li, Xiong, Lai, "ImpressLearn: Continual Learning via Combined Task Impressions",
+arXiv 2210.01987. A fixed set of ``n`` binary *impressions* is stored once in every masked layer's
+bank. Task ``t`` is represented by one coefficient vector ``alpha[t, l]`` per layer ``l`` (or, in
+the ``output_unit`` variant, one per output unit), so its effective weight is
+``W[l] * sum_i alpha[t, l, i] * M_i[l]``. Only the current task's alphas are trained, with the loss
+``cross_entropy + lambda * sum_l (||alpha[t, l]||_1 - 1)^2``; alphas start at ``1/n``. Backbone,
+impressions and other tasks' alphas are frozen, so nothing is forgotten.
+
+Impressions come in three kinds (``impression_kind``):
+
+* ``heterogeneous``: SupSup masks learned on ``n`` tasks of the stream (``impression_tasks``,
+  default the first ``n``; the paper's setting);
+* ``homogeneous``: ``n`` masks learned on one task with different seeds for the scores;
+* ``random``: ``n`` seeded random masks at the target density.
+
+Impressions are learned (or drawn) before the stream starts, in :meth:`ImpressLearn.prepare`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from impresslearn.errors import ConfigError
+from impresslearn.layers import (
+    MASK_KINDS,
+    DensityRule,
+    masked_layers,
+    num_kept,
+    one_hot,
+    use_coeffs,
+)
+from impresslearn.methods.base import METHODS, MaskTrainer
+from impresslearn.seeding import PURPOSE_RANDOM_MASK, PURPOSE_SCORES, generator
+from impresslearn.train import TrainConfig
+
+IMPRESSION_KINDS = ("heterogeneous", "homogeneous", "random")
+GRANULARITIES = ("layer", "output_unit")
+
+
+@dataclass(frozen=True)
+class ImpressLearnConfig:
+    """ImpressLearn's settings.
+
+    ``num_impressions``: ``n``. ``impression_kind``: heterogeneous, homogeneous or random.
+    ``impression_tasks``: heterogeneous: the tasks whose SupSup masks are the impressions (default
+    the first ``n``); homogeneous: one task (default task 0). ``granularity``: ``layer`` (the
+    paper: ``n`` numbers per layer) or ``output_unit`` (``n`` numbers per output unit).
+    ``train_impression_tasks``: learn alphas for the impression tasks too; otherwise a
+    heterogeneous impression task uses its own mask (one-hot alphas). ``reg_lambda``: weight of the
+    ``(||alpha||_1 - 1)^2`` term. ``density``, ``density_rule``, ``mask_kind``: of the impressions.
+    ``impression_*``: how impressions (and the comparison masks) are trained, SupSup's way.
+    ``dedicated_masks``: also learn a SupSup mask for every non-impression task, only to report
+    its accuracy next to the combination's (the mask is not kept).
+    """
+
+    name: str = "impresslearn"
+    num_impressions: int = 10
+    impression_kind: str = "heterogeneous"
+    impression_tasks: tuple[int, ...] | None = None
+    granularity: str = "layer"
+    train_impression_tasks: bool = False
+    reg_lambda: float = 0.005
+    density: float = 0.5
+    density_rule: str = "uniform"
+    mask_kind: str = "topk"
+    seed: int = 0
+    impression_optimizer: str = "rmsprop"
+    impression_lr: float = 3e-4
+    impression_iterations: int = 3000
+    impression_batch_size: int = 128
+    impression_schedule: str = "cosine"
+    dedicated_masks: bool = False
+
+    def __post_init__(self) -> None:
+        if self.num_impressions < 1:
+            raise ConfigError(f"method.num_impressions must be >= 1, got {self.num_impressions}")
+        if self.impression_kind not in IMPRESSION_KINDS:
+            raise ConfigError(
+                f"method.impression_kind={self.impression_kind!r} is unknown; use one of "
+                f"{IMPRESSION_KINDS}"
+            )
+        if self.granularity not in GRANULARITIES:
+            raise ConfigError(
+                f"method.granularity={self.granularity!r} is unknown; use one of {GRANULARITIES}"
+            )
+        if self.mask_kind not in MASK_KINDS:
+            raise ConfigError(
+                f"method.mask_kind={self.mask_kind!r} is unknown; use one of {MASK_KINDS}"
+            )
+        if self.reg_lambda < 0:
+            raise ConfigError(f"method.reg_lambda must be >= 0, got {self.reg_lambda}")
+        tasks = self.impression_tasks
+        if tasks is not None:
+            if any(t < 0 for t in tasks) or len(set(tasks)) != len(tasks):
+                raise ConfigError(f"method.impression_tasks must be distinct task ids, got {tasks}")
+            if self.impression_kind == "heterogeneous" and len(tasks) != self.num_impressions:
+                raise ConfigError(
+                    f"method.impression_tasks lists {len(tasks)} tasks but "
+                    f"method.num_impressions={self.num_impressions}"
+                )
+            if self.impression_kind == "homogeneous" and len(tasks) != 1:
+                raise ConfigError(
+                    "homogeneous impressions come from one task: impression_tasks=[t]"
+                )
+        try:
+            self.rule()
+        except ConfigError as e:
+            raise ConfigError(f"method.density / method.density_rule: {e}") from None
+        self.impression_train()  # validates the impression optimiser settings
+
+    def rule(self) -> DensityRule:
+        return DensityRule(self.density_rule, self.density)
+
+    def impression_train(self) -> TrainConfig:
+        """The training settings of impressions and comparison masks."""
+        return TrainConfig(
+            optimizer=self.impression_optimizer,
+            lr=self.impression_lr,
+            batch_size=self.impression_batch_size,
+            iterations=self.impression_iterations,
+            schedule=self.impression_schedule,
+        )
+
+    def source_tasks(self) -> tuple[int, ...]:
+        """Tasks whose data the impressions are learned on (empty for random impressions)."""
+        if self.impression_kind == "random":
+            return ()
+        if self.impression_kind == "homogeneous":
+            return self.impression_tasks or (0,)
+        return self.impression_tasks or tuple(range(self.num_impressions))
+
+
+def random_masks(
+    shape: tuple[int, ...], density: float, count: int, seed: int, layer: int
+) -> Tensor:
+    """``count`` seeded random bool masks of ``shape``, each keeping exactly round(density * n)."""
+    numel = math.prod(shape)
+    k = num_kept(density, numel)
+    masks = torch.zeros((count, numel), dtype=torch.bool)
+    for i in range(count):
+        order = torch.randperm(numel, generator=generator(seed, PURPOSE_RANDOM_MASK, layer, i))
+        masks[i, order[:k]] = True
+    return masks.view(count, *shape)
+
+
+@METHODS.register("impresslearn")
+class ImpressLearn:
+    """Impressions in every layer's bank; per task, per layer, a coefficient vector over them."""
+
+    name = "impresslearn"
+    config_class = ImpressLearnConfig
+
+    def __init__(self, model: nn.Module, config: ImpressLearnConfig) -> None:
+        self.model = model
+        self.config = config
+        self.layers = masked_layers(model)
+        if not self.layers:
+            raise ConfigError("ImpressLearn needs a backbone built from masked layers")
+        self.alphas: dict[int, list[Tensor]] = {}  # task_id -> frozen per-layer coeffs
+        self.dedicated_accuracy: dict[int, float] = {}
+        self.single_impression_accuracy: dict[int, float] = {}
+        self._current: list[nn.Parameter] = []
+        self._current_task: int | None = None
+
+    # ------------------------------------------------------------------------- impressions
+
+    @property
+    def n(self) -> int:
+        return self.config.num_impressions
+
+    def impression_of(self, task_id: int) -> int | None:
+        """Index of the impression learned on ``task_id`` (heterogeneous only), else None."""
+        if self.config.impression_kind != "heterogeneous":
+            return None
+        tasks = self.config.source_tasks()
+        return tasks.index(task_id) if task_id in tasks else None
+
+    def prepare(self, trainer: MaskTrainer, num_tasks: int) -> None:
+        """Learn (or draw) the ``n`` impressions and store them in every layer's bank."""
+        cfg = self.config
+        if any(t >= num_tasks for t in cfg.source_tasks()):
+            raise ConfigError(
+                f"impressions come from tasks {cfg.source_tasks()} but the scenario has only "
+                f"{num_tasks} tasks"
+            )
+        rule = cfg.rule()
+        if cfg.impression_kind == "random":
+            for layer in self.layers:
+                shape = tuple(layer.weight.shape)
+                for mask in random_masks(
+                    shape, rule.for_shape(shape), self.n, cfg.seed, layer.layer_index
+                ):
+                    layer.add_to_bank(mask)
+            return
+        jobs = (
+            [(t, t) for t in cfg.source_tasks()]  # heterogeneous: (task, score seed key)
+            if cfg.impression_kind == "heterogeneous"
+            else [(cfg.source_tasks()[0], i) for i in range(self.n)]
+        )
+        for i, (task_id, seed_key) in enumerate(jobs):
+            self.begin_scores(seed_key)
+            trainer(
+                self.scores(),
+                task_id,
+                cfg.impression_train(),
+                f"impression {i + 1}/{self.n} (task {task_id})",
+            )
+            for layer in self.layers:
+                layer.add_to_bank(layer.end_scores())
+
+    def begin_scores(self, seed_key: int) -> None:
+        """Start learning a SupSup mask in every layer (an impression or a comparison mask)."""
+        rule = self.config.rule()
+        for layer in self.layers:
+            layer.begin_scores(
+                rule.for_shape(tuple(layer.weight.shape)),
+                self.config.mask_kind,
+                generator(self.config.seed, PURPOSE_SCORES, seed_key, layer.layer_index),
+            )
+
+    def scores(self) -> list[nn.Parameter]:
+        return [layer.scores for layer in self.layers]
+
+    # -------------------------------------------------------------------------- the stream
+
+    def _trains(self, task_id: int) -> bool:
+        return self.impression_of(task_id) is None or self.config.train_impression_tasks
+
+    def begin_task(self, task_id: int) -> None:
+        if task_id in self.alphas:
+            raise ValueError(f"task {task_id} already has alphas")
+        self._current_task = task_id
+        if not self._trains(task_id):
+            self._current = []
+            return
+        init = 1.0 / self.n
+        self._current = [
+            nn.Parameter(torch.full(self._alpha_shape(layer), init, device=layer.weight.device))
+            for layer in self.layers
+        ]
+
+    def _alpha_shape(self, layer: nn.Module) -> tuple[int, ...]:
+        if self.config.granularity == "layer":
+            return (self.n,)
+        return (layer.weight.shape[0], self.n)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return list(self._current)
+
+    def training_context(self) -> AbstractContextManager[None]:
+        return use_coeffs(self.model, self._current) if self._current else nullcontext()
+
+    def loss_regulariser(self) -> Tensor | None:
+        if not self._current or self.config.reg_lambda == 0:
+            return None
+        total = sum(((a.abs().sum(-1) - 1.0) ** 2).sum() for a in self._current)
+        return self.config.reg_lambda * total
+
+    def end_task(self, task_id: int) -> None:
+        if self._current:
+            self.alphas[task_id] = [a.detach().clone() for a in self._current]
+        else:  # a heterogeneous impression task: its own mask
+            index = self.impression_of(task_id)
+            device = self.layers[0].weight.device
+            self.alphas[task_id] = [
+                one_hot(index, self.n, device).expand(self._alpha_shape(layer)).clone()
+                for layer in self.layers
+            ]
+        self._current = []
+        self._current_task = None
+
+    def task_context(self, task_id: int) -> AbstractContextManager[None]:
+        return use_coeffs(self.model, self.alphas[task_id])
+
+    def after_task(self, task_id: int, trainer: MaskTrainer, evaluate: Callable[[], float]) -> None:
+        """Reference numbers for a task that is not an impression: the accuracy of its dedicated
+        SupSup mask (when ``dedicated_masks``), and of one impression applied unchanged (the
+        paper's sanity check: close to chance when the impression came from another task)."""
+        if self.impression_of(task_id) is not None:
+            return
+        if self.config.impression_kind == "heterogeneous":
+            with use_coeffs(self.model, one_hot(0, self.n, self.layers[0].weight.device)):
+                self.single_impression_accuracy[task_id] = evaluate()
+        if self.config.dedicated_masks:
+            self.begin_scores(10_000 + task_id)
+            trainer(
+                self.scores(),
+                task_id,
+                self.config.impression_train(),
+                f"dedicated mask (task {task_id})",
+            )
+            self.dedicated_accuracy[task_id] = evaluate()  # the scores' mask: no coeffs are set
+            for layer in self.layers:
+                layer.end_scores()
+
+    # ------------------------------------------------------------------------------ report
+
+    def bytes_per_task(self) -> dict[str, int]:
+        coeffs = sum(4 * math.prod(self._alpha_shape(layer)) for layer in self.layers)
+        return {"mask": 0, "coeffs": coeffs, "norm_stats": 0}
+
+    def shared_bytes(self) -> int:
+        """Bytes of the impressions, stored once for all tasks (1 bit per weight)."""
+        return self.n * sum((layer.weight.numel() + 7) // 8 for layer in self.layers)
+
+    def extra_metrics(self, matrix: np.ndarray) -> dict[str, Any]:
+        final = matrix[-1]
+        unseen = [t for t in range(len(final)) if self.impression_of(t) is None]
+        out: dict[str, Any] = {
+            "impression_kind": self.config.impression_kind,
+            "num_impressions": self.n,
+            "impression_tasks": list(self.config.source_tasks()),
+            "unseen_tasks": unseen,
+            "average_accuracy_unseen": float(np.mean(final[unseen])) if unseen else None,
+            "shared_bytes": {"impressions": self.shared_bytes()},
+        }
+        if self.dedicated_accuracy:
+            ded = [self.dedicated_accuracy[t] for t in unseen if t in self.dedicated_accuracy]
+            out["dedicated_accuracy_unseen"] = float(np.mean(ded))
+            out["dedicated_accuracy"] = {str(t): a for t, a in self.dedicated_accuracy.items()}
+        if self.single_impression_accuracy:
+            out["single_impression_accuracy_unseen"] = float(
+                np.mean(list(self.single_impression_accuracy.values()))
+            )
+        return out
