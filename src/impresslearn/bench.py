@@ -114,9 +114,65 @@ def format_table(result: dict[str, Any]) -> str:
     ]
     for key, value in result.get("median_ms", {}).items():
         lines.append(f"  {key:<20} {value:8.3f} ms")
+    for key, value in result.get("ratios", {}).items():
+        lines.append(f"  ratio {key:<14} {value:8.3f}x")
     for key in ("ratio", "threshold_ratio", "eval_ratio"):
         if key in result:
             target = result.get("targets", {}).get(key)
             suffix = f"   (target <= {target})" if target else ""
             lines.append(f"  {key:<20} {result[key]:8.3f}x{suffix}")
     return "\n".join(lines)
+
+
+@BENCHMARKS.register("alpha-step")
+def bench_alpha_step(
+    backbone: str = "lenet_300_100", repeats: int = 500, batch_size: int = 128
+) -> dict[str, Any]:
+    """ImpressLearn alpha training step (n impressions) vs a SupSup top-k mask training step."""
+    if backbone not in INPUT_SHAPES:
+        raise ValueError(f"alpha-step supports {sorted(INPUT_SHAPES)}, got {backbone!r}")
+    shape = INPUT_SHAPES[backbone]
+    gen = generator(0)
+    x = torch.randn(batch_size, *shape, generator=gen)
+    y = torch.randint(0, 10, (batch_size,), generator=gen)
+    config = BackboneConfig(name=backbone)
+
+    supsup = build_backbone(config, shape, 10)
+    scores = [
+        layer.begin_scores(0.5, "topk", generator(1, layer.layer_index))
+        for layer in masked_layers(supsup)
+    ]
+    contenders = {"supsup": _train_step(supsup, torch.optim.RMSprop(scores, lr=1e-4), x, y)}
+    sizes = (1, 2, 5, 10, 20)
+    for n in sizes:
+        model = build_backbone(config, shape, 10)
+        layers = masked_layers(model)
+        for i in range(n):
+            for layer in layers:
+                mask = torch.rand(layer.weight.shape, generator=generator(2, i, layer.layer_index))
+                layer.add_to_bank(mask < 0.5)
+        alphas = [torch.nn.Parameter(torch.full((n,), 1.0 / n)) for _ in layers]
+        optimizer = torch.optim.RMSprop(alphas, lr=1e-3)
+
+        def step(model=model, alphas=alphas, optimizer=optimizer) -> None:
+            optimizer.zero_grad(set_to_none=True)
+            with use_coeffs(model, alphas):
+                loss = F.cross_entropy(model(x), y)
+                loss = loss + 0.005 * sum((a.abs().sum() - 1) ** 2 for a in alphas)
+            loss.backward()
+            optimizer.step()
+
+        contenders[f"alpha_n{n}"] = step
+    medians = _interleaved(contenders, repeats, warmup=max(20, repeats // 20))
+    ratios = {f"n{n}": medians[f"alpha_n{n}"] / medians["supsup"] for n in sizes}
+    return {
+        "benchmark": "alpha-step",
+        "backbone": backbone,
+        "batch_size": batch_size,
+        "repeats": repeats,
+        "threads": torch.get_num_threads(),
+        "ratio": ratios["n10"],
+        "ratios": ratios,
+        "median_ms": {k: 1e3 * v for k, v in medians.items()},
+        "targets": {"ratio": 1.0},
+    }

@@ -102,7 +102,7 @@ def _resolve_config(args: argparse.Namespace):
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from impresslearn.data import resolve_data_root
-    from impresslearn.experiment import run_experiment
+    from impresslearn.experiment import prepare_run_dir, run_experiment
     from impresslearn.report import summary_table
 
     config = _resolve_config(args)
@@ -110,10 +110,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not args.quiet:
         print(f"impresslearn {__version__}: running {config.name} -> {out}")
-    result = run_experiment(
-        config, data_root, out, overwrite=args.overwrite, progress=not args.quiet
-    )
-    print(summary_table(result.metrics))
+    if config.sweep.num_impressions:
+        from impresslearn.report import sweep_table
+        from impresslearn.sweep import run_sweep
+
+        prepare_run_dir(out, config, overwrite=args.overwrite)
+        print(sweep_table(run_sweep(config, data_root, out, progress=not args.quiet)))
+    else:
+        result = run_experiment(
+            config, data_root, out, overwrite=args.overwrite, progress=not args.quiet
+        )
+        print(summary_table(result.metrics))
     print(f"run folder: {out}")
     return 0
 

@@ -1,7 +1,8 @@
 """The experiment config: frozen sections, dotted overrides, JSON round trip.
 
-An experiment is five sections, so that an override reads the same in every preset:
-``scenario``, ``backbone``, ``method``, ``train``, ``eval``. Each section is the frozen config
+An experiment is six sections, so that an override reads the same in every preset:
+``scenario``, ``backbone``, ``method``, ``train``, ``eval``, and ``sweep`` (empty unless the
+experiment is an ImpressLearn sweep). Each section is the frozen config
 dataclass of its component; the ``method`` section's class depends on ``method.name``.
 Overrides (``--set train.lr=1e-3``) refuse unknown keys and values of the wrong type (minGPT's
 ``merge_from_args`` refuses unknown keys; here the result is frozen and re-validated too).
@@ -22,7 +23,7 @@ from impresslearn.methods import SupSupConfig, method_config_class
 from impresslearn.scenarios import ScenarioConfig
 from impresslearn.train import TrainConfig
 
-SECTIONS = ("scenario", "backbone", "method", "train", "eval")
+SECTIONS = ("scenario", "backbone", "method", "train", "eval", "sweep")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,33 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class SweepConfig:
+    """Sweep grid: ``num_impressions`` (empty = not a sweep), ``kinds``, and the evaluation tasks
+    (default: every 3rd task after the first ``max(num_impressions)``)."""
+
+    num_impressions: tuple[int, ...] = ()
+    kinds: tuple[str, ...] = ("heterogeneous", "homogeneous", "random")
+    eval_tasks: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if any(n < 1 for n in self.num_impressions):
+            raise ConfigError(f"sweep.num_impressions must be >= 1, got {self.num_impressions}")
+        unknown = set(self.kinds) - {"heterogeneous", "homogeneous", "random"}
+        if unknown:
+            raise ConfigError(f"sweep.kinds has unknown kinds {sorted(unknown)}")
+
+    def resolved_eval_tasks(self, num_tasks: int) -> tuple[int, ...]:
+        first = max(self.num_impressions)
+        tasks = self.eval_tasks or tuple(range(first, num_tasks, 3))
+        if not tasks or min(tasks) < first or max(tasks) >= num_tasks:
+            raise ConfigError(
+                f"sweep evaluation tasks must lie in [{first}, {num_tasks}) so that no impression "
+                f"was learned on them; got {tasks or 'none'} (raise scenario.num_tasks)"
+            )
+        return tasks
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """A complete, replayable experiment. ``name`` is the preset it came from."""
 
@@ -46,6 +74,7 @@ class ExperimentConfig:
     method: Any = field(default_factory=SupSupConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -62,6 +91,7 @@ def _section_class(section: str, values: dict[str, Any]) -> type:
         "backbone": BackboneConfig,
         "train": TrainConfig,
         "eval": EvalConfig,
+        "sweep": SweepConfig,
     }[section]
 
 

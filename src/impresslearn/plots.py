@@ -50,3 +50,31 @@ def plot_accuracy_matrix(matrix: np.ndarray, path: Path, title: str = "") -> Non
     ax.set_xticks(list(ticks))
     ax.set_yticks(list(ticks))
     _save(fig, path)
+
+
+def plot_sweep(
+    summary: dict[str, dict[str, float]],
+    dedicated: float,
+    single: float | None,
+    path: Path,
+    title: str,
+) -> None:
+    """Mean accuracy on unseen tasks vs number of impressions, one line per impression kind, with
+    the dedicated SupSup mask and a single unchanged impression as reference lines."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for kind, by_n in summary.items():
+        ns = sorted(int(n) for n in by_n)
+        ax.plot(ns, [100 * by_n[str(n)] for n in ns], marker="o", label=f"{kind} impressions")
+    ax.axhline(100 * dedicated, color="black", linestyle="--", label="dedicated SupSup mask")
+    if single is not None:
+        ax.axhline(100 * single, color="gray", linestyle=":", label="one impression, unchanged")
+    ax.set_xscale("log")
+    all_ns = sorted({int(n) for by_n in summary.values() for n in by_n})
+    ax.set_xticks(all_ns)
+    ax.set_xticklabels([str(n) for n in all_ns])
+    ax.set_xlabel("number of impressions n")
+    ax.set_ylabel("mean accuracy on unseen tasks (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)

@@ -42,3 +42,21 @@ def summary_table(metrics: dict[str, Any]) -> str:
         lines.append(f"{'final accuracy':<{width}}  " + " ".join(f"{100 * a:.1f}" for a in finals))
     rule = "-" * max(len(line) for line in lines)
     return "\n".join([rule, *lines, rule])
+
+
+def sweep_table(metrics: dict[str, Any]) -> str:
+    """The sweep's mean accuracy on unseen tasks, one row per impression kind."""
+    summary = metrics["mean_accuracy_unseen"]
+    ns = sorted({int(n) for by_n in summary.values() for n in by_n})
+    header = f"{'impressions':<15}" + "".join(f"{'n=' + str(n):>9}" for n in ns)
+    lines = [header]
+    for kind, by_n in summary.items():
+        lines.append(f"{kind:<15}" + "".join(f"{100 * by_n[str(n)]:8.2f}%" for n in ns))
+    lines.append(f"dedicated SupSup mask: {100 * metrics['dedicated_accuracy_unseen']:.2f}%")
+    if metrics.get("single_impression_accuracy_unseen") is not None:
+        lines.append(
+            f"one impression, unchanged: {100 * metrics['single_impression_accuracy_unseen']:.2f}%"
+        )
+    lines.append(f"unseen tasks: {metrics['eval_tasks']}")
+    rule = "-" * max(len(line) for line in lines)
+    return "\n".join([rule, *lines, rule])

@@ -97,7 +97,7 @@ class MaskedLayer(nn.Module):
         self._selector: TopKSelector | None = None
         self._coeffs: Tensor | None = None
         self._cached_weight: Tensor | None = None
-        self._float_bank: Tensor | None = None  # the bank as floats, while it is small
+        self._weighted_bank: Tensor | None = None  # weight * bank as floats, while small
 
     # ------------------------------------------------------------------------------- the bank
 
@@ -119,7 +119,7 @@ class MaskedLayer(nn.Module):
             self._bank_storage = grown
         self._bank_storage[self.num_masks] = mask.to(torch.bool)
         self.num_masks += 1
-        self._float_bank = None
+        self._weighted_bank = None
         return self.num_masks - 1
 
     # ------------------------------------------------------------------------ learning a mask
@@ -169,9 +169,10 @@ class MaskedLayer(nn.Module):
                 # Fixed coeffs (evaluation): compute once per use_coeffs block.
                 self._cached_weight = self.weight * mix_bank(self._coeffs, self.bank)
                 return self._cached_weight
-            return self.weight * mix_bank(
-                self._coeffs, self.bank, float_bank=self._small_float_bank()
-            )
+            weighted = self._small_weighted_bank()
+            if weighted is not None:  # W * (coeffs @ bank) == coeffs @ (W * bank): one GEMV
+                return mix_bank(self._coeffs, self.bank, float_bank=weighted)
+            return self.weight * mix_bank(self._coeffs, self.bank)
         if self.scores is not None:
             if self._mask_kind == "threshold":
                 return threshold_masked_weight(self.scores, self.weight)
@@ -181,15 +182,16 @@ class MaskedLayer(nn.Module):
             "(model, coeffs) or learn a mask with begin_scores"
         )
 
-    def _small_float_bank(self) -> Tensor | None:
-        """The bank as floats when that costs at most ``FLOAT_BANK_BYTES`` (kept until the bank
-        changes); ``None`` for a large bank, which is then converted chunk by chunk."""
+    def _small_weighted_bank(self) -> Tensor | None:
+        """``weight * bank`` as floats, ``(num_masks, *weight.shape)``, when that costs at most
+        ``FLOAT_BANK_BYTES`` (kept until the bank changes); ``None`` for a large bank, which is
+        then mixed chunk by chunk from its bool form."""
         if self.num_masks * self.weight.numel() * 4 > FLOAT_BANK_BYTES:
             return None
-        stale = self._float_bank is None or self._float_bank.device != self.weight.device
-        if stale:
-            self._float_bank = self.bank.to(self.weight.dtype)
-        return self._float_bank
+        cached = self._weighted_bank
+        if cached is None or cached.device != self.weight.device:
+            self._weighted_bank = self.weight * self.bank.to(self.weight.dtype)
+        return self._weighted_bank
 
     def _set_coeffs(self, coeffs: Tensor | None) -> None:
         # Called only by use_coeffs, the one entry point for selecting masks.
@@ -198,6 +200,10 @@ class MaskedLayer(nn.Module):
                 f"layer {self.layer_index}: coeffs have {coeffs.shape[-1]} entries but the bank "
                 f"holds {self.num_masks} masks"
             )
+        if isinstance(coeffs, nn.Parameter):
+            # A plain view, so that nn.Module does not register the coeffs as this layer's own
+            # parameter; gradients still reach the caller's Parameter.
+            coeffs = coeffs.view_as(coeffs)
         self._coeffs = coeffs
         self._cached_weight = None
 
