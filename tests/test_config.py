@@ -79,5 +79,5 @@ def test_every_preset_resolves_with_docstring(name):
 
 
 def test_unknown_preset_lists_known():
-    with pytest.raises(ConfigError, match="unknown preset 'nope'; known: quickstart"):
+    with pytest.raises(ConfigError, match=r"unknown preset .nope.; known: .*quickstart"):
         get_preset("nope")
