@@ -4,7 +4,10 @@
     impresslearn show PRESET [--set k=v]     the resolved config, as JSON
     impresslearn run PRESET [--set k=v ...] [--out DIR] [--data-root DIR]
     impresslearn run --config DIR/config.json
+    impresslearn run --resume DIR             continue a stopped run at its next task
+    impresslearn eval DIR                     evaluate a saved run (task ids given)
     impresslearn bench NAME [--json]         side-by-side speed benchmarks
+    impresslearn compare RUN_DIR ... [--plot F]  compare finished runs
 
 The only place that reads ``sys.argv`` and environment variables (``IMPRESSLEARN_DATA``).
 Errors caused by input are printed on one line (``--debug`` shows the traceback).
@@ -66,9 +69,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="run folder (default: runs/PRESET-TIMESTAMP)")
     p.add_argument("--data-root", help="folder holding the data sets (see below)")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument(
+        "--resume",
+        type=Path,
+        metavar="DIR",
+        help="continue the run in DIR at its next task (same results as an uninterrupted run)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-task lines")
 
     sub.add_parser("list", help="list presets, backbones, scenarios, methods and data sets")
+
+    p = sub.add_parser("compare", help="compare run folders: a markdown table and a plot")
+    p.add_argument("runs", nargs="+", type=Path, help="run folders (holding metrics.json)")
+    p.add_argument("--plot", type=Path, default=None, help="write the comparison plot here (PNG)")
+
+    p = sub.add_parser("eval", help="evaluate a saved run folder on its tasks (task ids given)")
+    p.add_argument("run_dir", type=Path, help="a run folder holding checkpoint.safetensors")
+    p.add_argument("--data-root", help="folder holding the data sets")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = sub.add_parser("show", help="print a preset's resolved config as JSON")
     p.add_argument("preset")
@@ -105,6 +123,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from impresslearn.experiment import prepare_run_dir, run_experiment
     from impresslearn.report import summary_table
 
+    if args.resume is not None:
+        return _resume(args)
     config = _resolve_config(args)
     data_root = resolve_data_root(args.data_root, os.environ)
     out = args.out or Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -125,6 +145,43 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resume(args: argparse.Namespace) -> int:
+    from impresslearn.checkpoint import checkpoint_config
+    from impresslearn.config import apply_overrides
+    from impresslearn.data import resolve_data_root
+    from impresslearn.experiment import run_experiment
+    from impresslearn.report import summary_table
+
+    run_dir = args.resume
+    if args.out is not None and args.out.resolve() != run_dir.resolve():
+        raise ImpressLearnError("--resume continues in its own folder: drop --out")
+    if args.config is not None:
+        raise ImpressLearnError("--resume reads the run's own config: drop --config")
+    saved = checkpoint_config(run_dir / "checkpoint.safetensors")
+    config = _resolve_config(args) if args.preset else apply_overrides(saved, args.overrides)
+    data_root = resolve_data_root(args.data_root, os.environ)
+    result = run_experiment(config, data_root, run_dir, resume=True, progress=not args.quiet)
+    print(summary_table(result.metrics))
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from impresslearn.data import resolve_data_root
+    from impresslearn.experiment import evaluate_run, load_run
+
+    run = load_run(args.run_dir)
+    data_root = resolve_data_root(args.data_root, os.environ)
+    accs = evaluate_run(run, data_root, progress=not args.quiet)
+    saved = run.state.matrix[run.state.next_task - 1] if run.tasks else []
+    print(f"{'task':>5} {'accuracy %':>11} {'saved %':>9}")
+    for t, acc in zip(run.tasks, accs, strict=True):
+        print(f"{t:>5} {100 * acc:>11.2f} {100 * saved[t]:>9.2f}")
+    if accs:
+        print(f"average accuracy: {100 * sum(accs) / len(accs):.2f}% over {len(accs)} tasks")
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from impresslearn.backbones import BACKBONES
     from impresslearn.data import list_datasets
@@ -140,6 +197,28 @@ def _cmd_list(args: argparse.Namespace) -> int:
     print("scenarios: " + ", ".join(SCENARIOS.names()))
     print("methods:   " + ", ".join(METHODS.names()))
     print("datasets:  " + ", ".join(list_datasets()))
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from impresslearn.plots import plot_comparison
+    from impresslearn.report import compare_table
+
+    runs = []
+    for folder in args.runs:
+        path = folder / "metrics.json"
+        try:
+            runs.append((folder.name, json.loads(path.read_text(encoding="utf-8"))))
+        except FileNotFoundError:
+            raise ImpressLearnError(
+                f"{path} does not exist: is {folder} a finished run folder?"
+            ) from None
+        except json.JSONDecodeError as e:
+            raise ImpressLearnError(f"{path} is not valid JSON ({e})") from None
+    print(compare_table(runs))
+    if args.plot is not None:
+        plot_comparison(runs, args.plot)
+        print(f"plot: {args.plot}")
     return 0
 
 
@@ -165,7 +244,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": _cmd_run, "list": _cmd_list, "show": _cmd_show, "bench": _cmd_bench}
+COMMANDS = {
+    "run": _cmd_run,
+    "list": _cmd_list,
+    "show": _cmd_show,
+    "bench": _cmd_bench,
+    "compare": _cmd_compare,
+    "eval": _cmd_eval,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,14 @@ from tqdm.auto import tqdm
 
 from impresslearn import __version__
 from impresslearn.backbones import build_backbone
+from impresslearn.checkpoint import (
+    CHECKPOINT_NAME,
+    RunState,
+    checkpoint_config,
+    checkpoint_shape,
+    restore_checkpoint,
+    save_checkpoint,
+)
 from impresslearn.config import ExperimentConfig, config_from_dict
 from impresslearn.data import load_dataset
 from impresslearn.errors import ConfigError
@@ -39,7 +47,7 @@ from impresslearn.metrics import (
 from impresslearn.plots import plot_accuracy_matrix
 from impresslearn.scenarios import Scenario, build_scenario
 from impresslearn.seeding import PURPOSE_BATCHES, generator
-from impresslearn.storage import append_line, atomic_write_json, atomic_write_text
+from impresslearn.storage import atomic_write_json, atomic_write_text
 from impresslearn.train import accuracy, fit
 
 log = logging.getLogger(__name__)
@@ -75,7 +83,8 @@ def prepare_run_dir(out_dir: Path, config: ExperimentConfig, *, overwrite: bool)
             "pass --overwrite to replace it"
         )
     if overwrite:
-        for name in ("events.jsonl", "metrics.json", "accuracy_matrix.csv", "accuracy_matrix.png"):
+        names = ("events.jsonl", "metrics.json", "accuracy_matrix.csv", "accuracy_matrix.png")
+        for name in (*names, "checkpoint.safetensors", "sweep.csv", "sweep.png"):
             (out_dir / name).unlink(missing_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "config.json", config.to_json())
@@ -111,17 +120,30 @@ def run_experiment(
     out_dir: Path | None = None,
     *,
     overwrite: bool = False,
+    resume: bool = False,
     progress: bool = False,
 ) -> RunResult:
-    """Run ``config`` end to end; with ``out_dir``, write the run folder as it goes."""
+    """Run ``config`` end to end; with ``out_dir``, write the run folder as it goes.
+
+    A checkpoint is written to ``out_dir`` after the preparation and after every task; with
+    ``resume`` the run continues from it at the next task, with the same results as a run that
+    was never interrupted.
+    """
     # Build everything first, so that bad input fails before anything is written.
     data = load_dataset(config.scenario.dataset, data_root)
     scenario = build_scenario(config.scenario, data)
     model = build_backbone(config.backbone, scenario.input_shape, scenario.num_classes)
     method = build_method(model, config.method)
-    if out_dir is not None:
-        prepare_run_dir(out_dir, config, overwrite=overwrite)
     num_tasks, num_classes = scenario.num_tasks, scenario.num_classes
+    out = Path(out_dir) if out_dir is not None else None
+    checkpoint = out / CHECKPOINT_NAME if out is not None else None
+    if resume:
+        if checkpoint is None:
+            raise ConfigError("resuming needs the run folder")
+        state = restore_checkpoint(checkpoint, config, model, method)
+        log.info("resuming %s at task %d/%d", config.name, state.next_task + 1, num_tasks)
+    elif out is not None:
+        prepare_run_dir(out, config, overwrite=overwrite)
 
     def mask_trainer(params, task_id: int, train, description: str) -> None:
         # Plain cross-entropy on the task's data; no coeffs are set, so layers use the scores.
@@ -140,13 +162,24 @@ def run_experiment(
         extra = method.loss_regulariser()
         return loss if extra is None else loss + extra
 
+    def save(state: RunState) -> None:
+        if checkpoint is not None:
+            shape = (scenario.input_shape, num_classes)
+            size = save_checkpoint(checkpoint, config, model, method, state, shape)
+            state.checkpoint_sizes.append(size)
+            atomic_write_text(
+                out / "events.jsonl", "".join(json.dumps(e) + "\n" for e in state.events)
+            )
+
     log.info("%s: %d tasks of %s on %s", config.name, num_tasks, config.scenario.name, data.name)
-    start = time.perf_counter()
-    method.prepare(mask_trainer, num_tasks)
-    prepare_seconds = time.perf_counter() - start
-    matrix = np.full((num_tasks, num_tasks), np.nan)
-    task_seconds: list[float] = []
-    for t in range(num_tasks):
+    if not resume:
+        start = time.perf_counter()
+        method.prepare(mask_trainer, num_tasks)
+        state = RunState(0, np.full((num_tasks, num_tasks), np.nan), [], [], 0.0)
+        state.prepare_seconds = time.perf_counter() - start
+        save(state)
+    matrix = state.matrix
+    for t in range(state.next_task, num_tasks):
         start = time.perf_counter()
         method.begin_task(t)
         params = method.trainable_parameters()
@@ -167,13 +200,13 @@ def run_experiment(
         matrix[t, : t + 1] = evaluate_seen(
             method, scenario, t, config.eval.batch_size, progress=progress
         )
-        task_seconds.append(time.perf_counter() - start)
         test = scenario.test_data(t)
         method.after_task(
             t,
             mask_trainer,
             lambda test=test: accuracy(model, test, config.eval.batch_size, num_classes),
         )
+        state.task_seconds.append(time.perf_counter() - start)
         event = {
             "task_id": t,
             "task_name": scenario.task_name(t),
@@ -183,8 +216,11 @@ def run_experiment(
             "final_loss": stats.final_loss if stats else None,
             "steps": stats.steps if stats else 0,
             "train_seconds": train_seconds,
-            "seconds": task_seconds[-1],
+            "seconds": state.task_seconds[-1],
         }
+        state.events.append(event)
+        state.next_task = t + 1
+        save(state)
         log.info(
             "task %d/%d (%s): accuracy %.2f%%, mean over seen %.2f%%, %.1fs",
             t + 1,
@@ -194,15 +230,19 @@ def run_experiment(
             100 * event["average_accuracy_seen"],
             event["seconds"],
         )
-        if out_dir is not None:
-            append_line(Path(out_dir) / "events.jsonl", json.dumps(event))
 
     names = [scenario.task_name(j) for j in range(num_tasks)]
-    metrics = build_metrics(config, matrix, method, task_seconds, names)
-    metrics["prepare_seconds"] = prepare_seconds
-    if out_dir is not None:
-        write_results(Path(out_dir), config, matrix, metrics, names)
-    return RunResult(config, matrix, metrics, method, scenario, out_dir)
+    metrics = build_metrics(config, matrix, method, state.task_seconds, names)
+    metrics["prepare_seconds"] = state.prepare_seconds
+    if out is not None:
+        # Measured: how much the checkpoint file grew per task of the stream (payload plus
+        # safetensors headers and the event log), next to the payload in bytes_per_task.
+        metrics["checkpoint_bytes"] = checkpoint.stat().st_size
+        if state.checkpoint_sizes:
+            grown = state.checkpoint_sizes[-1] - state.checkpoint_sizes[0]
+            metrics["checkpoint_growth_per_task"] = grown / max(1, len(state.checkpoint_sizes) - 1)
+        write_results(out, config, matrix, metrics, names)
+    return RunResult(config, matrix, metrics, method, scenario, out)
 
 
 def build_metrics(
@@ -252,3 +292,63 @@ def write_results(
         f"(avg {100 * metrics['average_accuracy']:.2f}%)",
     )
     atomic_write_json(out_dir / "metrics.json", metrics)
+
+
+@dataclass
+class LoadedRun:
+    """A saved run, rebuilt from its checkpoint: predictions for a batch with a given task."""
+
+    config: ExperimentConfig
+    model: torch.nn.Module
+    method: Method
+    state: RunState
+    num_classes: int
+
+    @property
+    def tasks(self) -> list[int]:
+        """Tasks the saved run has finished."""
+        return list(range(self.state.next_task))
+
+    @torch.no_grad()
+    def logits(self, x: torch.Tensor, task_id: int) -> torch.Tensor:
+        """Outputs for inputs ``x`` (normalised like the scenario's) with task ``task_id``."""
+        if task_id not in self.tasks:
+            raise ConfigError(
+                f"task {task_id} is not in this run (finished tasks: 0..{self.state.next_task - 1})"
+            )
+        with self.method.task_context(task_id):
+            return self.model(x)
+
+    def predict(self, x: torch.Tensor, task_id: int) -> torch.Tensor:
+        """Predicted classes for ``x`` with task ``task_id`` given."""
+        return self.logits(x, task_id)[:, : self.num_classes].argmax(1)
+
+
+def load_run(run_dir: Path) -> LoadedRun:
+    """Rebuild a saved run from ``run_dir/checkpoint.safetensors`` (no data needed)."""
+    path = Path(run_dir) / CHECKPOINT_NAME
+    config = checkpoint_config(path)
+    input_shape, num_classes = checkpoint_shape(path)
+    model = build_backbone(config.backbone, input_shape, num_classes)
+    method = build_method(model, config.method)
+    state = restore_checkpoint(path, config, model, method)
+    return LoadedRun(config, model, method, state, num_classes)
+
+
+def evaluate_run(run: LoadedRun, data_root: Path | None, *, progress: bool = False) -> list[float]:
+    """Accuracy of every finished task of a saved run, task ids given."""
+    data = load_dataset(run.config.scenario.dataset, data_root)
+    scenario = build_scenario(run.config.scenario, data)
+    return [
+        accuracy_with(run, scenario.test_data(t), t)
+        for t in tqdm(run.tasks, desc="eval", disable=not progress, leave=False)
+    ]
+
+
+def accuracy_with(run: LoadedRun, data, task_id: int) -> float:
+    batch = run.config.eval.batch_size
+    correct = sum(
+        (run.predict(data.x[i : i + batch], task_id) == data.y[i : i + batch]).sum().item()
+        for i in range(0, len(data), batch)
+    )
+    return correct / len(data)

@@ -60,3 +60,26 @@ def sweep_table(metrics: dict[str, Any]) -> str:
     lines.append(f"unseen tasks: {metrics['eval_tasks']}")
     rule = "-" * max(len(line) for line in lines)
     return "\n".join([rule, *lines, rule])
+
+
+def _pct(value: Any) -> str:
+    return "" if value is None else f"{100 * value:.2f}"
+
+
+def compare_table(runs: list[tuple[str, dict[str, Any]]]) -> str:
+    """A markdown table comparing runs (name, metrics): accuracy, bytes and seconds per task."""
+    header = (
+        "| run | method | scenario | tasks | avg acc % | unseen acc % | dedicated % "
+        "| bytes/task | mask B | coeffs B | norm B | s/task |"
+    )
+    lines = [header, "|" + "---|" * 12]
+    for name, m in runs:
+        b = m.get("bytes_per_task", {})
+        lines.append(
+            f"| {name} | {m.get('method', '')} | {m.get('scenario', '')} | {m.get('num_tasks', '')} "
+            f"| {_pct(m.get('average_accuracy'))} | {_pct(m.get('average_accuracy_unseen'))} "
+            f"| {_pct(m.get('dedicated_accuracy_unseen'))} | {b.get('total', '')} "
+            f"| {b.get('mask', '')} | {b.get('coeffs', '')} | {b.get('norm_stats', '')} "
+            f"| {m.get('seconds_per_task', 0):.1f} |"
+        )
+    return "\n".join(lines)

@@ -56,6 +56,12 @@ class Method(Protocol):
     def extra_metrics(self, matrix: np.ndarray) -> dict[str, Any]:
         """Method-specific entries of ``metrics.json``."""
 
+    def checkpoint_state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """Per-task state beyond the layers' banks: tensors and JSON-able metadata."""
+
+    def restore_state(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+        """Inverse of :meth:`checkpoint_state` on a freshly built method."""
+
     def bytes_per_task(self) -> dict[str, int]:
         """Storage one task costs, by kind (``mask``, ``coeffs``, ``norm_stats``), at 1 bit per
         mask weight and 4 bytes per float."""

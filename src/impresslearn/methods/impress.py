@@ -303,6 +303,31 @@ class ImpressLearn:
             for layer in self.layers:
                 layer.end_scores()
 
+    # -------------------------------------------------------------------------- checkpoint
+
+    def checkpoint_state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        tensors = {
+            f"alpha.{t}.{i}": a for t, alphas in self.alphas.items() for i, a in enumerate(alphas)
+        }
+        meta = {
+            "tasks": sorted(self.alphas),
+            "dedicated_accuracy": {str(t): a for t, a in self.dedicated_accuracy.items()},
+            "single_impression_accuracy": {
+                str(t): a for t, a in self.single_impression_accuracy.items()
+            },
+        }
+        return tensors, meta
+
+    def restore_state(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+        self.alphas = {
+            int(t): [tensors[f"alpha.{t}.{i}"].clone() for i in range(len(self.layers))]
+            for t in meta["tasks"]
+        }
+        self.dedicated_accuracy = {int(t): a for t, a in meta["dedicated_accuracy"].items()}
+        self.single_impression_accuracy = {
+            int(t): a for t, a in meta["single_impression_accuracy"].items()
+        }
+
     # ------------------------------------------------------------------------------ report
 
     def bytes_per_task(self) -> dict[str, int]:

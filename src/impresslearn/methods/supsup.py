@@ -111,6 +111,12 @@ class SupSup:
     def extra_metrics(self, matrix: np.ndarray) -> dict[str, Any]:
         return {}
 
+    def checkpoint_state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        return {}, {"task_ids": self.task_ids}
+
+    def restore_state(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+        self.task_ids = [int(t) for t in meta["task_ids"]]
+
     def bytes_per_task(self) -> dict[str, int]:
         mask = sum((layer.weight.numel() + 7) // 8 for layer in self.layers)
         return {"mask": mask, "coeffs": 0, "norm_stats": 0}
