@@ -35,6 +35,24 @@ def summary_table(metrics: dict[str, Any]) -> str:
         ("seconds per task", f"{metrics['seconds_per_task']:.1f}"),
         ("peak memory", f"{metrics['peak_memory_mb']:.0f} MiB"),
     ]
+    if "checkpoint_growth_per_task" in metrics:
+        rows.insert(
+            8,
+            (
+                "on disk per task",
+                f"{_bytes(metrics['checkpoint_growth_per_task'])} (checkpoint growth)",
+            ),
+        )
+    if metrics.get("average_accuracy_unseen") is not None:
+        rows.insert(5, ("unseen-task accuracy", f"{100 * metrics['average_accuracy_unseen']:.2f}%"))
+        if "dedicated_accuracy_unseen" in metrics:
+            rows.insert(
+                6,
+                (
+                    "dedicated masks",
+                    f"{100 * metrics['dedicated_accuracy_unseen']:.2f}% (same tasks)",
+                ),
+            )
     width = max(len(k) for k, _ in rows)
     lines = [f"{k:<{width}}  {v}" for k, v in rows]
     finals = metrics["final_accuracies"]
