@@ -125,3 +125,18 @@ def test_bench_json_has_ratio(capsys):
     assert code == 0
     result = json.loads(out)
     assert result["ratio"] > 0 and result["eval_ratio"] > 0
+
+
+def test_compare_table_and_plot(tmp_path, capsys):
+    for name in ("a", "b"):
+        assert _run(["run", "quickstart", *TINY, "--out", str(tmp_path / name)], capsys)[0] == 0
+    plot = tmp_path / "cmp.png"
+    code, out, _ = _run(
+        ["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--plot", str(plot)], capsys
+    )
+    assert code == 0
+    rows = [line for line in out.splitlines() if line.startswith("| a ") or line.startswith("| b ")]
+    assert len(rows) == 2 and "33275" in rows[0]
+    assert plot.stat().st_size > 1000
+    code, _, err = _run(["compare", str(tmp_path / "missing")], capsys)
+    assert code == 2 and "metrics.json does not exist" in err

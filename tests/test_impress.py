@@ -10,11 +10,13 @@ import torch
 from impresslearn.backbones import BackboneConfig, build_backbone
 from impresslearn.cli import main
 from impresslearn.config import ExperimentConfig, apply_overrides
+from impresslearn.data import load_dataset
 from impresslearn.errors import ConfigError
 from impresslearn.experiment import run_experiment
 from impresslearn.layers import masked_layers, use_coeffs
 from impresslearn.methods import ImpressLearn, ImpressLearnConfig
 from impresslearn.methods.impress import random_masks
+from impresslearn.scenarios import build_scenario
 
 TINY = [
     "scenario.dataset=mnist_embedded",
@@ -56,8 +58,7 @@ def test_logits_bit_identical_after_later_tasks():
     config = apply_overrides(ExperimentConfig(), TINY)
     model = build_backbone(config.backbone, (1, 28, 28), 10)
     method = ImpressLearn(model, config.method)
-    result = run_experiment(config, None)  # reference run, for its scenario
-    scenario = result.scenario
+    scenario = build_scenario(config.scenario, load_dataset("mnist_embedded", None))
     probe = scenario.test_data(1).x[:128]
 
     def trainer(params, task_id, train, description):
