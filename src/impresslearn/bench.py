@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from impresslearn.backbones import BackboneConfig, build_backbone
+from impresslearn.errors import ConfigError
 from impresslearn.layers import masked_layers, one_hot, use_coeffs
 from impresslearn.registry import Registry
 from impresslearn.seeding import generator
@@ -38,6 +39,19 @@ def _interleaved(fns: dict[str, Callable[[], None]], repeats: int, warmup: int) 
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def _setup(backbone: str, batch_size: int):
+    """Backbone config, input shape, a random batch and the generator that drew it."""
+    if backbone not in INPUT_SHAPES:
+        raise ConfigError(
+            f"benchmarks support the backbones {sorted(INPUT_SHAPES)}, got {backbone!r}"
+        )
+    shape = INPUT_SHAPES[backbone]
+    gen = generator(0)
+    x = torch.randn(batch_size, *shape, generator=gen)
+    y = torch.randint(0, 10, (batch_size,), generator=gen)
+    return BackboneConfig(name=backbone), shape, x, y, gen
+
+
 def _train_step(model, optimizer, x, y) -> Callable[[], None]:
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -52,13 +66,7 @@ def bench_mask_step(
     backbone: str = "lenet_300_100", repeats: int = 1000, batch_size: int = 128
 ) -> dict[str, Any]:
     """Masked training step (top-k and threshold masks) and known-task evaluation vs dense."""
-    if backbone not in INPUT_SHAPES:
-        raise ValueError(f"mask-step supports {sorted(INPUT_SHAPES)}, got {backbone!r}")
-    shape = INPUT_SHAPES[backbone]
-    gen = generator(0)
-    x = torch.randn(batch_size, *shape, generator=gen)
-    y = torch.randint(0, 10, (batch_size,), generator=gen)
-    config = BackboneConfig(name=backbone)
+    config, shape, x, y, gen = _setup(backbone, batch_size)
 
     dense = build_backbone(config, shape, 10, dense=True)
     contenders = {
@@ -129,13 +137,7 @@ def bench_alpha_step(
     backbone: str = "lenet_300_100", repeats: int = 500, batch_size: int = 128
 ) -> dict[str, Any]:
     """ImpressLearn alpha training step (n impressions) vs a SupSup top-k mask training step."""
-    if backbone not in INPUT_SHAPES:
-        raise ValueError(f"alpha-step supports {sorted(INPUT_SHAPES)}, got {backbone!r}")
-    shape = INPUT_SHAPES[backbone]
-    gen = generator(0)
-    x = torch.randn(batch_size, *shape, generator=gen)
-    y = torch.randint(0, 10, (batch_size,), generator=gen)
-    config = BackboneConfig(name=backbone)
+    config, shape, x, y, gen = _setup(backbone, batch_size)
 
     supsup = build_backbone(config, shape, 10)
     scores = [
