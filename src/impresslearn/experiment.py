@@ -44,7 +44,7 @@ from impresslearn.metrics import (
     matrix_to_csv,
     matrix_to_lists,
 )
-from impresslearn.plots import plot_accuracy_matrix
+from impresslearn.plots import plot_accuracy_matrix, plot_per_task
 from impresslearn.scenarios import Scenario, build_scenario
 from impresslearn.seeding import PURPOSE_BATCHES, generator
 from impresslearn.storage import atomic_write_json, atomic_write_text
@@ -84,7 +84,8 @@ def prepare_run_dir(out_dir: Path, config: ExperimentConfig, *, overwrite: bool)
         )
     if overwrite:
         names = ("events.jsonl", "metrics.json", "accuracy_matrix.csv", "accuracy_matrix.png")
-        for name in (*names, "checkpoint.safetensors", "sweep.csv", "sweep.png"):
+        extra = ("checkpoint.safetensors", "sweep.csv", "sweep.png", "per_task_accuracy.png")
+        for name in (*names, *extra):
             (out_dir / name).unlink(missing_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / "config.json", config.to_json())
@@ -291,6 +292,24 @@ def write_results(
         f"{config.name}: {config.method.name} on {config.scenario.name} "
         f"(avg {100 * metrics['average_accuracy']:.2f}%)",
     )
+    if "dedicated_accuracy" in metrics or "single_impression_accuracy" in metrics:
+        num_tasks = len(task_names)
+
+        def per_task(key: str) -> list[float | None]:
+            values = metrics.get(key, {})
+            return [values.get(str(t)) for t in range(num_tasks)]
+
+        series = {"learned combination (final)": metrics["final_accuracies"]}
+        if "dedicated_accuracy" in metrics:
+            series["dedicated SupSup mask"] = per_task("dedicated_accuracy")
+        if "single_impression_accuracy" in metrics:
+            series["one impression, unchanged"] = per_task("single_impression_accuracy")
+        plot_per_task(
+            task_names,
+            series,
+            out_dir / "per_task_accuracy.png",
+            f"{config.name}: per-task accuracy",
+        )
     atomic_write_json(out_dir / "metrics.json", metrics)
 
 

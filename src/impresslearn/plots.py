@@ -101,3 +101,22 @@ def plot_comparison(runs: list[tuple[str, dict]], path: Path) -> None:
     axes[1].set_yscale("log")
     fig.tight_layout()
     _save(fig, path)
+
+
+def plot_per_task(
+    task_names: list[str], series: dict[str, list[float | None]], path: Path, title: str
+) -> None:
+    """Final accuracy per task, one line per series (e.g. ImpressLearn's combination, a dedicated
+    SupSup mask, one impression unchanged); ``None`` where a series has no value."""
+    fig, ax = plt.subplots(figsize=(min(14.0, 4.0 + 0.3 * len(task_names)), 4.5))
+    x = np.arange(len(task_names))
+    for label, values in series.items():
+        y = np.array([np.nan if v is None else 100 * v for v in values], dtype=float)
+        ax.plot(x, y, marker="o", markersize=3, label=label)
+    ax.set_xticks(x)
+    ax.set_xticklabels(task_names, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("final accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)

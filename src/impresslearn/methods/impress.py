@@ -357,4 +357,7 @@ class ImpressLearn:
             out["single_impression_accuracy_unseen"] = float(
                 np.mean(list(self.single_impression_accuracy.values()))
             )
+            out["single_impression_accuracy"] = {
+                str(t): a for t, a in self.single_impression_accuracy.items()
+            }
         return out
