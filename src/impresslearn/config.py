@@ -17,10 +17,11 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from impresslearn.backbones import BackboneConfig
+from impresslearn.backbones import BACKBONES, BackboneConfig
+from impresslearn.data import list_datasets
 from impresslearn.errors import ConfigError
 from impresslearn.methods import SupSupConfig, method_config_class
-from impresslearn.scenarios import ScenarioConfig
+from impresslearn.scenarios import SCENARIOS, ScenarioConfig
 from impresslearn.train import TrainConfig
 
 SECTIONS = ("scenario", "backbone", "method", "train", "eval", "sweep")
@@ -169,7 +170,20 @@ def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
     name = data.get("name", "custom")
     if not isinstance(name, str):
         raise ConfigError(f"config name must be a string, got {name!r}")
-    return ExperimentConfig(name=name, **sections)
+    config = ExperimentConfig(name=name, **sections)
+    _check_registered(config)
+    return config
+
+
+def _check_registered(config: ExperimentConfig) -> None:
+    """Names that must be registered: refused at config time, not halfway into a run."""
+    BACKBONES.get(config.backbone.name)
+    SCENARIOS.get(config.scenario.name)
+    if config.scenario.dataset not in list_datasets():
+        raise ConfigError(
+            f"unknown data set {config.scenario.dataset!r} (scenario.dataset); known: "
+            f"{', '.join(list_datasets())}"
+        )
 
 
 def parse_value(text: str) -> Any:
