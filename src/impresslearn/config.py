@@ -29,13 +29,34 @@ SECTIONS = ("scenario", "backbone", "method", "train", "eval", "sweep")
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Evaluation settings: ``batch_size`` of the evaluation forward passes."""
+    """Evaluation settings.
+
+    ``batch_size``: of the evaluation forward passes (task ids given). ``scenario``: ``GG`` (task
+    ids given at test time) or, after the stream, also ``GNs`` / ``GNu`` (SupSup's taxonomy): the
+    task is inferred once per test batch of ``inference_batch`` images, from its first
+    ``inference_images`` images (1 = one-shot from a single image), by ``inference``
+    (``oneshot`` or ``binary``) on ``objective`` (``entropy`` = H, ``superfluous`` = G). GNu counts
+    the whole batch wrong when the task is wrong; GNs classifies it with the inferred task.
+    """
 
     batch_size: int = 1000
+    scenario: str = "GG"
+    inference: str = "oneshot"
+    objective: str = "entropy"
+    inference_batch: int = 128
+    inference_images: int = 1
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ConfigError(f"eval.batch_size must be >= 1, got {self.batch_size}")
+        if self.scenario not in ("GG", "GNs", "GNu"):
+            raise ConfigError(f"eval.scenario={self.scenario!r}: use GG, GNs or GNu")
+        if self.inference not in ("oneshot", "binary"):
+            raise ConfigError(f"eval.inference={self.inference!r}: use oneshot or binary")
+        if self.objective not in ("entropy", "superfluous"):
+            raise ConfigError(f"eval.objective={self.objective!r}: use entropy or superfluous")
+        if not 1 <= self.inference_images <= self.inference_batch:
+            raise ConfigError("need 1 <= eval.inference_images <= eval.inference_batch")
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from impresslearn.checkpoint import (
 from impresslearn.config import ExperimentConfig, config_from_dict
 from impresslearn.data import load_dataset
 from impresslearn.errors import ConfigError
+from impresslearn.inference import evaluate_inferred
 from impresslearn.methods import Method, build_method
 from impresslearn.metrics import (
     average_accuracy,
@@ -234,6 +235,8 @@ def run_experiment(
 
     names = [scenario.task_name(j) for j in range(num_tasks)]
     metrics = build_metrics(config, matrix, method, state.task_seconds, names)
+    if config.eval.scenario != "GG":
+        metrics.update(evaluate_without_task_ids(config, method, scenario, progress=progress))
     metrics["prepare_seconds"] = state.prepare_seconds
     if out is not None:
         # Measured: how much the checkpoint file grew per task of the stream (payload plus
@@ -244,6 +247,43 @@ def run_experiment(
             metrics["checkpoint_growth_per_task"] = grown / max(1, len(state.checkpoint_sizes) - 1)
         write_results(out, config, matrix, metrics, names)
     return RunResult(config, matrix, metrics, method, scenario, out)
+
+
+def evaluate_without_task_ids(
+    config: ExperimentConfig, method: Method, scenario: Scenario, *, progress: bool = False
+) -> dict[str, Any]:
+    """Final accuracy with the task inferred (GNs / GNu), and the task-inference accuracy."""
+    e = config.eval
+    accs, inferred = [], []
+    start = time.perf_counter()
+    for t in tqdm(range(scenario.num_tasks), desc="infer", disable=not progress, leave=False):
+        acc, right = evaluate_inferred(
+            method,
+            scenario.test_data(t),
+            t,
+            scenario=e.scenario,
+            procedure=e.inference,
+            objective=e.objective,
+            batch=e.inference_batch,
+            images=e.inference_images,
+            num_classes=scenario.num_classes,
+        )
+        accs.append(acc)
+        inferred.append(right)
+    log.info(
+        "%s: accuracy %.2f%% with the task inferred (task inference %.2f%%)",
+        e.scenario,
+        100 * np.mean(accs),
+        100 * np.mean(inferred),
+    )
+    return {
+        "eval_scenario": e.scenario,
+        "average_accuracy_inferred": float(np.mean(accs)),
+        "task_inference_accuracy": float(np.mean(inferred)),
+        "accuracies_inferred": accs,
+        "task_inference_per_task": inferred,
+        "inference_seconds": time.perf_counter() - start,
+    }
 
 
 def build_metrics(

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from impresslearn.backbones import BackboneConfig
-from impresslearn.config import ExperimentConfig, SweepConfig
+from impresslearn.config import EvalConfig, ExperimentConfig, SweepConfig
 from impresslearn.methods import ImpressLearnConfig, SupSupConfig
 from impresslearn.registry import Registry
 from impresslearn.scenarios import ScenarioConfig
@@ -227,3 +227,65 @@ def impress_sweep_rotated_mnist() -> ExperimentConfig:
 def impress_sweep_permuted_mnist() -> ExperimentConfig:
     """ImpressLearn's main figure on PermutedMNIST (as ``impress-sweep-rotated-mnist``)."""
     return _sweep("impress-sweep-permuted-mnist", "permuted_mnist")
+
+
+# Task inference (SupSup section 3; scenario GNu): the task of each test batch of 128 is inferred
+# from its first image (one-shot), or from the whole batch (binary search), after the stream.
+GNU_ONE_IMAGE = EvalConfig(scenario="GNu", inference="oneshot", objective="superfluous")
+GNU_FULL_BATCH = EvalConfig(
+    scenario="GNu",
+    inference="binary",
+    objective="entropy",
+    inference_batch=128,
+    inference_images=128,
+)
+
+
+@PRESETS.register("supsup-gnu-permuted-mnist")
+def supsup_gnu_permuted_mnist() -> ExperimentConfig:
+    """SupSup, scenario GNu, PermutedMNIST (250 tasks), LeNet-300-100 with 500 outputs.
+
+    The task of every test batch is inferred one-shot from a single image with the superfluous-
+    neuron objective G (490 outputs that are never targets). Training as ``supsup-permuted-mnist``.
+    Quick check: ``--set scenario.num_tasks=20``; ``--set eval.objective=entropy`` for H.
+    """
+    return replace(
+        supsup_permuted_mnist(),
+        name="supsup-gnu-permuted-mnist",
+        backbone=BackboneConfig(name="lenet_300_100", num_outputs=500),
+        eval=GNU_ONE_IMAGE,
+    )
+
+
+@PRESETS.register("supsup-gnu-rotated-mnist")
+def supsup_gnu_rotated_mnist() -> ExperimentConfig:
+    """SupSup, scenario GNu, RotatedMNIST (36 tasks), FC-1024-1024, binary search on full batches."""
+    return replace(supsup_rotated_mnist(), name="supsup-gnu-rotated-mnist", eval=GNU_FULL_BATCH)
+
+
+@PRESETS.register("impress-gnu-permuted-mnist")
+def impress_gnu_permuted_mnist() -> ExperimentConfig:
+    """ImpressLearn, scenario GNu, PermutedMNIST (20 tasks), one-shot from one image, basis space.
+
+    10 impressions, 500 outputs; the task is inferred with one pass over the impressions for all
+    tasks (beta enters through gamma = beta @ alpha)."""
+    return replace(
+        impress_permuted_mnist(),
+        name="impress-gnu-permuted-mnist",
+        backbone=BackboneConfig(name="lenet_300_100", num_outputs=500),
+        method=replace(impress_permuted_mnist().method, dedicated_masks=False),
+        eval=GNU_ONE_IMAGE,
+    )
+
+
+@PRESETS.register("impress-gnu-rotated-mnist")
+def impress_gnu_rotated_mnist() -> ExperimentConfig:
+    """ImpressLearn, scenario GNu, RotatedMNIST (36 tasks), binary search on full batches.
+
+    9 impressions spread over the stream, as ``impress-rotated-mnist``; inference in basis space."""
+    return replace(
+        impress_rotated_mnist(),
+        name="impress-gnu-rotated-mnist",
+        method=replace(impress_rotated_mnist().method, dedicated_masks=False),
+        eval=GNU_FULL_BATCH,
+    )

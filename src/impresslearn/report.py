@@ -43,6 +43,15 @@ def summary_table(metrics: dict[str, Any]) -> str:
                 f"{_bytes(metrics['checkpoint_growth_per_task'])} (checkpoint growth)",
             ),
         )
+    if "task_inference_accuracy" in metrics:
+        rows.insert(
+            5,
+            (
+                f"accuracy ({metrics['eval_scenario']})",
+                f"{100 * metrics['average_accuracy_inferred']:.2f}% with the task inferred "
+                f"(task inference {100 * metrics['task_inference_accuracy']:.2f}%)",
+            ),
+        )
     if metrics.get("average_accuracy_unseen") is not None:
         rows.insert(5, ("unseen-task accuracy", f"{100 * metrics['average_accuracy_unseen']:.2f}%"))
         if "dedicated_accuracy_unseen" in metrics:

@@ -50,6 +50,13 @@ class Method(Protocol):
     def task_context(self, task_id: int) -> AbstractContextManager[None]:
         """Within the block, ``model(x)`` computes task ``task_id``'s outputs."""
 
+    def learned_tasks(self) -> list[int]:
+        """Learned task ids, in the order of beta's entries in task inference."""
+
+    def mixed_coeffs(self, beta: Tensor) -> Tensor | list[Tensor]:
+        """Coeffs (for :func:`~impresslearn.layers.use_coeffs`) superposing the learned tasks
+        weighted by ``beta``."""
+
     def after_task(self, task_id: int, trainer: MaskTrainer, evaluate: Callable[[], float]) -> None:
         """Reference measurements after a task (``evaluate()`` = accuracy on its test set)."""
 

@@ -282,6 +282,17 @@ class ImpressLearn:
     def task_context(self, task_id: int) -> AbstractContextManager[None]:
         return use_coeffs(self.model, self.alphas[task_id])
 
+    def learned_tasks(self) -> list[int]:
+        """Task ids with alphas, in the order of beta's entries in task inference."""
+        return sorted(self.alphas)
+
+    def mixed_coeffs(self, beta: Tensor) -> list[Tensor]:
+        """Per-layer coeffs of the superposition of tasks weighted by ``beta``:
+        ``gamma[l] = beta @ alpha[:, l]``, a T x n product; the network still mixes n masks."""
+        tasks = self.learned_tasks()
+        stacked = [torch.stack([self.alphas[t][i] for t in tasks]) for i in range(len(self.layers))]
+        return [torch.tensordot(beta, a, dims=1) for a in stacked]
+
     def after_task(self, task_id: int, trainer: MaskTrainer, evaluate: Callable[[], float]) -> None:
         """Reference numbers for a task that is not an impression: the accuracy of its dedicated
         SupSup mask (when ``dedicated_masks``), and of one impression applied unchanged (the

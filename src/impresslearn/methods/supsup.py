@@ -105,6 +105,14 @@ class SupSup:
             self.model, one_hot(index, len(self.task_ids), self.layers[0].weight.device)
         )
 
+    def learned_tasks(self) -> list[int]:
+        """Task ids in bank order (the order of beta's entries in task inference)."""
+        return list(self.task_ids)
+
+    def mixed_coeffs(self, beta: Tensor) -> Tensor:
+        """Coeffs superposing the learned tasks with weights ``beta``: beta itself."""
+        return beta
+
     def after_task(self, task_id: int, trainer: MaskTrainer, evaluate: Callable[[], float]) -> None:
         pass
 

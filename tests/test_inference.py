@@ -1,0 +1,116 @@
+"""Task inference: one-shot and binary search over SupSup masks and in ImpressLearn's basis."""
+
+import math
+
+import pytest
+import torch
+
+from impresslearn.backbones import BackboneConfig, build_backbone
+from impresslearn.config import ExperimentConfig, apply_overrides
+from impresslearn.errors import ConfigError
+from impresslearn.experiment import run_experiment
+from impresslearn.inference import beta_gradient, infer_task, objective_value
+from impresslearn.layers import masked_layers
+from impresslearn.methods import ImpressLearn, ImpressLearnConfig, SupSup, SupSupConfig
+
+
+def _random_supsup(num_tasks: int, seed: int = 0) -> SupSup:
+    model = build_backbone(BackboneConfig(), (1, 28, 28), 10)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(num_tasks):
+        for layer in masked_layers(model):
+            layer.add_to_bank(torch.rand(layer.weight.shape, generator=gen) < 0.5)
+    method = SupSup(model, SupSupConfig())
+    method.restore_state({}, {"task_ids": list(range(num_tasks))})
+    return method
+
+
+def test_oneshot_and_binary_recover_real_tasks():
+    config = apply_overrides(
+        ExperimentConfig(),
+        [
+            "scenario.dataset=mnist_embedded",
+            "scenario.num_tasks=3",
+            "train.iterations=150",
+            "train.lr=1e-3",
+        ],
+    )
+    result = run_experiment(config, None)
+    for procedure in ("oneshot", "binary"):
+        for t in range(3):
+            x = result.scenario.test_data(t).x[:128]
+            task, _ = infer_task(result.method, x, procedure=procedure, num_classes=10)
+            assert task == t, (procedure, t)
+
+
+@pytest.mark.parametrize("num_tasks", [2, 3, 5, 8, 13])
+def test_binary_search_takes_ceil_log2_rounds(num_tasks):
+    method = _random_supsup(num_tasks)
+    x = torch.randn(16, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    task, rounds = infer_task(method, x, procedure="binary", num_classes=10)
+    assert rounds == math.ceil(math.log2(num_tasks))
+    assert task in range(num_tasks)
+    assert infer_task(method, x, procedure="oneshot", num_classes=10)[1] == 1
+
+
+def test_basis_space_gradient_equals_explicit_superposition():
+    torch.manual_seed(0)
+    model = build_backbone(BackboneConfig(num_outputs=20), (1, 28, 28), 10)
+    layers = masked_layers(model)
+    gen = torch.Generator().manual_seed(3)
+    n, num_tasks = 3, 4
+    for _ in range(n):
+        for layer in layers:
+            layer.add_to_bank(torch.rand(layer.weight.shape, generator=gen) < 0.5)
+    method = ImpressLearn(model, ImpressLearnConfig(num_impressions=n, impression_kind="random"))
+    alphas = {t: [torch.rand(n, generator=gen) for _ in layers] for t in range(num_tasks)}
+    method.restore_state(
+        {f"alpha.{t}.{i}": a for t, al in alphas.items() for i, a in enumerate(al)},
+        {"tasks": list(alphas), "dedicated_accuracy": {}, "single_impression_accuracy": {}},
+    )
+    x = torch.randn(8, 1, 28, 28, generator=gen)
+    beta = torch.tensor([0.1, 0.4, 0.2, 0.3])
+    for objective in ("entropy", "superfluous"):
+        fast = beta_gradient(method, x, beta, objective, 10)
+        # explicit: every task's combined mask, superposed with beta, layer by layer
+        b = beta.clone().requires_grad_()
+        h = x.flatten(1)
+        for i, layer in enumerate(layers):
+            task_masks = torch.stack(
+                [
+                    torch.einsum("m,moi->oi", alphas[t][i], layer.bank.float())
+                    for t in range(num_tasks)
+                ]
+            )
+            w = layer.weight * torch.einsum("t,toi->oi", b, task_masks)
+            h = torch.nn.functional.linear(h, w)
+            h = h.relu() if i < len(layers) - 1 else h
+        (explicit,) = torch.autograd.grad(objective_value(h, objective, 10), b)
+        torch.testing.assert_close(fast, explicit, rtol=1e-4, atol=1e-6)
+
+
+def test_superfluous_objective_needs_extra_outputs():
+    method = _random_supsup(2)
+    with pytest.raises(ConfigError, match="num_outputs"):
+        infer_task(method, torch.randn(4, 1, 28, 28), objective="superfluous", num_classes=10)
+
+
+def test_gnu_run_reports_task_inference():
+    config = apply_overrides(
+        ExperimentConfig(),
+        [
+            "scenario.dataset=mnist_embedded",
+            "scenario.num_tasks=3",
+            "train.iterations=150",
+            "train.lr=1e-3",
+            "backbone.num_outputs=100",
+            "eval.scenario=GNu",
+            "eval.objective=superfluous",
+            "eval.inference_batch=500",
+        ],
+    )
+    metrics = run_experiment(config, None).metrics
+    assert metrics["task_inference_accuracy"] > 0.9
+    assert metrics["average_accuracy_inferred"] <= metrics["average_accuracy"] + 1e-12
+    gns = run_experiment(apply_overrides(config, ["eval.scenario=GNs"]), None).metrics
+    assert gns["average_accuracy_inferred"] >= metrics["average_accuracy_inferred"]
