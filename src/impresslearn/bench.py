@@ -122,6 +122,8 @@ def format_table(result: dict[str, Any]) -> str:
     ]
     for key, value in result.get("median_ms", {}).items():
         lines.append(f"  {key:<20} {value:8.3f} ms")
+    for key, value in result.get("peak_memory_mb", {}).items():
+        lines.append(f"  peak {key:<15} {value:8.0f} MiB")
     for key, value in result.get("ratios", {}).items():
         lines.append(f"  ratio {key:<14} {value:8.3f}x")
     for key in ("ratio", "threshold_ratio", "eval_ratio"):
@@ -178,3 +180,109 @@ def bench_alpha_step(
         "median_ms": {k: 1e3 * v for k, v in medians.items()},
         "targets": {"ratio": 1.0},
     }
+
+
+def _inference_setup(method_name: str, num_tasks: int, n: int = 10):
+    """A LeNet-300-100 with random stored masks (SupSup: one per task; ImpressLearn: n
+    impressions and random alphas per task) and a one-image batch: inference cost does not
+    depend on what the masks learned."""
+    from impresslearn.methods import ImpressLearn, ImpressLearnConfig, SupSup, SupSupConfig
+
+    model = build_backbone(BackboneConfig(num_outputs=500), (1, 28, 28), 10)
+    layers = masked_layers(model)
+    masks = num_tasks if method_name == "supsup" else n
+    for i in range(masks):
+        for layer in layers:
+            gen = generator(3, i, layer.layer_index)
+            layer.add_to_bank(torch.rand(layer.weight.shape, generator=gen) < 0.5)
+    if method_name == "supsup":
+        method = SupSup(model, SupSupConfig())
+        method.restore_state({}, {"task_ids": list(range(num_tasks))})
+    else:
+        method = ImpressLearn(
+            model, ImpressLearnConfig(num_impressions=n, impression_kind="random")
+        )
+        gen = generator(4)
+        tensors = {
+            f"alpha.{t}.{i}": torch.rand(n, generator=gen)
+            for t in range(num_tasks)
+            for i in range(len(layers))
+        }
+        meta = {
+            "tasks": list(range(num_tasks)),
+            "dedicated_accuracy": {},
+            "single_impression_accuracy": {},
+        }
+        method.restore_state(tensors, meta)
+    x = torch.randn(1, 1, 28, 28, generator=generator(5))
+    return method, x
+
+
+def _inference_worker(method_name: str, sizes: tuple[int, ...], repeats: int, queue) -> None:
+    """Child process: median one-shot time per T, and the peak RSS (one process per setup, so
+    the peak is that setup's own)."""
+    from impresslearn.experiment import peak_memory_mb
+    from impresslearn.inference import infer_task
+
+    torch.set_num_threads(1)
+    setups = {t: _inference_setup(method_name, t) for t in sizes}
+    before = peak_memory_mb()
+
+    def call(t: int) -> Callable[[], None]:
+        method, x = setups[t]
+        return lambda: infer_task(method, x, objective="superfluous", num_classes=10)
+
+    medians = _interleaved({t: call(t) for t in sizes}, repeats, warmup=1)
+    queue.put({"seconds": medians, "peak_mb": peak_memory_mb(), "setup_peak_mb": before})
+
+
+def _in_child(method_name: str, sizes: tuple[int, ...], repeats: int) -> dict[str, Any]:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_inference_worker, args=(method_name, sizes, repeats, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
+
+
+@BENCHMARKS.register("inference")
+def bench_inference(
+    backbone: str = "lenet_300_100",
+    repeats: int = 5,
+    sizes: tuple[int, ...] = (10, 100, 1000, 2500),
+) -> dict[str, Any]:
+    """One-shot task inference from one image vs the number of tasks T: SupSup vs ImpressLearn."""
+    if backbone != "lenet_300_100":
+        raise ConfigError("bench inference runs on lenet_300_100 (SupSup's GNu network)")
+    result: dict[str, Any] = {
+        "benchmark": "inference",
+        "backbone": backbone,
+        "repeats": repeats,
+        "threads": 1,
+        "tasks": list(sizes),
+        "median_ms": {},
+        "peak_memory_mb": {},
+    }
+    per_size: dict[str, dict[int, float]] = {}
+    for name in ("supsup", "impresslearn"):
+        per_size[name] = {}
+        for t in sizes:  # one process per (method, T): the peak memory is that configuration's
+            child = _in_child(name, (t,), repeats)
+            per_size[name][t] = child["seconds"][t]
+            result["peak_memory_mb"][f"{name}_T{t}"] = child["peak_mb"]
+    for name, times in per_size.items():
+        for t, sec in times.items():
+            result["median_ms"][f"{name}_T{t}"] = 1e3 * sec
+    first, last = sizes[0], sizes[-1]
+    result["ratio"] = per_size["impresslearn"][last] / per_size["impresslearn"][first]
+    result["supsup_growth"] = per_size["supsup"][last] / per_size["supsup"][first]
+    result["ratios"] = {
+        f"impress_T{last}/T{first}": result["ratio"],
+        f"supsup_T{last}/T{first}": result["supsup_growth"],
+        f"supsup/impress_T{last}": per_size["supsup"][last] / per_size["impresslearn"][last],
+    }
+    result["targets"] = {"ratio": 1.5}
+    return result

@@ -171,6 +171,7 @@ class ImpressLearn:
         self.single_impression_accuracy: dict[int, float] = {}
         self._current: list[nn.Parameter] = []
         self._current_task: int | None = None
+        self._stacked: tuple[int, list[Tensor]] | None = None  # alphas of all tasks, per layer
 
     # ------------------------------------------------------------------------- impressions
 
@@ -289,9 +290,13 @@ class ImpressLearn:
     def mixed_coeffs(self, beta: Tensor) -> list[Tensor]:
         """Per-layer coeffs of the superposition of tasks weighted by ``beta``:
         ``gamma[l] = beta @ alpha[:, l]``, a T x n product; the network still mixes n masks."""
-        tasks = self.learned_tasks()
-        stacked = [torch.stack([self.alphas[t][i] for t in tasks]) for i in range(len(self.layers))]
-        return [torch.tensordot(beta, a, dims=1) for a in stacked]
+        if self._stacked is None or self._stacked[0] != len(self.alphas):
+            tasks = self.learned_tasks()
+            per_layer = [
+                torch.stack([self.alphas[t][i] for t in tasks]) for i in range(len(self.layers))
+            ]
+            self._stacked = (len(self.alphas), per_layer)  # (T, n) or (T, out, n) per layer
+        return [torch.tensordot(beta, a, dims=1) for a in self._stacked[1]]
 
     def after_task(self, task_id: int, trainer: MaskTrainer, evaluate: Callable[[], float]) -> None:
         """Reference numbers for a task that is not an impression: the accuracy of its dedicated
