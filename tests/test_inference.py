@@ -114,3 +114,29 @@ def test_gnu_run_reports_task_inference():
     assert metrics["average_accuracy_inferred"] <= metrics["average_accuracy"] + 1e-12
     gns = run_experiment(apply_overrides(config, ["eval.scenario=GNs"]), None).metrics
     assert gns["average_accuracy_inferred"] >= metrics["average_accuracy_inferred"]
+
+
+def test_entropy_fit_needs_alphas_and_reports_fitted_accuracy():
+    with pytest.raises(ConfigError, match="impresslearn"):
+        infer_task(
+            _random_supsup(2), torch.randn(4, 1, 28, 28), procedure="entropy_fit", num_classes=10
+        )
+    config = apply_overrides(
+        ExperimentConfig(),
+        [
+            "scenario.dataset=mnist_embedded",
+            "scenario.num_tasks=3",
+            "train.iterations=60",
+            "train.lr=1e-2",
+            "method.name=impresslearn",
+            "method.num_impressions=2",
+            "method.impression_iterations=60",
+            "eval.scenario=GNu",
+            "eval.inference=entropy_fit",
+            "eval.inference_batch=1000",
+            "eval.inference_images=1000",
+        ],
+    )
+    metrics = run_experiment(config, None).metrics
+    assert 0.0 <= metrics["task_inference_accuracy"] <= 1.0
+    assert 0.1 < metrics["average_accuracy_fitted_alphas"] <= 1.0

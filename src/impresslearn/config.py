@@ -35,7 +35,7 @@ class EvalConfig:
     ids given at test time) or, after the stream, also ``GNs`` / ``GNu`` (SupSup's taxonomy): the
     task is inferred once per test batch of ``inference_batch`` images, from its first
     ``inference_images`` images (1 = one-shot from a single image), by ``inference``
-    (``oneshot`` or ``binary``) on ``objective`` (``entropy`` = H, ``superfluous`` = G). GNu counts
+    (``oneshot``, ``binary``, or ImpressLearn's ``entropy_fit``) on ``objective`` (``entropy`` = H, ``superfluous`` = G). GNu counts
     the whole batch wrong when the task is wrong; GNs classifies it with the inferred task.
     """
 
@@ -51,8 +51,10 @@ class EvalConfig:
             raise ConfigError(f"eval.batch_size must be >= 1, got {self.batch_size}")
         if self.scenario not in ("GG", "GNs", "GNu"):
             raise ConfigError(f"eval.scenario={self.scenario!r}: use GG, GNs or GNu")
-        if self.inference not in ("oneshot", "binary"):
-            raise ConfigError(f"eval.inference={self.inference!r}: use oneshot or binary")
+        if self.inference not in ("oneshot", "binary", "entropy_fit"):
+            raise ConfigError(
+                f"eval.inference={self.inference!r}: use oneshot, binary or entropy_fit"
+            )
         if self.objective not in ("entropy", "superfluous"):
             raise ConfigError(f"eval.objective={self.objective!r}: use entropy or superfluous")
         if not 1 <= self.inference_images <= self.inference_batch:

@@ -254,10 +254,10 @@ def evaluate_without_task_ids(
 ) -> dict[str, Any]:
     """Final accuracy with the task inferred (GNs / GNu), and the task-inference accuracy."""
     e = config.eval
-    accs, inferred = [], []
+    accs, inferred, fitted = [], [], []
     start = time.perf_counter()
     for t in tqdm(range(scenario.num_tasks), desc="infer", disable=not progress, leave=False):
-        acc, right = evaluate_inferred(
+        acc, right, fit_acc = evaluate_inferred(
             method,
             scenario.test_data(t),
             t,
@@ -270,13 +270,18 @@ def evaluate_without_task_ids(
         )
         accs.append(acc)
         inferred.append(right)
+        fitted.append(fit_acc)
     log.info(
         "%s: accuracy %.2f%% with the task inferred (task inference %.2f%%)",
         e.scenario,
         100 * np.mean(accs),
         100 * np.mean(inferred),
     )
+    extra = {}
+    if e.inference == "entropy_fit":
+        extra["average_accuracy_fitted_alphas"] = float(np.mean(fitted))
     return {
+        **extra,
         "eval_scenario": e.scenario,
         "average_accuracy_inferred": float(np.mean(accs)),
         "task_inference_accuracy": float(np.mean(inferred)),

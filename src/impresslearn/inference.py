@@ -6,6 +6,10 @@ SupSup (Wortsman et al. 2020, section 3): superpose every learned task with a mi
 * **one-shot**: one forward/backward; the task is the argmin of d(objective)/d(beta);
 * **binary**: repeatedly keep the half of the candidates with the most negative gradient until
   one remains (ceil(log2 T) rounds).
+* **entropy_fit** (ImpressLearn only): fit a fresh coefficient vector per layer to the unlabelled
+  batch by a few Adam steps of entropy minimisation in alpha space (starting from the mean of the
+  stored alphas), then pick the stored task whose alphas are nearest; the fitted alphas can also
+  classify the batch directly.
 
 Objectives: ``entropy`` (H, mean output entropy) and ``superfluous`` (G: with extra output neurons
 that are never targets, the mean logsumexp of the logits with the real-class logits detached).
@@ -30,7 +34,7 @@ from impresslearn.layers import use_coeffs
 
 Objective = Literal["entropy", "superfluous"]
 OBJECTIVES = ("entropy", "superfluous")
-PROCEDURES = ("oneshot", "binary")
+PROCEDURES = ("oneshot", "binary", "entropy_fit")
 
 
 def objective_value(logits: Tensor, objective: str, num_classes: int) -> Tensor:
@@ -58,6 +62,39 @@ def beta_gradient(method, x: Tensor, beta: Tensor, objective: str, num_classes: 
     return grad
 
 
+def fit_alphas(
+    method, x: Tensor, objective: str, num_classes: int, steps: int = 20, lr: float = 0.05
+) -> list[Tensor]:
+    """Per-layer alphas fitted to the unlabelled batch ``x`` by entropy minimisation."""
+    if not hasattr(method, "alphas"):
+        raise ConfigError(
+            "entropy_fit inference needs coefficient vectors: use method.name=impresslearn"
+        )
+    tasks = method.learned_tasks()
+    start = [
+        torch.stack([method.alphas[t][i] for t in tasks]).mean(0) for i in range(len(method.layers))
+    ]
+    params = [torch.nn.Parameter(a.clone()) for a in start]
+    optimizer = torch.optim.Adam(params, lr=lr)
+    with torch.enable_grad():
+        for _ in range(steps):
+            optimizer.zero_grad()
+            with use_coeffs(method.model, params):
+                objective_value(method.model(x), objective, num_classes).backward()
+            optimizer.step()
+    return [p.detach() for p in params]
+
+
+def nearest_task(method, fitted: list[Tensor]) -> int:
+    """The stored task whose alphas are nearest (squared L2 over all layers) to ``fitted``."""
+    tasks = method.learned_tasks()
+    distances = [
+        sum(float((method.alphas[t][i] - f).square().sum()) for i, f in enumerate(fitted))
+        for t in tasks
+    ]
+    return tasks[min(range(len(tasks)), key=distances.__getitem__)]
+
+
 def infer_task(
     method,
     x: Tensor,
@@ -73,6 +110,9 @@ def infer_task(
     num = len(tasks)
     if num == 1:
         return tasks[0], 0
+    if procedure == "entropy_fit":
+        steps = 20
+        return nearest_task(method, fit_alphas(method, x, objective, num_classes, steps)), steps
     if procedure == "oneshot":
         beta = torch.full((num,), 1.0 / num)
         grad = beta_gradient(method, x, beta, objective, num_classes)
@@ -102,20 +142,32 @@ def evaluate_inferred(
     batch: int,
     images: int,
     num_classes: int,
-) -> tuple[float, float]:
-    """(accuracy, task-inference accuracy) on ``data`` of task ``true_task`` with the task
+) -> tuple[float, float, float | None]:
+    """(accuracy, task-inference accuracy, accuracy with fitted alphas or None) on ``data`` of task ``true_task`` with the task
     inferred once per batch of ``batch`` images from its first ``images`` images. In GNu a batch
     whose task is wrong counts as all wrong; in GNs it is classified with the inferred task."""
-    correct = right_task = 0
+    correct = right_task = fitted_correct = 0
     for start in range(0, len(data), batch):
         x, y = data.x[start : start + batch], data.y[start : start + batch]
-        task, _ = infer_task(
-            method, x[:images], procedure=procedure, objective=objective, num_classes=num_classes
-        )
+        if procedure == "entropy_fit":
+            fitted = fit_alphas(method, x[:images], objective, num_classes)
+            task = nearest_task(method, fitted)
+            with torch.no_grad(), use_coeffs(method.model, fitted):
+                pred = method.model(x)[:, :num_classes].argmax(1)
+            fitted_correct += int((pred == y).sum())
+        else:
+            task, _ = infer_task(
+                method,
+                x[:images],
+                procedure=procedure,
+                objective=objective,
+                num_classes=num_classes,
+            )
         if task == true_task:
             right_task += len(y)
         if task == true_task or scenario == "GNs":
             with torch.no_grad(), method.task_context(task):
                 pred = method.model(x)[:, :num_classes].argmax(1)
             correct += int((pred == y).sum())
-    return correct / len(data), right_task / len(data)
+    n = len(data)
+    return correct / n, right_task / n, (fitted_correct / n if procedure == "entropy_fit" else None)
