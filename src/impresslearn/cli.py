@@ -61,13 +61,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"impresslearn {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # --debug is accepted after the command too (SUPPRESS keeps the top-level value otherwise).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors"
+    )
 
-    p = sub.add_parser("run", help="run a preset (or a saved config) and write a run folder")
+    p = sub.add_parser(
+        "run", parents=[common], help="run a preset (or a saved config) and write a run folder"
+    )
     p.add_argument("preset", nargs="?", help="preset name (see `impresslearn list`)")
     p.add_argument("--config", type=Path, help="replay a config.json instead of a preset")
     _add_config_args(p)
     p.add_argument("--out", type=Path, help="run folder (default: runs/PRESET-TIMESTAMP)")
-    p.add_argument("--data-root", help="folder holding the data sets (see below)")
+    p.add_argument(
+        "--data-root",
+        help="folder holding the data sets (default: $IMPRESSLEARN_DATA, else ~/.cache/impresslearn)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument(
         "--resume",
@@ -77,22 +87,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-task lines")
 
-    sub.add_parser("list", help="list presets, backbones, scenarios, methods and data sets")
+    sub.add_parser(
+        "list", parents=[common], help="list presets, backbones, scenarios, methods and data sets"
+    )
 
-    p = sub.add_parser("compare", help="compare run folders: a markdown table and a plot")
+    p = sub.add_parser(
+        "compare", parents=[common], help="compare run folders: a markdown table and a plot"
+    )
     p.add_argument("runs", nargs="+", type=Path, help="run folders (holding metrics.json)")
     p.add_argument("--plot", type=Path, default=None, help="write the comparison plot here (PNG)")
 
-    p = sub.add_parser("eval", help="evaluate a saved run folder on its tasks (task ids given)")
+    p = sub.add_parser(
+        "eval", parents=[common], help="evaluate a saved run folder on its tasks (task ids given)"
+    )
     p.add_argument("run_dir", type=Path, help="a run folder holding checkpoint.safetensors")
     p.add_argument("--data-root", help="folder holding the data sets")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    p = sub.add_parser("show", help="print a preset's resolved config as JSON")
+    p = sub.add_parser("show", parents=[common], help="print a preset's resolved config as JSON")
     p.add_argument("preset")
     _add_config_args(p)
 
-    p = sub.add_parser("bench", help="side-by-side speed benchmarks")
+    p = sub.add_parser("bench", parents=[common], help="side-by-side speed benchmarks")
     p.add_argument("name", help="benchmark name (see `impresslearn bench --list`)", nargs="?")
     p.add_argument("--list", action="store_true", help="list the benchmarks")
     p.add_argument("--json", action="store_true", help="print one JSON object (key `ratio`)")
