@@ -124,19 +124,22 @@ class TopKSelector:
         self._buffer: np.ndarray | None = None  # the returned mask; valid until the next call
 
     def __call__(self, scores: Tensor) -> Tensor:
-        values = scores.detach().abs().reshape(-1)
         if self.k == self.numel:
             return torch.ones_like(scores)
-        if values.device.type != "cpu":
-            return self._exact_torch(values).view_as(scores)
-        a = values.numpy()
+        flat = scores.detach().reshape(-1)
+        if flat.device.type != "cpu" or flat.dtype != torch.float32:
+            return self._exact_torch(flat.abs()).view_as(scores)
+        if self._buffer is None:  # reused every call: no allocation of weight-sized arrays
+            self._buffer = np.empty(self.numel, dtype=np.float32)  # the mask
+            self._abs = np.empty(self.numel, dtype=np.float32)
+            self._diff = np.empty(self.numel, dtype=np.float32)
+            self._flags = np.empty(self.numel, dtype=bool)
+        a = np.abs(flat.numpy(), out=self._abs)
         cut = self._band_select(a) if self._threshold is not None else None
         if cut is None:
             cut = self._full_select(a)
         kth, below = cut  # k-th largest and (k+1)-th largest
         self._threshold = 0.5 * (kth + below)
-        if self._buffer is None:
-            self._buffer = np.empty(self.numel, dtype=np.float32)
         if kth != below:
             np.greater(a, np.float32(below), out=self._buffer, casting="unsafe")
         else:
@@ -160,9 +163,9 @@ class TopKSelector:
         # Both sets come from the same rounded differences z, which are monotone in a, so they
         # are disjoint and everything in ``band`` ranks below everything counted in ``above``.
         d = np.float32(self._delta)
-        z = a - np.float32(self._threshold)
-        above = np.count_nonzero(z > d)
-        band = a[np.abs(z) <= d]
+        z = np.subtract(a, np.float32(self._threshold), out=self._diff)
+        above = np.count_nonzero(np.greater(z, d, out=self._flags))
+        band = a[np.less_equal(np.abs(z, out=z), d, out=self._flags)]
         need = self.k - above  # how many band values are kept
         b = band.size
         if b < self._band_target // 4:
