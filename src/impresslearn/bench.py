@@ -25,17 +25,23 @@ BENCHMARKS: Registry[Callable[..., dict[str, Any]]] = Registry("benchmark")
 INPUT_SHAPES = {"lenet_300_100": (1, 28, 28), "fc_1024_1024": (1, 28, 28)}
 
 
-def _interleaved(fns: dict[str, Callable[[], None]], repeats: int, warmup: int) -> dict[str, float]:
-    """Median seconds of each function, timed round-robin."""
+def _interleaved(
+    fns: dict[str, Callable[[], None]], repeats: int, warmup: int, block: int = 25
+) -> dict[str, float]:
+    """Median seconds per call of each function, timed side by side: the contenders take turns
+    in blocks of ``block`` consecutive calls (as a training loop runs one model step after step,
+    with its own data warm in the caches) until each has ``repeats`` timed calls."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
+    while any(len(v) < repeats for v in times.values()):
         for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
+            fn()  # first call of a block: caches still hold the previous contender's data
+            for _ in range(min(block, repeats - len(times[name]))):
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
