@@ -74,10 +74,4 @@ class Method(Protocol):
         mask weight and 4 bytes per float."""
 
 
-class MethodEntry(Protocol):
-    config_class: type
-
-    def __call__(self, model: nn.Module, config: Any) -> Method: ...
-
-
 METHODS: Registry[Any] = Registry("method")
