@@ -58,8 +58,13 @@ def run_sweep(
     num_classes, max_n = scenario.num_classes, max(sweep.num_impressions)
     start = time.perf_counter()
 
-    def new_model():
-        return build_backbone(config.backbone, scenario.input_shape, num_classes)
+    def new_model(stored: list[list[torch.Tensor]] = ()):
+        """A fresh backbone whose banks hold ``stored`` (masks, each a list of per-layer masks)."""
+        model = build_backbone(config.backbone, scenario.input_shape, num_classes)
+        for per_layer in stored:
+            for layer, mask in zip(masked_layers(model), per_layer, strict=True):
+                layer.add_to_bank(mask)
+        return model
 
     def learn_mask(model, task_id: int, seed_key: int, description: str) -> list[torch.Tensor]:
         method = ImpressLearn(model, method_cfg)
@@ -102,21 +107,13 @@ def run_sweep(
     # Reference lines: a dedicated SupSup mask per evaluation task; one impression unchanged.
     dedicated, single = {}, {}
     for t in eval_tasks:
-        model = new_model()
-        for layer, mask in zip(
-            masked_layers(model),
-            learn_mask(scratch, t, 10_000 + t, f"dedicated mask task {t}"),
-            strict=True,
-        ):
-            layer.add_to_bank(mask)
+        model = new_model([learn_mask(scratch, t, 10_000 + t, f"dedicated mask task {t}")])
         with use_coeffs(model, one_hot(0, 1)):
             dedicated[t] = accuracy(
                 model, scenario.test_data(t), config.eval.batch_size, num_classes
             )
         if "heterogeneous" in masks:
-            model = new_model()
-            for layer, mask in zip(masked_layers(model), masks["heterogeneous"][0], strict=True):
-                layer.add_to_bank(mask)
+            model = new_model([masks["heterogeneous"][0]])
             with use_coeffs(model, one_hot(0, 1)):
                 single[t] = accuracy(
                     model, scenario.test_data(t), config.eval.batch_size, num_classes
@@ -125,10 +122,7 @@ def run_sweep(
     rows: list[dict[str, Any]] = []
     for kind in sweep.kinds:
         for n in sweep.num_impressions:
-            model = new_model()
-            for i in range(n):
-                for layer, mask in zip(masked_layers(model), masks[kind][i], strict=True):
-                    layer.add_to_bank(mask)
+            model = new_model(masks[kind][:n])
             method = ImpressLearn(
                 model,
                 replace(method_cfg, num_impressions=n, impression_kind=kind, impression_tasks=None),
