@@ -14,7 +14,9 @@ from typing import Any, Protocol
 import numpy as np
 from torch import Tensor, nn
 
+from impresslearn.layers import DensityRule, MaskedLayer
 from impresslearn.registry import Registry
+from impresslearn.seeding import PURPOSE_SCORES, generator
 from impresslearn.train import TrainConfig
 
 # Trains the given scores on a task's training data with plain cross-entropy and ``TrainConfig``:
@@ -75,3 +77,18 @@ class Method(Protocol):
 
 
 METHODS: Registry[Any] = Registry("method")
+
+
+def begin_masks(
+    layers: list[MaskedLayer], rule: DensityRule, kind: str, seed: int, seed_key: int
+) -> list[nn.Parameter]:
+    """Start learning a new mask in every layer: fresh scores seeded by ``(seed, seed_key, layer)``
+    at the density ``rule`` gives each layer's shape. Returns the scores (the trainable tensors)."""
+    return [
+        layer.begin_scores(
+            rule.for_shape(tuple(layer.weight.shape)),
+            kind,
+            generator(seed, PURPOSE_SCORES, seed_key, layer.layer_index),
+        )
+        for layer in layers
+    ]

@@ -39,8 +39,8 @@ from impresslearn.layers import (
     one_hot,
     use_coeffs,
 )
-from impresslearn.methods.base import METHODS, MaskTrainer
-from impresslearn.seeding import PURPOSE_RANDOM_MASK, PURPOSE_SCORES, generator
+from impresslearn.methods.base import METHODS, MaskTrainer, begin_masks
+from impresslearn.seeding import PURPOSE_RANDOM_MASK, generator
 from impresslearn.train import TrainConfig
 
 IMPRESSION_KINDS = ("heterogeneous", "homogeneous", "random")
@@ -221,13 +221,8 @@ class ImpressLearn:
 
     def begin_scores(self, seed_key: int) -> None:
         """Start learning a SupSup mask in every layer (an impression or a comparison mask)."""
-        rule = self.config.rule()
-        for layer in self.layers:
-            layer.begin_scores(
-                rule.for_shape(tuple(layer.weight.shape)),
-                self.config.mask_kind,
-                generator(self.config.seed, PURPOSE_SCORES, seed_key, layer.layer_index),
-            )
+        cfg = self.config
+        begin_masks(self.layers, cfg.rule(), cfg.mask_kind, cfg.seed, seed_key)
 
     def scores(self) -> list[nn.Parameter]:
         return [layer.scores for layer in self.layers]

@@ -19,8 +19,7 @@ from torch import Tensor, nn
 
 from impresslearn.errors import ConfigError
 from impresslearn.layers import MASK_KINDS, DensityRule, masked_layers, one_hot, use_coeffs
-from impresslearn.methods.base import METHODS, MaskTrainer
-from impresslearn.seeding import PURPOSE_SCORES, generator
+from impresslearn.methods.base import METHODS, MaskTrainer, begin_masks
 
 
 @dataclass(frozen=True)
@@ -74,15 +73,8 @@ class SupSup:
     def begin_task(self, task_id: int) -> None:
         if task_id in self.task_ids:
             raise ValueError(f"task {task_id} already has a mask")
-        rule = self.config.rule()
-        self._scores = [
-            layer.begin_scores(
-                rule.for_shape(tuple(layer.weight.shape)),
-                self.config.mask_kind,
-                generator(self.config.seed, PURPOSE_SCORES, task_id, layer.layer_index),
-            )
-            for layer in self.layers
-        ]
+        cfg = self.config
+        self._scores = begin_masks(self.layers, cfg.rule(), cfg.mask_kind, cfg.seed, task_id)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return list(self._scores)
