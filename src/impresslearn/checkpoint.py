@@ -2,8 +2,8 @@
 
 What a run is (DESIGN.md, "State and storage"): the backbone as its seed and architecture config
 (weights are regenerated, then checked against a stored fingerprint), every masked layer's bank
-bit-packed at 1 bit per weight, the method's per-task state (SupSup: the task order;
-ImpressLearn: alphas), the accuracy matrix so far, the per-task events and the resolved config.
+bit-packed at 1 bit per weight, every per-task batch-norm layer's frozen statistics (float16), the
+method's per-task state (SupSup: the task order; ImpressLearn: alphas), the accuracy matrix so far, the per-task events and the resolved config.
 
 The file is written after every task through a temp file, fsync and rename, so a run killed at any
 moment (even by SIGKILL mid-write) leaves the previous complete checkpoint readable.
@@ -26,7 +26,7 @@ from torch import nn
 
 from impresslearn.config import ExperimentConfig, config_from_dict
 from impresslearn.errors import CheckpointError, ImpressLearnError
-from impresslearn.layers import masked_layers, pack_bits, unpack_bits
+from impresslearn.layers import masked_layers, pack_bits, task_norms, unpack_bits
 from impresslearn.storage import atomic_write_bytes
 
 FORMAT = "impresslearn-checkpoint"
@@ -70,6 +70,10 @@ def save_checkpoint(
     }
     for i, layer in enumerate(masked_layers(model)):
         tensors[f"bank.{i}"] = pack_bits(layer.bank)
+    norms = task_norms(model)
+    norm_keys = sorted(norms[0].stats) if norms else []
+    for i, norm in enumerate(norms):
+        tensors.update({f"norm.{i}.{key}": norm.stats[key] for key in norm_keys})
     method_tensors, method_meta = method.checkpoint_state()
     tensors.update({f"method.{k}": v.contiguous().cpu() for k, v in method_tensors.items()})
     metadata = {
@@ -84,6 +88,7 @@ def save_checkpoint(
         "prepare_seconds": repr(state.prepare_seconds),
         "checkpoint_sizes": json.dumps(state.checkpoint_sizes),
         "method_state": json.dumps(method_meta),
+        "norm_keys": json.dumps(norm_keys),
         "input_shape": json.dumps(list(shape[0]) if shape else None),
         "num_classes": json.dumps(shape[1] if shape else None),
     }
@@ -150,6 +155,9 @@ def restore_checkpoint(
             bank = unpack_bits(tensors[f"bank.{i}"], (count, *layer.weight.shape))
             for mask in bank:
                 layer.add_to_bank(mask)
+        for i, norm in enumerate(task_norms(model)):
+            for key in json.loads(metadata.get("norm_keys", "[]")):
+                norm.stats[key] = tensors[f"norm.{i}.{key}"].clone()
         method_tensors = {k[7:]: v for k, v in tensors.items() if k.startswith("method.")}
         method.restore_state(method_tensors, json.loads(metadata["method_state"]))
         matrix = tensors["accuracy_matrix"].numpy().copy()

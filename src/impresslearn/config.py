@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from impresslearn.backbones import BACKBONES, BackboneConfig
-from impresslearn.data import list_datasets
+from impresslearn.data import is_known_dataset, list_datasets
 from impresslearn.errors import ConfigError
 from impresslearn.methods import SupSupConfig, method_config_class
 from impresslearn.scenarios import SCENARIOS, ScenarioConfig
@@ -37,6 +37,9 @@ class EvalConfig:
     ``inference_images`` images (1 = one-shot from a single image), by ``inference``
     (``oneshot``, ``binary``, or ImpressLearn's ``entropy_fit``) on ``objective`` (``entropy`` = H, ``superfluous`` = G). GNu counts
     the whole batch wrong when the task is wrong; GNs classifies it with the inferred task.
+    ``matrix``: ``full`` evaluates every seen task after each task (the whole accuracy matrix);
+    ``diagonal`` evaluates only the task just learned, then all tasks once at the end (the final
+    row), for long streams where the full matrix would cost T²/2 evaluations.
     """
 
     batch_size: int = 1000
@@ -45,8 +48,11 @@ class EvalConfig:
     objective: str = "entropy"
     inference_batch: int = 128
     inference_images: int = 1
+    matrix: str = "full"
 
     def __post_init__(self) -> None:
+        if self.matrix not in ("full", "diagonal"):
+            raise ConfigError(f"eval.matrix={self.matrix!r}: use full or diagonal")
         if self.batch_size < 1:
             raise ConfigError(f"eval.batch_size must be >= 1, got {self.batch_size}")
         if self.scenario not in ("GG", "GNs", "GNu"):
@@ -202,10 +208,10 @@ def _check_registered(config: ExperimentConfig) -> None:
     """Names that must be registered: refused at config time, not halfway into a run."""
     BACKBONES.get(config.backbone.name)
     SCENARIOS.get(config.scenario.name)
-    if config.scenario.dataset not in list_datasets():
+    if not is_known_dataset(config.scenario.dataset):
         raise ConfigError(
             f"unknown data set {config.scenario.dataset!r} (scenario.dataset); known: "
-            f"{', '.join(list_datasets())}"
+            f"{', '.join(list_datasets())}, or a tree of class folders as folder:PATH[@SIZE]"
         )
 
 

@@ -2,7 +2,8 @@
 
 For each task of the scenario: the method begins the task, :func:`impresslearn.train.fit` trains
 the method's parameters, the method ends the task (its state is frozen from then on), and every
-task seen so far is evaluated with its task id given (scenario GG). The run folder gets
+task seen so far is evaluated with its task id given (scenario GG; with ``eval.matrix=diagonal``
+only the new task, and all of them after the last). The run folder gets
 ``config.json`` before any work starts, one ``events.jsonl`` line per finished task, and at the end
 ``metrics.json``, ``accuracy_matrix.csv`` and ``accuracy_matrix.png``.
 """
@@ -104,11 +105,18 @@ def load_config_file(path: Path) -> ExperimentConfig:
 
 
 def evaluate_seen(
-    method: Method, scenario: Scenario, upto: int, batch_size: int, *, progress: bool = False
+    method: Method,
+    scenario: Scenario,
+    upto: int,
+    batch_size: int,
+    *,
+    only: int | None = None,
+    progress: bool = False,
 ) -> list[float]:
-    """Accuracy on tasks ``0..upto`` with each task id given."""
+    """Accuracy on tasks ``0..upto`` (or on task ``only``) with each task id given."""
     accs = []
-    for j in tqdm(range(upto + 1), desc="eval", disable=not progress, leave=False):
+    tasks = range(upto + 1) if only is None else [only]
+    for j in tqdm(tasks, desc="eval", disable=not progress, leave=False):
         with method.task_context(j):
             accs.append(
                 accuracy(method.model, scenario.test_data(j), batch_size, scenario.num_classes)
@@ -199,9 +207,14 @@ def run_experiment(
                 )
         method.end_task(t)
         train_seconds = time.perf_counter() - start
-        matrix[t, : t + 1] = evaluate_seen(
-            method, scenario, t, config.eval.batch_size, progress=progress
-        )
+        if config.eval.matrix == "full" or t == num_tasks - 1:
+            matrix[t, : t + 1] = evaluate_seen(
+                method, scenario, t, config.eval.batch_size, progress=progress
+            )
+        else:
+            matrix[t, t] = evaluate_seen(
+                method, scenario, t, config.eval.batch_size, only=t, progress=progress
+            )[0]
         test = scenario.test_data(t)
         method.after_task(
             t,
@@ -213,8 +226,8 @@ def run_experiment(
             "task_id": t,
             "task_name": scenario.task_name(t),
             "accuracy": matrix[t, t],
-            "average_accuracy_seen": float(np.mean(matrix[t, : t + 1])),
-            "accuracies": matrix[t, : t + 1].tolist(),
+            "average_accuracy_seen": float(np.nanmean(matrix[t, : t + 1])),
+            "accuracies": matrix_to_lists(matrix[t : t + 1, : t + 1])[0],
             "final_loss": stats.final_loss if stats else None,
             "steps": stats.steps if stats else 0,
             "train_seconds": train_seconds,

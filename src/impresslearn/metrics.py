@@ -43,7 +43,7 @@ def forgetting(matrix: np.ndarray) -> float:
     t = r.shape[0]
     if t == 1:
         return 0.0
-    return float(np.mean([np.max(r[j : t - 1, j]) - r[-1, j] for j in range(t - 1)]))
+    return float(np.mean([np.nanmax(r[j : t - 1, j]) - r[-1, j] for j in range(t - 1)]))
 
 
 def matrix_to_lists(matrix: np.ndarray) -> list[list[float | None]]:

@@ -88,7 +88,7 @@ def iterate_batches(
     data: TaskData, batch_size: int, num_steps: int, gen: torch.Generator
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """``num_steps`` batches: reshuffled passes over ``data`` (the last short batch of a pass is
-    kept), drawn with ``gen`` only."""
+    kept), augmented by ``data.augment`` if set, drawn with ``gen`` only."""
     n = len(data)
     steps = 0
     while True:
@@ -97,7 +97,8 @@ def iterate_batches(
             if steps == num_steps:
                 return
             idx = order[start : start + batch_size]
-            yield data.x[idx], data.y[idx]
+            x = data.x[idx]
+            yield (x if data.augment is None else data.augment(x, gen)), data.y[idx]
             steps += 1
 
 

@@ -1,9 +1,9 @@
 """Backbone configuration and registry.
 
 A backbone is a network assembled from layer classes passed in as arguments (``linear_layer=``,
-``conv_layer=``), the way timm's blocks take ``act_layer``: with the masked layers it is a
-supermask backbone whose weights are a pure function of ``seed``; with the dense twins it is the
-dense baseline.
+``conv_layer=``, ``norm_layer=``), the way timm's blocks take ``act_layer``: with the masked layers
+and per-task batch norm it is a supermask backbone whose weights are a pure function of ``seed``;
+with the dense twins and ordinary non-affine batch norm it is the dense baseline.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from impresslearn.layers import (
     DenseLinear,
     MaskedConv2d,
     MaskedLinear,
+    TaskBatchNorm2d,
 )
 from impresslearn.registry import Registry
 
@@ -58,6 +59,7 @@ class BackboneBuilder(Protocol):
         *,
         linear_layer: type[nn.Module],
         conv_layer: type[nn.Module],
+        norm_layer: type[nn.Module],
     ) -> nn.Module: ...
 
 
@@ -79,10 +81,12 @@ def build_backbone(
             f"backbone.num_outputs={num_outputs} is smaller than the {num_classes} classes of a task"
         )
     linear, conv = (DenseLinear, DenseConv2d) if dense else (MaskedLinear, MaskedConv2d)
+    norm = partial(nn.BatchNorm2d, affine=False) if dense else TaskBatchNorm2d
     kwargs = {"backbone_seed": config.seed, "weight_init": config.weight_init}
     return builder(
         input_shape,
         num_outputs,
         linear_layer=partial(linear, **kwargs),
         conv_layer=partial(conv, **kwargs),
+        norm_layer=norm,
     )

@@ -40,12 +40,12 @@ class MLP(nn.Module):
 
 
 @BACKBONES.register("lenet_300_100")
-def lenet_300_100(input_shape, num_outputs, *, linear_layer, conv_layer) -> MLP:
+def lenet_300_100(input_shape, num_outputs, *, linear_layer, conv_layer, norm_layer) -> MLP:
     """LeNet-300-100: two hidden layers of 300 and 100 units."""
     return MLP(input_shape, (300, 100), num_outputs, linear_layer=linear_layer)
 
 
 @BACKBONES.register("fc_1024_1024")
-def fc_1024_1024(input_shape, num_outputs, *, linear_layer, conv_layer) -> MLP:
+def fc_1024_1024(input_shape, num_outputs, *, linear_layer, conv_layer, norm_layer) -> MLP:
     """FC-1024-1024: two hidden layers of 1024 units (SupSup's RotatedMNIST network)."""
     return MLP(input_shape, (1024, 1024), num_outputs, linear_layer=linear_layer)

@@ -2,19 +2,24 @@
 
 A tiny name -> loader dict; ``impresslearn list`` and the scenarios read it through
 :func:`list_datasets` and :func:`load_dataset`. Every loader takes the data root and the
-system-wide folders to search, so tests can point both at folders they control.
+system-wide folders to search, so tests can point both at folders they control. Besides the fixed
+names, ``folder:PATH[@SIZE]`` names any tree of class folders (see
+:func:`~impresslearn.data.image_folder.load_image_folder`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
+from impresslearn.data.cifar import load_cifar100
 from impresslearn.data.embedded import load_embedded_mnist
 from impresslearn.data.idx_datasets import FASHION_MNIST, MNIST, load_idx_dataset
 from impresslearn.data.image_data import ImageData
-from impresslearn.errors import ConfigError
+from impresslearn.data.image_folder import load_image_folder
+from impresslearn.errors import ConfigError, DataError
 
 DatasetLoader = Callable[[Path | None, Sequence[Path] | None], ImageData]
 
@@ -22,12 +27,20 @@ _DATASETS: dict[str, DatasetLoader] = {
     "mnist": partial(load_idx_dataset, MNIST),
     "fashion_mnist": partial(load_idx_dataset, FASHION_MNIST),
     "mnist_embedded": load_embedded_mnist,
+    "cifar100": load_cifar100,
 }
+
+FOLDER_PREFIX = "folder:"
 
 
 def list_datasets() -> list[str]:
-    """Return the names of the known data sets, sorted."""
+    """Return the names of the known data sets, sorted (without the ``folder:PATH`` form)."""
     return sorted(_DATASETS)
+
+
+def is_known_dataset(name: str) -> bool:
+    """Whether ``name`` is one of :func:`list_datasets` or of the form ``folder:PATH[@SIZE]``."""
+    return name in _DATASETS or (name.startswith(FOLDER_PREFIX) and len(name) > len(FOLDER_PREFIX))
 
 
 def load_dataset(
@@ -36,7 +49,11 @@ def load_dataset(
     """Load the data set ``name`` from under ``root`` and verify it.
 
     Args:
-        name: one of :func:`list_datasets`.
+        name: one of :func:`list_datasets`, or ``folder:PATH`` for the tree of class folders at
+            ``PATH`` (absolute, else relative to ``root`` when it exists there, else to the current
+            folder), read with :func:`~impresslearn.data.image_folder.load_image_folder`'s
+            defaults; ``folder:PATH@SIZE`` (a trailing ``@`` and digits) also resizes the images
+            to ``SIZE`` x ``SIZE``, e.g. ``folder:/data/imagenet-subset@64``.
         root: the data root (see :func:`~impresslearn.data.roots.resolve_data_root`); None to
             search only the system-wide folders. Ignored by ``mnist_embedded``.
         system_dirs: system-wide folders searched after ``root``; None for each data set's
@@ -46,6 +63,43 @@ def load_dataset(
         ConfigError: ``name`` is not a known data set (the message lists the known ones).
         DataError: the data set is missing or corrupt (the message names the paths).
     """
+    root = None if root is None else Path(root)
+    if name.startswith(FOLDER_PREFIX):
+        path_text, image_size = _parse_folder_name(name)
+        data = load_image_folder(_resolve_folder(path_text, root), image_size=image_size)
+        return replace(data, name=name)
     if name not in _DATASETS:
-        raise ConfigError(f"unknown data set {name!r}; known: {', '.join(list_datasets())}")
-    return _DATASETS[name](None if root is None else Path(root), system_dirs)
+        raise ConfigError(
+            f"unknown data set {name!r}; known: {', '.join(list_datasets())}, or "
+            "folder:PATH[@SIZE] for a tree of class folders PATH/<class>/<images> (resized to "
+            "SIZE x SIZE when given)"
+        )
+    return _DATASETS[name](root, system_dirs)
+
+
+def _parse_folder_name(name: str) -> tuple[str, int | None]:
+    text = name[len(FOLDER_PREFIX) :]
+    head, at, tail = text.rpartition("@")
+    image_size = None
+    if at and tail.isascii() and tail.isdigit():
+        text, image_size = head, int(tail)
+        if image_size == 0:
+            raise ConfigError(f"data set {name!r}: the image size after '@' must be positive")
+    if not text:
+        raise ConfigError(f"data set {name!r} names no folder: write folder:PATH[@SIZE]")
+    return text, image_size
+
+
+def _resolve_folder(path_text: str, root: Path | None) -> Path:
+    path = Path(path_text).expanduser()
+    if path.is_absolute():
+        return path
+    candidates = ([root / path] if root is not None else []) + [Path.cwd() / path]
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate
+    looked = "; ".join(str(c) for c in candidates)
+    raise DataError(
+        f"image folder {path_text!r} not found: looked in {looked}; give an absolute path or one "
+        "relative to the data root or the current folder"
+    )

@@ -23,6 +23,15 @@ from impresslearn.layers.masks import (
     topk_masked_weight,
     unpack_bits,
 )
+from impresslearn.layers.norm import (
+    TaskBatchNorm2d,
+    copy_norm_stats,
+    drop_norm_stats,
+    freeze_norm_stats,
+    norm_stats,
+    norm_stats_bytes,
+    task_norms,
+)
 
 __all__ = [
     "MASK_KINDS",
@@ -33,13 +42,20 @@ __all__ = [
     "MaskedConv2d",
     "MaskedLayer",
     "MaskedLinear",
+    "TaskBatchNorm2d",
     "TopKSelector",
+    "copy_norm_stats",
+    "drop_norm_stats",
+    "freeze_norm_stats",
     "init_weight",
     "masked_layers",
     "mix_bank",
+    "norm_stats",
+    "norm_stats_bytes",
     "num_kept",
     "one_hot",
     "pack_bits",
+    "task_norms",
     "threshold_masked_weight",
     "topk_masked_weight",
     "unpack_bits",

@@ -7,14 +7,14 @@ for evaluation through a context manager.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Protocol
 
 import numpy as np
 from torch import Tensor, nn
 
-from impresslearn.layers import DensityRule, MaskedLayer
+from impresslearn.layers import DensityRule, MaskedLayer, norm_stats, use_coeffs
 from impresslearn.registry import Registry
 from impresslearn.seeding import PURPOSE_SCORES, generator
 from impresslearn.train import TrainConfig
@@ -92,3 +92,18 @@ def begin_masks(
         )
         for layer in layers
     ]
+
+
+@contextmanager
+def use_task(
+    model: nn.Module,
+    coeffs: Tensor | Sequence[Tensor],
+    norm_key: str | int,
+    *,
+    learn_norm: bool = False,
+) -> Iterator[None]:
+    """Select a task's state for the block: its masks as ``coeffs @ bank`` and the batch-norm
+    statistics of ``norm_key`` (learned from the batches, with ``learn_norm``). Backbones without
+    batch norm ignore the key."""
+    with use_coeffs(model, coeffs), norm_stats(model, norm_key, learn=learn_norm):
+        yield

@@ -16,6 +16,8 @@ Impressions come in three kinds (``impression_kind``):
 * ``random``: ``n`` seeded random masks at the target density.
 
 Impressions are learned (or drawn) before the stream starts, in :meth:`ImpressLearn.prepare`.
+With batch norm in the backbone, every task learns its own running statistics while its alphas
+are trained; a task that reuses its impression unchanged reuses the impression's statistics.
 """
 
 from __future__ import annotations
@@ -34,12 +36,16 @@ from impresslearn.errors import ConfigError
 from impresslearn.layers import (
     MASK_KINDS,
     DensityRule,
+    copy_norm_stats,
+    drop_norm_stats,
+    freeze_norm_stats,
     masked_layers,
+    norm_stats,
+    norm_stats_bytes,
     num_kept,
     one_hot,
-    use_coeffs,
 )
-from impresslearn.methods.base import METHODS, MaskTrainer, begin_masks
+from impresslearn.methods.base import METHODS, MaskTrainer, begin_masks, use_task
 from impresslearn.seeding import PURPOSE_RANDOM_MASK, generator
 from impresslearn.train import TrainConfig
 
@@ -58,7 +64,8 @@ class ImpressLearnConfig:
     ``train_impression_tasks``: learn alphas for the impression tasks too; otherwise a
     heterogeneous impression task uses its own mask (one-hot alphas). ``reg_lambda``: weight of the
     ``(||alpha||_1 - 1)^2`` term. ``density``, ``density_rule``, ``mask_kind``: of the impressions.
-    ``impression_*``: how impressions (and the comparison masks) are trained, SupSup's way.
+    ``impression_*``: how impressions (and the comparison masks) are trained, SupSup's way
+    (``impression_iterations`` or ``impression_epochs`` per mask, not both).
     ``dedicated_masks``: also learn a SupSup mask for every non-impression task, only to report
     its accuracy next to the combination's (the mask is not kept).
     """
@@ -76,10 +83,18 @@ class ImpressLearnConfig:
     seed: int = 0
     impression_optimizer: str = "rmsprop"
     impression_lr: float = 3e-4
-    impression_iterations: int = 3000
+    impression_iterations: int | None = 3000
+    impression_epochs: int | None = None
     impression_batch_size: int = 128
     impression_schedule: str = "cosine"
+    impression_weight_decay: float = 0.0
     dedicated_masks: bool = False
+
+    # Fields that exclude each other: an override of one sets the other to None.
+    exclusive = {
+        "impression_iterations": "impression_epochs",
+        "impression_epochs": "impression_iterations",
+    }
 
     def __post_init__(self) -> None:
         if self.num_impressions < 1:
@@ -116,7 +131,10 @@ class ImpressLearnConfig:
             self.rule()
         except ConfigError as e:
             raise ConfigError(f"method.density / method.density_rule: {e}") from None
-        self.impression_train()  # validates the impression optimiser settings
+        try:
+            self.impression_train()
+        except ConfigError as e:
+            raise ConfigError(f"method.impression_* (the impressions' training): {e}") from None
 
     def rule(self) -> DensityRule:
         return DensityRule(self.density_rule, self.density)
@@ -128,7 +146,9 @@ class ImpressLearnConfig:
             lr=self.impression_lr,
             batch_size=self.impression_batch_size,
             iterations=self.impression_iterations,
+            epochs=self.impression_epochs,
             schedule=self.impression_schedule,
+            weight_decay=self.impression_weight_decay,
         )
 
     def source_tasks(self) -> tuple[int, ...]:
@@ -138,6 +158,14 @@ class ImpressLearnConfig:
         if self.impression_kind == "homogeneous":
             return self.impression_tasks or (0,)
         return self.impression_tasks or tuple(range(self.num_impressions))
+
+
+DEDICATED_KEY = "dedicated"  # norm statistics of a temporary comparison mask
+
+
+def impression_key(index: int) -> str:
+    """Key of the batch-norm statistics learned with impression ``index``."""
+    return f"impression.{index}"
 
 
 def random_masks(
@@ -210,12 +238,14 @@ class ImpressLearn:
         )
         for i, (task_id, seed_key) in enumerate(jobs):
             self.begin_scores(seed_key)
-            trainer(
-                self.scores(),
-                task_id,
-                cfg.impression_train(),
-                f"impression {i + 1}/{self.n} (task {task_id})",
-            )
+            with norm_stats(self.model, impression_key(i), learn=True):
+                trainer(
+                    self.scores(),
+                    task_id,
+                    cfg.impression_train(),
+                    f"impression {i + 1}/{self.n} (task {task_id})",
+                )
+            freeze_norm_stats(self.model, impression_key(i))
             for layer in self.layers:
                 layer.add_to_bank(layer.end_scores())
 
@@ -254,7 +284,9 @@ class ImpressLearn:
         return list(self._current)
 
     def training_context(self) -> AbstractContextManager[None]:
-        return use_coeffs(self.model, self._current) if self._current else nullcontext()
+        if not self._current:
+            return nullcontext()
+        return use_task(self.model, self._current, self._current_task, learn_norm=True)
 
     def loss_regulariser(self) -> Tensor | None:
         if not self._current or self.config.reg_lambda == 0:
@@ -265,8 +297,10 @@ class ImpressLearn:
     def end_task(self, task_id: int) -> None:
         if self._current:
             self.alphas[task_id] = [a.detach().clone() for a in self._current]
-        else:  # a heterogeneous impression task: its own mask
+            freeze_norm_stats(self.model, task_id)
+        else:  # a heterogeneous impression task: its own mask and statistics
             index = self.impression_of(task_id)
+            copy_norm_stats(self.model, impression_key(index), task_id)
             device = self.layers[0].weight.device
             self.alphas[task_id] = [
                 one_hot(index, self.n, device).expand(self._alpha_shape(layer)).clone()
@@ -276,7 +310,7 @@ class ImpressLearn:
         self._current_task = None
 
     def task_context(self, task_id: int) -> AbstractContextManager[None]:
-        return use_coeffs(self.model, self.alphas[task_id])
+        return use_task(self.model, self.alphas[task_id], task_id)
 
     def learned_tasks(self) -> list[int]:
         """Task ids with alphas, in the order of beta's entries in task inference."""
@@ -300,17 +334,22 @@ class ImpressLearn:
         if self.impression_of(task_id) is not None:
             return
         if self.config.impression_kind == "heterogeneous":
-            with use_coeffs(self.model, one_hot(0, self.n, self.layers[0].weight.device)):
+            impression = one_hot(0, self.n, self.layers[0].weight.device)
+            with use_task(self.model, impression, impression_key(0)):
                 self.single_impression_accuracy[task_id] = evaluate()
         if self.config.dedicated_masks:
             self.begin_scores(10_000 + task_id)
-            trainer(
-                self.scores(),
-                task_id,
-                self.config.impression_train(),
-                f"dedicated mask (task {task_id})",
-            )
-            self.dedicated_accuracy[task_id] = evaluate()  # the scores' mask: no coeffs are set
+            with norm_stats(self.model, DEDICATED_KEY, learn=True):
+                trainer(
+                    self.scores(),
+                    task_id,
+                    self.config.impression_train(),
+                    f"dedicated mask (task {task_id})",
+                )
+            freeze_norm_stats(self.model, DEDICATED_KEY)
+            with norm_stats(self.model, DEDICATED_KEY):  # the scores' mask: no coeffs are set
+                self.dedicated_accuracy[task_id] = evaluate()
+            drop_norm_stats(self.model, DEDICATED_KEY)
             for layer in self.layers:
                 layer.end_scores()
 
@@ -343,7 +382,7 @@ class ImpressLearn:
 
     def bytes_per_task(self) -> dict[str, int]:
         coeffs = sum(4 * math.prod(self._alpha_shape(layer)) for layer in self.layers)
-        return {"mask": 0, "coeffs": coeffs, "norm_stats": 0}
+        return {"mask": 0, "coeffs": coeffs, "norm_stats": norm_stats_bytes(self.model)}
 
     def shared_bytes(self) -> int:
         """Bytes of the impressions, stored once for all tasks (1 bit per weight)."""

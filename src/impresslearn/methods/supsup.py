@@ -4,13 +4,14 @@ Wortsman et al., "Supermasks in Superposition", NeurIPS 2020. For each task a bi
 every layer's frozen weight is learned from trainable scores (top-k of ``|scores|`` at a given
 density, or SupSup's MNIST variant ``scores >= 0``), then stored in the layer's bank. A known task
 is evaluated with one-hot coeffs over the bank, which selects exactly its mask. The backbone and
-the stored masks never change, so nothing is forgotten.
+the stored masks never change, so nothing is forgotten. A backbone with batch norm keeps each
+task's running statistics with its mask (:mod:`impresslearn.layers.norm`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +19,16 @@ import numpy as np
 from torch import Tensor, nn
 
 from impresslearn.errors import ConfigError
-from impresslearn.layers import MASK_KINDS, DensityRule, masked_layers, one_hot, use_coeffs
-from impresslearn.methods.base import METHODS, MaskTrainer, begin_masks
+from impresslearn.layers import (
+    MASK_KINDS,
+    DensityRule,
+    freeze_norm_stats,
+    masked_layers,
+    norm_stats,
+    norm_stats_bytes,
+    one_hot,
+)
+from impresslearn.methods.base import METHODS, MaskTrainer, begin_masks, use_task
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,7 @@ class SupSup:
             raise ConfigError("SupSup needs a backbone built from masked layers")
         self.task_ids: list[int] = []  # bank index -> task_id
         self._scores: list[nn.Parameter] = []
+        self._current_task: int | None = None
 
     def prepare(self, trainer: MaskTrainer, num_tasks: int) -> None:
         pass
@@ -75,12 +85,14 @@ class SupSup:
             raise ValueError(f"task {task_id} already has a mask")
         cfg = self.config
         self._scores = begin_masks(self.layers, cfg.rule(), cfg.mask_kind, cfg.seed, task_id)
+        self._current_task = task_id
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return list(self._scores)
 
     def training_context(self) -> AbstractContextManager[None]:
-        return nullcontext()  # no coeffs set: the layers use the scores being learned
+        # No coeffs set: the layers use the scores being learned; norms learn this task's stats.
+        return norm_stats(self.model, self._current_task, learn=True)
 
     def loss_regulariser(self) -> Tensor | None:
         return None
@@ -88,14 +100,15 @@ class SupSup:
     def end_task(self, task_id: int) -> None:
         for layer in self.layers:
             layer.add_to_bank(layer.end_scores())
+        freeze_norm_stats(self.model, task_id)
         self.task_ids.append(task_id)
         self._scores = []
+        self._current_task = None
 
     def task_context(self, task_id: int) -> AbstractContextManager[None]:
         index = self.task_ids.index(task_id)
-        return use_coeffs(
-            self.model, one_hot(index, len(self.task_ids), self.layers[0].weight.device)
-        )
+        device = self.layers[0].weight.device
+        return use_task(self.model, one_hot(index, len(self.task_ids), device), task_id)
 
     def learned_tasks(self) -> list[int]:
         """Task ids in bank order (the order of beta's entries in task inference)."""
@@ -119,4 +132,4 @@ class SupSup:
 
     def bytes_per_task(self) -> dict[str, int]:
         mask = sum((layer.weight.numel() + 7) // 8 for layer in self.layers)
-        return {"mask": mask, "coeffs": 0, "norm_stats": 0}
+        return {"mask": mask, "coeffs": 0, "norm_stats": norm_stats_bytes(self.model)}

@@ -1,7 +1,7 @@
 """Task streams (scenarios) over real data sets."""
 
 from impresslearn.data import ImageData
-from impresslearn.scenarios import mnist  # noqa: F401  (registers the MNIST streams)
+from impresslearn.scenarios import mnist, split  # noqa: F401  (registers the scenarios)
 from impresslearn.scenarios.base import SCENARIOS, Scenario, ScenarioConfig, TaskData
 
 

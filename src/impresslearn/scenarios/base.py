@@ -7,6 +7,7 @@ does not hold 250 permuted copies of MNIST in memory).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,8 +23,10 @@ class ScenarioConfig:
     """Which task stream to build.
 
     ``name``: a registered scenario (``impresslearn list``). ``dataset``: the data set it is built
-    from (``mnist``, ``fashion_mnist``, ``mnist_embedded``). ``rotation_step`` is read by
-    ``rotated_mnist`` only (degrees between consecutive tasks).
+    from (``mnist``, ``fashion_mnist``, ``mnist_embedded``, ``cifar100``, or a tree of class
+    folders ``folder:PATH[@SIZE]``). ``rotation_step`` is read by ``rotated_mnist`` only (degrees
+    between consecutive tasks); ``classes_per_task`` (0 = the scenario's default) and ``augment``
+    (random crop and flip of training batches) by the colour-image splits.
     """
 
     name: str = "permuted_mnist"
@@ -31,8 +34,15 @@ class ScenarioConfig:
     num_tasks: int = 10
     seed: int = 0
     rotation_step: float = 10.0
+    classes_per_task: int = 0
+    augment: bool = True
 
     def __post_init__(self) -> None:
+        if self.classes_per_task < 0:
+            raise ConfigError(
+                f"scenario.classes_per_task must be >= 1 (or 0 for the default), got "
+                f"{self.classes_per_task}"
+            )
         if self.num_tasks < 1:
             raise ConfigError(f"scenario.num_tasks must be >= 1, got {self.num_tasks}")
         if self.seed < 0:
@@ -41,10 +51,14 @@ class ScenarioConfig:
 
 @dataclass(frozen=True, eq=False)
 class TaskData:
-    """Inputs ``x`` float ``(N, C, H, W)``, normalised, and labels ``y`` int64 ``(N,)``."""
+    """Inputs ``x`` float ``(N, C, H, W)``, normalised, and labels ``y`` int64 ``(N,)``.
+
+    ``augment(x, generator)``, if given, transforms each training batch (drawing only from the
+    batch generator, so training stays deterministic)."""
 
     x: Tensor
     y: Tensor
+    augment: Callable[[Tensor, torch.Generator], Tensor] | None = None
 
     def __len__(self) -> int:
         return len(self.y)
