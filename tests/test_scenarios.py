@@ -31,14 +31,33 @@ def normalised(mnist: ImageData, split: str) -> torch.Tensor:
 # ------------------------------------------------------------------------ every scenario
 
 
+COLOUR = {"split_cifar100", "split_images"}  # built from CIFAR-100, not MNIST
+
+
 @pytest.fixture(params=SCENARIOS.names())
 def name(request) -> str:
     return request.param
 
 
-def test_scenario_built_twice_is_identical(mnist, name):
-    first = build_scenario(config(name, seed=5), mnist)
-    second = build_scenario(config(name, seed=5), mnist)
+@pytest.fixture
+def data(name, mnist, request) -> ImageData:
+    """The real data set the scenario ``name`` is built from."""
+    return request.getfixturevalue("cifar") if name in COLOUR else mnist
+
+
+@pytest.fixture(scope="module")
+def cifar(shared_data_root) -> ImageData:
+    return load_dataset("cifar100", shared_data_root)
+
+
+def stream(name: str, data: ImageData, **kwargs):
+    kwargs.setdefault("num_tasks", NUM_TASKS)
+    return build_scenario(ScenarioConfig(name=name, dataset=data.name, **kwargs), data)
+
+
+def test_scenario_built_twice_is_identical(data, name):
+    first = stream(name, data, seed=5)
+    second = stream(name, data, seed=5)
     for task_id in range(NUM_TASKS):
         for split in ("train_data", "test_data"):
             a, b = getattr(first, split)(task_id), getattr(second, split)(task_id)
@@ -47,10 +66,10 @@ def test_scenario_built_twice_is_identical(mnist, name):
         assert first.task_name(task_id) == second.task_name(task_id)
 
 
-def test_scenario_tasks_are_well_formed_and_distinct(mnist, name):
-    scenario = build_scenario(config(name), mnist)
+def test_scenario_tasks_are_well_formed_and_distinct(data, name):
+    scenario = stream(name, data)
     assert scenario.num_tasks == NUM_TASKS
-    assert scenario.input_shape == (1, 28, 28)
+    assert scenario.input_shape == ((3, 32, 32) if name in COLOUR else (1, 28, 28))
     previous = None
     for task_id in range(NUM_TASKS):
         task = scenario.test_data(task_id)
@@ -66,17 +85,17 @@ def test_scenario_tasks_are_well_formed_and_distinct(mnist, name):
     assert len(set(names)) == NUM_TASKS
 
 
-def test_scenario_never_touches_the_global_rng(mnist, name):
+def test_scenario_never_touches_the_global_rng(data, name):
     state = torch.random.get_rng_state()
-    scenario = build_scenario(config(name), mnist)
+    scenario = stream(name, data)
     scenario.train_data(1)
     scenario.test_data(2)
     assert torch.equal(torch.random.get_rng_state(), state)
 
 
 @pytest.mark.parametrize("task_id", [-1, NUM_TASKS, NUM_TASKS + 10])
-def test_task_id_out_of_range_raises_index_error(mnist, name, task_id):
-    scenario = build_scenario(config(name), mnist)
+def test_task_id_out_of_range_raises_index_error(data, name, task_id):
+    scenario = stream(name, data)
     with pytest.raises(IndexError):
         scenario.train_data(task_id)
     with pytest.raises(IndexError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,18 +17,46 @@ import torch.nn.functional as F
 
 from impresslearn.backbones import BackboneConfig, build_backbone
 from impresslearn.errors import ConfigError
-from impresslearn.layers import masked_layers, one_hot, use_coeffs
+from impresslearn.layers import (
+    DensityRule,
+    freeze_norm_stats,
+    masked_layers,
+    norm_stats,
+    one_hot,
+    use_coeffs,
+)
 from impresslearn.registry import Registry
 from impresslearn.seeding import generator
 
 BENCHMARKS: Registry[Callable[..., dict[str, Any]]] = Registry("benchmark")
 
-INPUT_SHAPES = {"lenet_300_100": (1, 28, 28), "fc_1024_1024": (1, 28, 28)}
+INPUT_SHAPES = {
+    "lenet_300_100": (1, 28, 28),
+    "fc_1024_1024": (1, 28, 28),
+    "gem_resnet18": (3, 32, 32),
+    "resnet18": (3, 32, 32),
+}
+# Mask densities as the presets use them: uniform 0.5 for the MLPs, Erdos-Renyi (scale 128) for
+# the residual networks; and the steps timed per turn (a conv step takes ~1 s on one CPU core).
+DENSITY = {
+    "gem_resnet18": DensityRule("erdos_renyi", 128.0),
+    "resnet18": DensityRule("erdos_renyi", 128.0),
+}
+BLOCK = {"gem_resnet18": 3, "resnet18": 2}
+DEFAULT_REPEATS = {"gem_resnet18": 30, "resnet18": 10}
 
 
 def _interleaved(
     fns: dict[str, Callable[[], None]], repeats: int, warmup: int, block: int = 25
 ) -> dict[str, float]:
+    return {
+        k: statistics.median(v) for k, v in _interleaved_times(fns, repeats, warmup, block).items()
+    }
+
+
+def _interleaved_times(
+    fns: dict[str, Callable[[], None]], repeats: int, warmup: int, block: int = 25
+) -> dict[str, list[float]]:
     """Median seconds per call of each function, timed side by side: the contenders take turns
     in blocks of ``block`` consecutive calls (as a training loop runs one model step after step,
     with its own data warm in the caches) until each has ``repeats`` timed calls."""
@@ -42,7 +71,7 @@ def _interleaved(
                 start = time.perf_counter()
                 fn()
                 times[name].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
 
 
 def _setup(backbone: str, batch_size: int):
@@ -58,6 +87,16 @@ def _setup(backbone: str, batch_size: int):
     return BackboneConfig(name=backbone), shape, x, y, gen
 
 
+def _learning_norms(model, step: Callable[[], None]) -> Callable[[], None]:
+    """``step`` run with the model's per-task batch norm (if any) learning task 0's statistics."""
+
+    def run() -> None:
+        with norm_stats(model, 0, learn=True):
+            step()
+
+    return run
+
+
 def _train_step(model, optimizer, x, y) -> Callable[[], None]:
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -69,10 +108,18 @@ def _train_step(model, optimizer, x, y) -> Callable[[], None]:
 
 @BENCHMARKS.register("mask-step")
 def bench_mask_step(
-    backbone: str = "lenet_300_100", repeats: int = 1000, batch_size: int = 128
+    backbone: str = "lenet_300_100", repeats: int | None = None, batch_size: int = 128
 ) -> dict[str, Any]:
-    """Masked training step (top-k and threshold masks) and known-task evaluation vs dense."""
+    """Masked training step (top-k and threshold masks) and known-task evaluation vs dense.
+
+    Residual backbones train with per-task batch norm learning its statistics, against the dense
+    network's ordinary non-affine batch norm in training mode; evaluation uses frozen statistics
+    against the dense network in eval mode.
+    """
     config, shape, x, y, gen = _setup(backbone, batch_size)
+    repeats = repeats or DEFAULT_REPEATS.get(backbone, 1000)
+    block = BLOCK.get(backbone, 25)
+    rule = DENSITY.get(backbone, DensityRule("uniform", 0.5))
 
     dense = build_backbone(config, shape, 10, dense=True)
     contenders = {
@@ -82,23 +129,32 @@ def bench_mask_step(
     for kind in ("topk", "threshold"):
         model = build_backbone(config, shape, 10)
         scores = [
-            layer.begin_scores(0.5, kind, generator(1, layer.layer_index))
+            layer.begin_scores(
+                rule.for_shape(tuple(layer.weight.shape)), kind, generator(1, layer.layer_index)
+            )
             for layer in masked_layers(model)
         ]
-        contenders[kind] = _train_step(model, torch.optim.RMSprop(scores, lr=1e-4), x, y)
+        contenders[kind] = _learning_norms(
+            model, _train_step(model, torch.optim.RMSprop(scores, lr=1e-4), x, y)
+        )
         masked[kind] = model
-    step = _interleaved(contenders, repeats, warmup=max(20, repeats // 20))
+    step = _interleaved(contenders, repeats, warmup=max(2, min(20, repeats // 20)), block=block)
 
     # Evaluation with a known task: the effective weight is cached inside use_coeffs.
     model = masked["topk"]
+    with norm_stats(model, 0, learn=True), torch.no_grad():
+        model(x)
+    freeze_norm_stats(model, 0)
     for layer in masked_layers(model):
         layer.add_to_bank(layer.end_scores())
-    x_eval = torch.randn(1000, *shape, generator=gen)
-    with torch.no_grad(), use_coeffs(model, one_hot(0, 1)):
+    dense.eval()
+    x_eval = torch.randn(1000 if block == 25 else 250, *shape, generator=gen)
+    with torch.no_grad(), use_coeffs(model, one_hot(0, 1)), norm_stats(model, 0):
         evaluation = _interleaved(
             {"dense": lambda: dense(x_eval), "masked": lambda: model(x_eval)},
-            max(50, repeats // 5),
-            warmup=10,
+            max(50, repeats // 5) if block == 25 else repeats,
+            warmup=2,
+            block=block,
         )
     return {
         "benchmark": "mask-step",
@@ -113,10 +169,59 @@ def bench_mask_step(
             "dense_step": 1e3 * step["dense"],
             "topk_step": 1e3 * step["topk"],
             "threshold_step": 1e3 * step["threshold"],
-            "dense_eval_1000": 1e3 * evaluation["dense"],
-            "masked_eval_1000": 1e3 * evaluation["masked"],
+            f"dense_eval_{len(x_eval)}": 1e3 * evaluation["dense"],
+            f"masked_eval_{len(x_eval)}": 1e3 * evaluation["masked"],
         },
         "targets": {"ratio": 1.3, "eval_ratio": 1.1},
+    }
+
+
+@BENCHMARKS.register("data-pipeline")
+def bench_data_pipeline(
+    backbone: str = "gem_resnet18",
+    repeats: int = 20,
+    batch_size: int = 128,
+    data_root: Path | None = None,
+) -> dict[str, Any]:
+    """SplitCIFAR100 training batches (gather + random crop + flip) vs the masked model's step.
+
+    Real CIFAR-100 (needs ``--data-root``). ``ratio`` = time to produce a batch / time the masked
+    training step takes to consume it: below 1 the data never starves the model (loading is done
+    in the same thread, so it adds this fraction to every step).
+    """
+    from impresslearn.data import load_dataset
+    from impresslearn.scenarios import ScenarioConfig, build_scenario
+    from impresslearn.train import iterate_batches
+
+    if backbone not in DENSITY:
+        raise ConfigError(f"data-pipeline times a residual backbone ({sorted(DENSITY)})")
+    scenario = build_scenario(
+        ScenarioConfig(name="split_cifar100", dataset="cifar100", num_tasks=20),
+        load_dataset("cifar100", data_root),
+    )
+    data = scenario.train_data(0)
+    batches = iterate_batches(data, batch_size, 10**9, generator(0))
+    pipeline = _interleaved_times({"batch": lambda: next(batches)}, 200, warmup=5)["batch"]
+    model = build_backbone(BackboneConfig(name=backbone), scenario.input_shape, 5)
+    rule = DENSITY[backbone]
+    scores = [
+        layer.begin_scores(rule.for_shape(tuple(layer.weight.shape)), "topk", generator(1, i))
+        for i, layer in enumerate(masked_layers(model))
+    ]
+    x, y = next(batches)
+    step = _learning_norms(model, _train_step(model, torch.optim.Adam(scores, lr=1e-3), x, y))
+    model_times = _interleaved_times({"step": step}, repeats, warmup=2, block=BLOCK[backbone])
+    batch_s, step_s = statistics.median(pipeline), statistics.median(model_times["step"])
+    return {
+        "benchmark": "data-pipeline",
+        "backbone": backbone,
+        "batch_size": batch_size,
+        "repeats": repeats,
+        "threads": torch.get_num_threads(),
+        "ratio": batch_s / step_s,
+        "images_per_s": {"pipeline": batch_size / batch_s, "model": batch_size / step_s},
+        "median_ms": {"batch": 1e3 * batch_s, "masked_step": 1e3 * step_s},
+        "targets": {"ratio": 1.0},
     }
 
 
@@ -130,6 +235,8 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"  {key:<20} {value:8.3f} ms")
     for key, value in result.get("peak_memory_mb", {}).items():
         lines.append(f"  peak {key:<15} {value:8.0f} MiB")
+    for key, value in result.get("images_per_s", {}).items():
+        lines.append(f"  images/s {key:<11} {value:8.0f}")
     for key, value in result.get("ratios", {}).items():
         lines.append(f"  ratio {key:<14} {value:8.3f}x")
     for key in ("ratio", "threshold_ratio", "eval_ratio"):

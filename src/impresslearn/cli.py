@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import inspect
 import json
 import logging
 import os
@@ -114,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list the benchmarks")
     p.add_argument("--json", action="store_true", help="print one JSON object (key `ratio`)")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats (default: per bench)")
-    p.add_argument("--backbone", default="lenet_300_100", help="backbone to benchmark")
+    p.add_argument("--backbone", default=None, help="backbone to benchmark (default: per bench)")
+    p.add_argument("--data-root", help="folder holding the data sets (data-pipeline)")
     return parser
 
 
@@ -247,16 +249,22 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 def _cmd_bench(args: argparse.Namespace) -> int:
     from impresslearn.bench import BENCHMARKS, format_table
+    from impresslearn.data import resolve_data_root
 
     if args.list or not args.name:
         for name in BENCHMARKS.names():
             doc = (BENCHMARKS.get(name).__doc__ or "").strip().splitlines()[0]
             print(f"  {name:<12} {doc}")
         return 0
-    kwargs = {"backbone": args.backbone}
+    bench = BENCHMARKS.get(args.name)
+    kwargs = {}
+    if args.backbone is not None:
+        kwargs["backbone"] = args.backbone
     if args.repeats is not None:
         kwargs["repeats"] = args.repeats
-    result = BENCHMARKS.get(args.name)(**kwargs)
+    if "data_root" in inspect.signature(bench).parameters:
+        kwargs["data_root"] = resolve_data_root(args.data_root, os.environ)
+    result = bench(**kwargs)
     print(json.dumps(result, indent=2) if args.json else format_table(result))
     return 0
 

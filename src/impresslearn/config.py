@@ -36,7 +36,9 @@ class EvalConfig:
     task is inferred once per test batch of ``inference_batch`` images, from its first
     ``inference_images`` images (1 = one-shot from a single image), by ``inference``
     (``oneshot``, ``binary``, or ImpressLearn's ``entropy_fit``) on ``objective`` (``entropy`` = H, ``superfluous`` = G). GNu counts
-    the whole batch wrong when the task is wrong; GNs classifies it with the inferred task.
+    the whole batch wrong when the task is wrong; GNs classifies it with the inferred task. NNs
+    trains without task ids too: the learner detects new tasks itself (:mod:`impresslearn.nns`),
+    when ``N * max(softmax(-grad)) < nns_threshold`` (SupSup: ``1 + 2^-3``).
     ``matrix``: ``full`` evaluates every seen task after each task (the whole accuracy matrix);
     ``diagonal`` evaluates only the task just learned, then all tasks once at the end (the final
     row), for long streams where the full matrix would cost T²/2 evaluations.
@@ -49,14 +51,20 @@ class EvalConfig:
     inference_batch: int = 128
     inference_images: int = 1
     matrix: str = "full"
+    nns_threshold: float = 1.125
 
     def __post_init__(self) -> None:
+        if not self.nns_threshold > 1.0:
+            raise ConfigError(
+                f"eval.nns_threshold must be > 1 (N * max(nu) is 1 when no candidate stands out), "
+                f"got {self.nns_threshold}"
+            )
         if self.matrix not in ("full", "diagonal"):
             raise ConfigError(f"eval.matrix={self.matrix!r}: use full or diagonal")
         if self.batch_size < 1:
             raise ConfigError(f"eval.batch_size must be >= 1, got {self.batch_size}")
-        if self.scenario not in ("GG", "GNs", "GNu"):
-            raise ConfigError(f"eval.scenario={self.scenario!r}: use GG, GNs or GNu")
+        if self.scenario not in ("GG", "GNs", "GNu", "NNs"):
+            raise ConfigError(f"eval.scenario={self.scenario!r}: use GG, GNs, GNu or NNs")
         if self.inference not in ("oneshot", "binary", "entropy_fit"):
             raise ConfigError(
                 f"eval.inference={self.inference!r}: use oneshot, binary or entropy_fit"
@@ -208,6 +216,17 @@ def _check_registered(config: ExperimentConfig) -> None:
     """Names that must be registered: refused at config time, not halfway into a run."""
     BACKBONES.get(config.backbone.name)
     SCENARIOS.get(config.scenario.name)
+    if config.eval.scenario == "NNs":
+        if config.method.name != "supsup":
+            raise ConfigError(
+                "eval.scenario=NNs (no task ids in training) is implemented for SupSup only: set "
+                "method.name=supsup"
+            )
+        if config.train.schedule != "constant":
+            raise ConfigError(
+                "eval.scenario=NNs: the learner does not know when a task ends, so a per-task "
+                "learning-rate schedule cannot be used; set train.schedule=constant"
+            )
     if not is_known_dataset(config.scenario.dataset):
         raise ConfigError(
             f"unknown data set {config.scenario.dataset!r} (scenario.dataset); known: "

@@ -46,6 +46,7 @@ from impresslearn.metrics import (
     matrix_to_csv,
     matrix_to_lists,
 )
+from impresslearn.nns import evaluate_nns, train_nns
 from impresslearn.plots import plot_accuracy_matrix, plot_per_task
 from impresslearn.scenarios import Scenario, build_scenario
 from impresslearn.seeding import PURPOSE_BATCHES, generator
@@ -182,6 +183,23 @@ def run_experiment(
             )
 
     log.info("%s: %d tasks of %s on %s", config.name, num_tasks, config.scenario.name, data.name)
+    if config.eval.scenario == "NNs":
+        if resume:
+            raise ConfigError("an NNs run (no task ids in training) cannot be resumed")
+        start = time.perf_counter()
+        record = train_nns(config, method, scenario, progress=progress)
+        seconds = time.perf_counter() - start
+        matrix, nns_metrics = evaluate_nns(config, method, scenario, record)
+        slots = len(record.detections)
+        state = RunState(slots, matrix, [seconds / num_tasks] * num_tasks, [], 0.0)
+        save(state)
+        names = [scenario.task_name(j) for j in range(num_tasks)]
+        metrics = build_metrics(config, matrix, method, state.task_seconds, names)
+        metrics.update(nns_metrics)
+        if out is not None:
+            metrics["checkpoint_bytes"] = checkpoint.stat().st_size
+            write_results(out, config, matrix, metrics, names)
+        return RunResult(config, matrix, metrics, method, scenario, out)
     if not resume:
         start = time.perf_counter()
         method.prepare(mask_trainer, num_tasks)

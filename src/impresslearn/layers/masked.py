@@ -122,6 +122,12 @@ class MaskedLayer(nn.Module):
         self._weighted_bank = None
         return self.num_masks - 1
 
+    def _truncate_bank(self, num_masks: int) -> None:
+        # Only extra_masks calls this, to drop the temporary masks it appended.
+        self.num_masks = num_masks
+        self._weighted_bank = None
+        self._cached_weight = None
+
     # ------------------------------------------------------------------------ learning a mask
 
     def begin_scores(self, density: float, kind: str, gen: torch.Generator) -> nn.Parameter:
@@ -339,6 +345,23 @@ def use_coeffs(model: nn.Module, coeffs: Tensor | Sequence[Tensor]) -> Iterator[
     finally:
         for layer, c in zip(layers, previous, strict=True):
             layer._set_coeffs(c)
+
+
+@contextmanager
+def extra_masks(model: nn.Module, masks: Sequence[Sequence[Tensor]]) -> Iterator[None]:
+    """Append ``masks`` (each a list of per-layer bool masks) to every layer's bank for the block;
+    they are removed on exit and the stored masks are never touched. Used to superpose candidates
+    that are not (yet) tasks, e.g. the mask being learned and random masks in NNs detection."""
+    layers = masked_layers(model)
+    counts = [layer.num_masks for layer in layers]
+    try:
+        for per_layer in masks:
+            for layer, mask in zip(layers, per_layer, strict=True):
+                layer.add_to_bank(mask)
+        yield
+    finally:
+        for layer, num in zip(layers, counts, strict=True):
+            layer._truncate_bank(num)
 
 
 def one_hot(index: int, size: int, device: torch.device | None = None) -> Tensor:

@@ -1,0 +1,227 @@
+"""Scenario NNs: no task ids in training or at test time; the learner detects new tasks itself.
+
+SupSup (Wortsman et al. 2020, section 3, "NNs"): batches arrive task after task, with no signal
+when the task changes. Every ``check_every`` batches (100) the learner superposes its candidate
+masks with uniform mixing weights beta and takes one gradient of the output entropy H with respect
+to beta (the one-shot procedure). With ``nu = softmax(-grad)`` over ``N`` candidates, no candidate
+explains the batch when ``N * max(nu) < 1 + 2^-3`` (``eval.nns_threshold``; SupSup's code notes
+that values from 1.1 to 1.2 work): a new task has started and a new mask is allocated. Detection
+always uses H, as SupSup's code does (G, with superfluous outputs, favours the mask being learned
+whatever the data); ``eval.objective`` applies to the final task inference. The candidates are the stored masks, the mask being learned, and, while there are
+fewer than five, random masks at the same density (SupSup's reference code superposes at least
+five masks, the unlearned ones random): with one candidate the rule would always fire.
+
+Differences from SupSup's reference code, chosen to keep every stored mask frozen (so nothing is
+ever forgotten): when a new task is detected the mask being learned is stored for good; when a
+batch is recognised as an earlier task, that task's mask is not trained further and the batches
+are skipped until a new task is detected. Only SupSup is supported (ImpressLearn's NNs variant,
+allocating new alphas, is not implemented). The task length is unknown to the learner, so the
+learning rate is constant.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from impresslearn.config import ExperimentConfig
+from impresslearn.inference import beta_gradient, infer_task
+from impresslearn.layers import extra_masks, masked_layers
+from impresslearn.methods.impress import random_masks
+from impresslearn.scenarios import Scenario, TaskData
+from impresslearn.seeding import PURPOSE_BATCHES, generator
+from impresslearn.train import accuracy, iterate_batches, make_optimizer
+
+log = logging.getLogger(__name__)
+
+CHECK_EVERY = 100
+MIN_CANDIDATES = 5
+RANDOM_MASK_SEED = 20_000  # seed key of the random candidates, apart from the tasks' scores
+
+
+@dataclass
+class Detection:
+    """What one check decided: ``new`` task, or the candidate index that explains the batch."""
+
+    new: bool
+    index: int
+    confidence: float  # N * max(nu): 1 = no preference, N = certain
+
+
+@dataclass
+class NNsLog:
+    """The learner's view of the stream."""
+
+    detections: list[int] = field(default_factory=list)  # global batch of each new mask
+    slot_batches: list[Counter] = field(default_factory=list)  # slot -> true task -> batches
+    skipped_batches: int = 0  # recognised as an earlier task, not trained on
+    checks: list[tuple[int, float, bool]] = field(default_factory=list)  # (batch, conf, new)
+
+
+def detect(
+    method, x: torch.Tensor, random: list[list[torch.Tensor]], threshold: float, num_classes: int
+) -> Detection:
+    """SupSup's new-task test on batch ``x`` over the stored masks, the mask being learned (if
+    any) and enough ``random`` candidates to make at least ``MIN_CANDIDATES``."""
+    layers = masked_layers(method.model)
+    learning = [[layer.current_mask() for layer in layers]] if layers[0].scores is not None else []
+    stored = layers[0].num_masks
+    fill = random[: max(0, MIN_CANDIDATES - stored - len(learning))]
+    with extra_masks(method.model, learning + fill):
+        n = layers[0].num_masks  # SupSup's coeffs are beta itself, over every mask in the bank
+        grad = beta_gradient(method, x, torch.full((n,), 1.0 / n), "entropy", num_classes)
+    nu = torch.softmax(-grad, dim=0)
+    confidence = float(n * nu.max())
+    index = int(nu.argmax())
+    # A random candidate winning means no learned mask explains the batch either.
+    new = confidence < threshold or index >= stored + len(learning)
+    return Detection(new, index, confidence)
+
+
+def train_nns(
+    config: ExperimentConfig, method, scenario: Scenario, *, progress: bool = False
+) -> NNsLog:
+    """Train ``method`` (SupSup) on the whole stream without task boundaries; returns the log."""
+    train, threshold = config.train, config.eval.nns_threshold
+    layers = masked_layers(method.model)
+    rule = method.config.rule()
+    per_layer = [
+        random_masks(
+            tuple(layer.weight.shape),
+            rule.for_shape(tuple(layer.weight.shape)),
+            MIN_CANDIDATES,
+            method.config.seed + RANDOM_MASK_SEED,
+            layer.layer_index,
+        )
+        for layer in layers
+    ]
+    random = [[masks[i] for masks in per_layer] for i in range(MIN_CANDIDATES)]
+    record = NNsLog()
+    optimizer = None
+    learning = False  # a mask is being learned (else the current batches belong to a stored task)
+    step = 0
+    total = scenario.num_tasks * train.num_steps(len(scenario.train_data(0)))
+    bar = tqdm(total=total, desc="NNs stream", disable=not progress, leave=False, mininterval=0.5)
+
+    def new_slot() -> None:
+        nonlocal optimizer, learning
+        if learning:
+            method.end_task(len(record.detections) - 1)
+        slot = len(record.detections)
+        method.begin_task(slot)
+        optimizer = make_optimizer(method.trainable_parameters(), train)
+        learning = True
+        record.detections.append(step)
+        record.slot_batches.append(Counter())
+
+    for true_task in range(scenario.num_tasks):  # the learner never sees true_task
+        data = scenario.train_data(true_task)
+        gen = generator(train.seed, PURPOSE_BATCHES, true_task)
+        for x, y in iterate_batches(data, train.batch_size, train.num_steps(len(data)), gen):
+            if not record.detections:
+                new_slot()
+            elif step % CHECK_EVERY == 0:
+                found = detect(method, x, random, threshold, scenario.num_classes)
+                record.checks.append((step, found.confidence, found.new))
+                if found.new:
+                    new_slot()
+                elif learning and found.index < layers[0].num_masks:  # an earlier, stored task
+                    method.end_task(len(record.detections) - 1)
+                    learning = False
+            if learning:
+                optimizer.zero_grad(set_to_none=True)
+                with method.training_context():
+                    F.cross_entropy(method.model(x), y).backward()
+                optimizer.step()
+                record.slot_batches[-1][true_task] += 1
+            else:
+                record.skipped_batches += 1
+            step += 1
+            bar.update(1)
+    bar.close()
+    if learning:
+        method.end_task(len(record.detections) - 1)
+    log.info("NNs: %d tasks detected in a stream of %d", len(record.detections), scenario.num_tasks)
+    return record
+
+
+def evaluate_nns(
+    config: ExperimentConfig, method, scenario: Scenario, record: NNsLog
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Final accuracies and detection metrics of an NNs run.
+
+    Each detected slot is named after the true task it trained on most; each true task after the
+    slot that trained most on it. Returned matrix: final row and diagonal = accuracy of every true
+    task with its slot (the learner is evaluated once, after the stream). Metrics add the
+    accuracy with the slot inferred per test batch (GNu: a batch counts only when the inferred slot
+    belongs to the batch's task) and how well the task boundaries were detected.
+    """
+    e = config.eval
+    num_tasks = scenario.num_tasks
+    slot_task = [counts.most_common(1)[0][0] if counts else -1 for counts in record.slot_batches]
+    task_slot = {}
+    for t in range(num_tasks):
+        trained = [(counts[t], s) for s, counts in enumerate(record.slot_batches) if counts[t]]
+        task_slot[t] = max(trained)[1] if trained else None
+    steps_per_task = config.train.num_steps(len(scenario.train_data(0)))
+    boundaries = [t * steps_per_task for t in range(1, num_tasks)]
+    detected = set(record.detections[1:])
+    found = [b for b in boundaries if any(b <= d < b + CHECK_EVERY for d in detected)]
+    false = [d for d in detected if not any(b <= d < b + CHECK_EVERY for b in boundaries)]
+
+    final = np.zeros(num_tasks)
+    inferred_acc, inferred_right = [], []
+    for t in range(num_tasks):
+        test = scenario.test_data(t)
+        slot = task_slot[t]
+        if slot is not None:
+            with method.task_context(slot):
+                final[t] = accuracy(method.model, test, e.batch_size, scenario.num_classes)
+        acc, right = _inferred(method, test, t, slot_task, e, scenario.num_classes)
+        inferred_acc.append(acc)
+        inferred_right.append(right)
+    matrix = np.full((num_tasks, num_tasks), np.nan)
+    matrix[-1] = final
+    np.fill_diagonal(matrix, final)
+    metrics = {
+        "eval_scenario": "NNs",
+        "tasks_detected": len(record.detections),
+        "detections": record.detections,
+        "true_boundaries": boundaries,
+        "boundaries_detected": len(found) / max(1, len(boundaries)),
+        "false_detections": len(false),
+        "skipped_batches": record.skipped_batches,
+        "slot_task": slot_task,
+        "average_accuracy_inferred": float(np.mean(inferred_acc)),
+        "task_inference_accuracy": float(np.mean(inferred_right)),
+        "accuracies_inferred": inferred_acc,
+        "detection_checks": [list(c) for c in record.checks],
+    }
+    return matrix, metrics
+
+
+def _inferred(
+    method, data: TaskData, task: int, slot_task: list[int], e, num_classes: int
+) -> tuple[float, float]:
+    correct = right = 0
+    for start in range(0, len(data), e.inference_batch):
+        x, y = data.x[start : start + e.inference_batch], data.y[start : start + e.inference_batch]
+        slot, _ = infer_task(
+            method,
+            x[: e.inference_images],
+            procedure=e.inference,
+            objective=e.objective,
+            num_classes=num_classes,
+        )
+        if slot_task[slot] == task:
+            right += len(y)
+            with torch.no_grad(), method.task_context(slot):
+                correct += int((method.model(x)[:, :num_classes].argmax(1) == y).sum())
+    return correct / len(data), right / len(data)

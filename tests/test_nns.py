@@ -1,0 +1,72 @@
+"""Scenario NNs on real MNIST: SupSup detects task boundaries without being told."""
+
+import pytest
+import torch
+
+from impresslearn.backbones import BackboneConfig, build_backbone
+from impresslearn.config import ExperimentConfig, apply_overrides
+from impresslearn.errors import ConfigError
+from impresslearn.experiment import load_run, run_experiment
+from impresslearn.layers import extra_masks, masked_layers, one_hot, use_coeffs
+
+NNS = [
+    "scenario.dataset=mnist_embedded",
+    "scenario.num_tasks=3",
+    "eval.scenario=NNs",
+    "eval.inference_images=128",
+    "train.schedule=constant",
+    "train.lr=1e-3",
+    "train.iterations=300",
+]
+
+
+def test_nns_detects_every_boundary_of_a_real_stream(tmp_path):
+    result = run_experiment(apply_overrides(ExperimentConfig(), NNS), None, tmp_path / "run")
+    m = result.metrics
+    assert m["tasks_detected"] == 3
+    assert m["detections"] == [0, 300, 600]  # the first check after each boundary
+    assert m["boundaries_detected"] == 1.0 and m["false_detections"] == 0
+    assert m["slot_task"] == [0, 1, 2]
+    assert m["task_inference_accuracy"] > 0.95
+    assert m["average_accuracy"] > 0.85
+    assert m["forgetting"] == 0.0
+    # Checks inside a task keep the mask being learned; the ones at a boundary fire.
+    fired = {step for step, _, new in m["detection_checks"] if new}
+    assert fired == {300, 600}
+    # The run reloads: slot 1's outputs bit for bit.
+    x = result.scenario.test_data(1).x[:50]
+    with torch.no_grad(), result.method.task_context(1):
+        expected = result.method.model(x)
+    assert torch.equal(load_run(tmp_path / "run").logits(x, 1), expected)
+
+
+def test_extra_masks_are_removed_and_leave_the_bank_alone():
+    model = build_backbone(BackboneConfig(), (1, 28, 28), 10)
+    layers = masked_layers(model)
+    gen = torch.Generator().manual_seed(0)
+    for layer in layers:
+        layer.add_to_bank(torch.rand(layer.weight.shape, generator=gen) < 0.5)
+    stored = [layer.bank.clone() for layer in layers]
+    extra = [[torch.rand(layer.weight.shape, generator=gen) < 0.5 for layer in layers]]
+    x = torch.randn(4, 1, 28, 28, generator=gen)
+    with torch.no_grad(), use_coeffs(model, one_hot(0, 1)):
+        before = model(x)
+    with extra_masks(model, extra):
+        assert all(layer.num_masks == 2 for layer in layers)
+        assert all(torch.equal(layer.bank[1], m) for layer, m in zip(layers, extra[0], strict=True))
+    assert all(torch.equal(layer.bank, s) for layer, s in zip(layers, stored, strict=True))
+    with torch.no_grad(), use_coeffs(model, one_hot(0, 1)):
+        assert torch.equal(model(x), before)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["method.name=impresslearn"], "implemented for SupSup only"),
+        (["train.schedule=cosine"], "set train.schedule=constant"),
+        (["eval.nns_threshold=0.9"], "nns_threshold must be > 1"),
+    ],
+)
+def test_nns_bad_config(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(ExperimentConfig(), [*NNS, *overrides])
