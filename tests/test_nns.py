@@ -40,6 +40,26 @@ def test_nns_detects_every_boundary_of_a_real_stream(tmp_path):
     assert torch.equal(load_run(tmp_path / "run").logits(x, 1), expected)
 
 
+def test_impresslearn_nns_allocates_new_alphas_at_boundaries(tmp_path):
+    overrides = [
+        *NNS,
+        "method.name=impresslearn",
+        "method.num_impressions=3",
+        "method.impression_iterations=150",
+        "method.train_impression_tasks=true",
+        "train.lr=1e-2",
+    ]
+    result = run_experiment(apply_overrides(ExperimentConfig(), overrides), None, tmp_path / "r")
+    m = result.metrics
+    assert m["tasks_detected"] == 3 and m["detections"] == [0, 300, 600]
+    assert sorted(result.method.alphas) == [0, 1, 2]
+    assert m["forgetting"] == 0.0
+    x = result.scenario.test_data(2).x[:50]
+    with torch.no_grad(), result.method.task_context(2):
+        expected = result.method.model(x)
+    assert torch.equal(load_run(tmp_path / "r").logits(x, 2), expected)
+
+
 def test_extra_masks_are_removed_and_leave_the_bank_alone():
     model = build_backbone(BackboneConfig(), (1, 28, 28), 10)
     layers = masked_layers(model)
@@ -62,7 +82,7 @@ def test_extra_masks_are_removed_and_leave_the_bank_alone():
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["method.name=impresslearn"], "implemented for SupSup only"),
+        (["method.name=impresslearn"], "set method.train_impression_tasks=true"),
         (["train.schedule=cosine"], "set train.schedule=constant"),
         (["eval.nns_threshold=0.9"], "nns_threshold must be > 1"),
     ],

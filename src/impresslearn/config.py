@@ -217,10 +217,16 @@ def _check_registered(config: ExperimentConfig) -> None:
     BACKBONES.get(config.backbone.name)
     SCENARIOS.get(config.scenario.name)
     if config.eval.scenario == "NNs":
-        if config.method.name != "supsup":
+        m = config.method
+        if (
+            m.name == "impresslearn"
+            and m.impression_kind == "heterogeneous"
+            and not m.train_impression_tasks
+        ):
             raise ConfigError(
-                "eval.scenario=NNs (no task ids in training) is implemented for SupSup only: set "
-                "method.name=supsup"
+                "eval.scenario=NNs with ImpressLearn: the learner cannot tell which stream task "
+                "an impression came from, so every task must learn alphas; set "
+                "method.train_impression_tasks=true"
             )
         if config.train.schedule != "constant":
             raise ConfigError(

@@ -187,6 +187,7 @@ def run_experiment(
         if resume:
             raise ConfigError("an NNs run (no task ids in training) cannot be resumed")
         start = time.perf_counter()
+        method.prepare(mask_trainer, num_tasks)  # ImpressLearn's impressions, before the stream
         record = train_nns(config, method, scenario, progress=progress)
         seconds = time.perf_counter() - start
         matrix, nns_metrics = evaluate_nns(config, method, scenario, record)

@@ -14,9 +14,14 @@ five masks, the unlearned ones random): with one candidate the rule would always
 Differences from SupSup's reference code, chosen to keep every stored mask frozen (so nothing is
 ever forgotten): when a new task is detected the mask being learned is stored for good; when a
 batch is recognised as an earlier task, that task's mask is not trained further and the batches
-are skipped until a new task is detected. Only SupSup is supported (ImpressLearn's NNs variant,
-allocating new alphas, is not implemented). The task length is unknown to the learner, so the
+are skipped until a new task is detected. The task length is unknown to the learner, so the
 learning rate is constant.
+
+ImpressLearn (Bhardwaj et al. 2022) runs the same test in coefficient space: its candidates are
+the stored tasks' alphas, the alphas being learned, and, up to five, the untrained alphas (all
+``1/n``); a new task gets new alphas. Its impressions are learned before the stream, as in GG
+(they need task data); in the stream every task, the impressions' own included, learns alphas
+(``method.train_impression_tasks=true``), since the learner cannot tell which task it sees.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from tqdm.auto import tqdm
 from impresslearn.config import ExperimentConfig
 from impresslearn.inference import beta_gradient, infer_task
 from impresslearn.layers import extra_masks, masked_layers
-from impresslearn.methods.impress import random_masks
+from impresslearn.methods.impress import ImpressLearn, random_masks
 from impresslearn.scenarios import Scenario, TaskData
 from impresslearn.seeding import PURPOSE_BATCHES, generator
 from impresslearn.train import accuracy, iterate_batches, make_optimizer
@@ -65,11 +70,26 @@ class NNsLog:
     checks: list[tuple[int, float, bool]] = field(default_factory=list)  # (batch, conf, new)
 
 
+@dataclass
+class _AlphaCandidates:
+    """A superposition of coefficient sets: ``coeffs[l] = beta @ alphas[l]`` (``alphas[l]`` stacks
+    the candidates' coeffs of layer ``l``); quacks like a method for :func:`beta_gradient`."""
+
+    model: torch.nn.Module
+    alphas: list[torch.Tensor]
+
+    def mixed_coeffs(self, beta: torch.Tensor) -> list[torch.Tensor]:
+        return [torch.tensordot(beta, a, dims=1) for a in self.alphas]
+
+
 def detect(
     method, x: torch.Tensor, random: list[list[torch.Tensor]], threshold: float, num_classes: int
 ) -> Detection:
-    """SupSup's new-task test on batch ``x`` over the stored masks, the mask being learned (if
-    any) and enough ``random`` candidates to make at least ``MIN_CANDIDATES``."""
+    """SupSup's new-task test on batch ``x`` over the stored tasks, the one being learned (if any)
+    and enough untrained candidates (``random`` masks for SupSup, initial alphas for ImpressLearn)
+    to make at least ``MIN_CANDIDATES``."""
+    if isinstance(method, ImpressLearn):
+        return _detect_alphas(method, x, threshold, num_classes)
     layers = masked_layers(method.model)
     learning = [[layer.current_mask() for layer in layers]] if layers[0].scores is not None else []
     stored = layers[0].num_masks
@@ -85,24 +105,30 @@ def detect(
     return Detection(new, index, confidence)
 
 
+def _detect_alphas(method, x: torch.Tensor, threshold: float, num_classes: int) -> Detection:
+    stored = [method.alphas[t] for t in method.learned_tasks()]
+    learning = [method.current_alphas()] if method.current_alphas() is not None else []
+    num_fill = max(0, MIN_CANDIDATES - len(stored) - len(learning))
+    fill = [method.initial_alphas()] * num_fill
+    candidates = stored + learning + fill
+    per_layer = [torch.stack([c[i] for c in candidates]) for i in range(len(method.layers))]
+    n = len(candidates)
+    beta = torch.full((n,), 1.0 / n)
+    grad = beta_gradient(_AlphaCandidates(method.model, per_layer), x, beta, "entropy", num_classes)
+    nu = torch.softmax(-grad, dim=0)
+    confidence = float(n * nu.max())
+    index = int(nu.argmax())
+    new = confidence < threshold or index >= len(stored) + len(learning)
+    return Detection(new, index, confidence)
+
+
 def train_nns(
     config: ExperimentConfig, method, scenario: Scenario, *, progress: bool = False
 ) -> NNsLog:
-    """Train ``method`` (SupSup) on the whole stream without task boundaries; returns the log."""
+    """Train ``method`` (SupSup or ImpressLearn, prepared) on the whole stream without task
+    boundaries; returns the log."""
     train, threshold = config.train, config.eval.nns_threshold
-    layers = masked_layers(method.model)
-    rule = method.config.rule()
-    per_layer = [
-        random_masks(
-            tuple(layer.weight.shape),
-            rule.for_shape(tuple(layer.weight.shape)),
-            MIN_CANDIDATES,
-            method.config.seed + RANDOM_MASK_SEED,
-            layer.layer_index,
-        )
-        for layer in layers
-    ]
-    random = [[masks[i] for masks in per_layer] for i in range(MIN_CANDIDATES)]
+    random = [] if isinstance(method, ImpressLearn) else _random_candidates(method)
     record = NNsLog()
     optimizer = None
     learning = False  # a mask is being learned (else the current batches belong to a stored task)
@@ -132,7 +158,7 @@ def train_nns(
                 record.checks.append((step, found.confidence, found.new))
                 if found.new:
                     new_slot()
-                elif learning and found.index < layers[0].num_masks:  # an earlier, stored task
+                elif learning and found.index < len(method.learned_tasks()):  # an earlier task
                     method.end_task(len(record.detections) - 1)
                     learning = False
             if learning:
@@ -150,6 +176,22 @@ def train_nns(
         method.end_task(len(record.detections) - 1)
     log.info("NNs: %d tasks detected in a stream of %d", len(record.detections), scenario.num_tasks)
     return record
+
+
+def _random_candidates(method) -> list[list[torch.Tensor]]:
+    """``MIN_CANDIDATES`` seeded random masks (per-layer lists) at the method's densities."""
+    rule = method.config.rule()
+    per_layer = [
+        random_masks(
+            tuple(layer.weight.shape),
+            rule.for_shape(tuple(layer.weight.shape)),
+            MIN_CANDIDATES,
+            method.config.seed + RANDOM_MASK_SEED,
+            layer.layer_index,
+        )
+        for layer in masked_layers(method.model)
+    ]
+    return [[masks[i] for masks in per_layer] for i in range(MIN_CANDIDATES)]
 
 
 def evaluate_nns(

@@ -269,11 +269,7 @@ class ImpressLearn:
         if not self._trains(task_id):
             self._current = []
             return
-        init = 1.0 / self.n
-        self._current = [
-            nn.Parameter(torch.full(self._alpha_shape(layer), init, device=layer.weight.device))
-            for layer in self.layers
-        ]
+        self._current = [nn.Parameter(a) for a in self.initial_alphas()]
 
     def _alpha_shape(self, layer: nn.Module) -> tuple[int, ...]:
         if self.config.granularity == "layer":
@@ -282,6 +278,18 @@ class ImpressLearn:
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return list(self._current)
+
+    def current_alphas(self) -> list[Tensor] | None:
+        """The alphas being learned (detached), or None between tasks."""
+        return [a.detach() for a in self._current] if self._current else None
+
+    def initial_alphas(self) -> list[Tensor]:
+        """Alphas as a new task starts them: ``1/n`` everywhere."""
+        device = self.layers[0].weight.device
+        return [
+            torch.full(self._alpha_shape(layer), 1.0 / self.n, device=device)
+            for layer in self.layers
+        ]
 
     def training_context(self) -> AbstractContextManager[None]:
         if not self._current:
