@@ -127,6 +127,54 @@ def test_bench_json_has_ratio(capsys):
     assert result["ratio"] > 0 and result["eval_ratio"] > 0
 
 
+def test_bench_data_pipeline_on_real_cifar(shared_data_root, capsys):
+    code, out, _ = _run(
+        [
+            "bench",
+            "data-pipeline",
+            "--json",
+            "--repeats",
+            "1",
+            "--data-root",
+            str(shared_data_root),
+        ],
+        capsys,
+    )
+    assert code == 0
+    result = json.loads(out)
+    assert 0 < result["ratio"] < 1  # batches are made faster than the model consumes them
+    assert result["images_per_s"]["pipeline"] > result["images_per_s"]["model"]
+
+
+def test_diagonal_matrix_evaluates_each_task_once_then_all(tmp_path, capsys):
+    out = tmp_path / "d"
+    assert (
+        _run(
+            [
+                "run",
+                "quickstart",
+                *TINY,
+                "--set",
+                "scenario.num_tasks=3",
+                "--set",
+                "eval.matrix=diagonal",
+                "--out",
+                str(out),
+            ],
+            capsys,
+        )[0]
+        == 0
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    matrix = metrics["accuracy_matrix"]
+    last = len(matrix) - 1
+    for i, row in enumerate(matrix):
+        for j, value in enumerate(row):
+            assert (value is not None) == (j == i or i == last), (i, j)
+    assert metrics["forgetting"] == 0.0
+    assert [matrix[j][j] for j in range(last + 1)] == matrix[last]
+
+
 def test_compare_table_and_plot(tmp_path, capsys):
     for name in ("a", "b"):
         assert _run(["run", "quickstart", *TINY, "--out", str(tmp_path / name)], capsys)[0] == 0
