@@ -159,3 +159,20 @@ def test_eval_command_matches_saved_accuracy(saved_run, capsys):
     for line in lines:
         _, acc, saved = line.split()
         assert acc == saved
+
+
+def test_eval_command_infers_tasks_of_a_saved_run(saved_run, capsys):
+    _, run = saved_run
+    argv = ["eval", str(run), "--quiet", "--set", "eval.scenario=GNu"]
+    assert (
+        main([*argv, "--set", "eval.inference=binary", "--set", "eval.inference_images=128"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "GNu, binary on entropy" in out
+    rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
+    assert [int(r[0]) for r in rows] == [0, 1]
+    summary = out.splitlines()[-1]
+    assert summary.startswith("average accuracy") and "task inference" in summary
+    # Only evaluation settings may change.
+    assert main(["eval", str(run), "--set", "train.lr=1"]) == 2
+    assert "evaluation settings only" in capsys.readouterr().err

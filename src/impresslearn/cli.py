@@ -100,11 +100,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", type=Path, default=None, help="write the comparison plot here (PNG)")
 
     p = sub.add_parser(
-        "eval", parents=[common], help="evaluate a saved run folder on its tasks (task ids given)"
+        "eval",
+        parents=[common],
+        help="evaluate a saved run folder (task ids given, or inferred with --set eval.scenario=GNu)",
     )
     p.add_argument("run_dir", type=Path, help="a run folder holding checkpoint.safetensors")
     p.add_argument("--data-root", help="folder holding the data sets")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="eval.KEY=VALUE",
+        help="evaluation settings only; with eval.scenario=GNu or GNs the tasks are inferred, "
+        "e.g. --set eval.scenario=GNu --set eval.inference=binary (repeatable)",
+    )
 
     p = sub.add_parser("show", parents=[common], help="print a preset's resolved config as JSON")
     p.add_argument("preset")
@@ -186,11 +197,38 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from impresslearn.config import apply_overrides
     from impresslearn.data import resolve_data_root
-    from impresslearn.experiment import evaluate_run, load_run
+    from impresslearn.errors import ConfigError
+    from impresslearn.experiment import evaluate_run, evaluate_run_inferred, load_run
 
     run = load_run(args.run_dir)
     data_root = resolve_data_root(args.data_root, os.environ)
+    if args.overrides:
+        not_eval = [o for o in args.overrides if not o.startswith("eval.")]
+        if not_eval:
+            raise ConfigError(
+                f"impresslearn eval changes evaluation settings only (eval.*), got {not_eval}; "
+                "to change training, start a new run"
+            )
+        config = apply_overrides(run.config, args.overrides)
+        if config.eval.scenario != "GG":
+            metrics = evaluate_run_inferred(run, data_root, config.eval, progress=not args.quiet)
+            e = config.eval
+            print(
+                f"{e.scenario}, {e.inference} on {e.objective}, task inferred per batch of "
+                f"{e.inference_batch} from {e.inference_images} image(s)"
+            )
+            print(f"{'task':>5} {'accuracy %':>11} {'task inference %':>17}")
+            for t, (acc, right) in enumerate(
+                zip(metrics["accuracies_inferred"], metrics["task_inference_per_task"], strict=True)
+            ):
+                print(f"{t:>5} {100 * acc:>11.2f} {100 * right:>17.2f}")
+            print(
+                f"average accuracy {100 * metrics['average_accuracy_inferred']:.2f}%, task "
+                f"inference {100 * metrics['task_inference_accuracy']:.2f}%"
+            )
+            return 0
     accs = evaluate_run(run, data_root, progress=not args.quiet)
     saved = run.state.matrix[run.state.next_task - 1] if run.tasks else []
     print(f"{'task':>5} {'accuracy %':>11} {'saved %':>9}")

@@ -10,6 +10,7 @@ only the new task, and all of them after the last). The run folder gets
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import resource
@@ -439,6 +440,26 @@ def evaluate_run(run: LoadedRun, data_root: Path | None, *, progress: bool = Fal
         accuracy_with(run, scenario.test_data(t), t)
         for t in tqdm(run.tasks, desc="eval", disable=not progress, leave=False)
     ]
+
+
+def evaluate_run_inferred(
+    run: LoadedRun, data_root: Path | None, eval_config, *, progress: bool = False
+) -> dict[str, Any]:
+    """Evaluate a finished saved run with task ids hidden (GNs / GNu) under ``eval_config``, e.g.
+    to compare inference procedures on one trained model. Returns the metrics entries."""
+    if eval_config.scenario not in ("GNs", "GNu"):
+        raise ConfigError(
+            f"inference evaluation needs eval.scenario GNs or GNu, got {eval_config.scenario!r}"
+        )
+    data = load_dataset(run.config.scenario.dataset, data_root)
+    scenario = build_scenario(run.config.scenario, data)
+    if run.state.next_task != scenario.num_tasks:
+        raise ConfigError(
+            f"the run finished {run.state.next_task} of {scenario.num_tasks} tasks; task inference "
+            "is evaluated on a finished stream (resume it first)"
+        )
+    config = dataclasses.replace(run.config, eval=eval_config)
+    return evaluate_without_task_ids(config, run.method, scenario, progress=progress)
 
 
 def accuracy_with(run: LoadedRun, data, task_id: int) -> float:
