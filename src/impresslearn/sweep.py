@@ -28,7 +28,7 @@ from impresslearn.backbones import build_backbone
 from impresslearn.config import ExperimentConfig, SweepConfig
 from impresslearn.data import load_dataset
 from impresslearn.errors import ConfigError
-from impresslearn.layers import masked_layers, one_hot, use_coeffs
+from impresslearn.layers import masked_layers, one_hot, task_norms, use_coeffs
 from impresslearn.methods import ImpressLearn, ImpressLearnConfig
 from impresslearn.methods.impress import random_masks
 from impresslearn.plots import plot_sweep
@@ -57,6 +57,13 @@ def run_sweep(
     eval_tasks = sweep.resolved_eval_tasks(scenario.num_tasks)
     num_classes, max_n = scenario.num_classes, max(sweep.num_impressions)
     start = time.perf_counter()
+
+    if task_norms(build_backbone(config.backbone, scenario.input_shape, num_classes)):
+        raise ConfigError(
+            f"sweeps support backbones without batch norm (per-task statistics are not tracked "
+            f"through a sweep); {config.backbone.name!r} has it: run impress-split-cifar100 "
+            "with --set method.num_impressions=N instead"
+        )
 
     def new_model(stored: list[list[torch.Tensor]] = ()):
         """A fresh backbone whose banks hold ``stored`` (masks, each a list of per-layer masks)."""
