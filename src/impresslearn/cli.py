@@ -32,11 +32,15 @@ EPILOG = """\
 examples:
   impresslearn run quickstart
   impresslearn run supsup-permuted-mnist --set scenario.num_tasks=10 --data-root ../shared/data
+  impresslearn run supsup-split-cifar100 --set scenario.num_tasks=2 --set train.epochs=1
   impresslearn show supsup-rotated-mnist --set train.lr=3e-4
-  impresslearn bench mask-step --json
+  impresslearn eval runs/NAME --set eval.scenario=GNu --set eval.inference=binary
+  impresslearn bench mask-step --backbone gem_resnet18 --json
 
 data: the data root is --data-root, else $IMPRESSLEARN_DATA, else ~/.cache/impresslearn; it holds
-mnist/ (idx files), fashion-mnist/, ... (see README). mnist_embedded needs no data root.
+mnist/ (idx files), fashion-mnist/, cifar100/ (npz) or cifar-100-python/, ... (see README);
+scenario.dataset=folder:PATH[@SIZE] reads any tree of class folders. mnist_embedded needs no data
+root.
 """
 
 
