@@ -14,8 +14,10 @@ five masks, the unlearned ones random): with one candidate the rule would always
 Differences from SupSup's reference code, chosen to keep every stored mask frozen (so nothing is
 ever forgotten): when a new task is detected the mask being learned is stored for good; when a
 batch is recognised as an earlier task, that task's mask is not trained further and the batches
-are skipped until a new task is detected. The task length is unknown to the learner, so the
-learning rate is constant.
+are skipped until a new task is detected. A new mask is not tested until it has trained for 200
+batches: at 100 it is still close to random and the test reads a new task where there is none
+(measured 1.12-1.16 at lr 1e-4 on PermutedMNIST, against 1.02 at a real boundary). The task length
+is unknown to the learner, so the learning rate is constant.
 
 ImpressLearn (Bhardwaj et al. 2022) runs the same test in coefficient space: its candidates are
 the stored tasks' alphas, the alphas being learned, and, up to five, the untrained alphas (all
@@ -47,6 +49,7 @@ from impresslearn.train import accuracy, iterate_batches, make_optimizer
 log = logging.getLogger(__name__)
 
 CHECK_EVERY = 100
+MIN_TRAINED = 2 * CHECK_EVERY  # batches a new mask trains before its task can be declared over
 MIN_CANDIDATES = 5
 RANDOM_MASK_SEED = 20_000  # seed key of the random candidates, apart from the tasks' scores
 
@@ -153,7 +156,9 @@ def train_nns(
         for x, y in iterate_batches(data, train.batch_size, train.num_steps(len(data)), gen):
             if not record.detections:
                 new_slot()
-            elif step % CHECK_EVERY == 0:
+            elif step % CHECK_EVERY == 0 and (
+                not learning or step - record.detections[-1] >= MIN_TRAINED
+            ):
                 found = detect(method, x, random, threshold, scenario.num_classes)
                 record.checks.append((step, found.confidence, found.new))
                 if found.new:
