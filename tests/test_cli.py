@@ -179,12 +179,13 @@ def test_compare_table_and_plot(tmp_path, capsys):
     for name in ("a", "b"):
         assert _run(["run", "quickstart", *TINY, "--out", str(tmp_path / name)], capsys)[0] == 0
     plot = tmp_path / "cmp.png"
-    code, out, _ = _run(
-        ["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--plot", str(plot)], capsys
-    )
+    per_task = tmp_path / "per_task.png"
+    argv = ["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--plot", str(plot)]
+    code, out, _ = _run([*argv, "--per-task-plot", str(per_task)], capsys)
     assert code == 0
     rows = [line for line in out.splitlines() if line.startswith("| a ") or line.startswith("| b ")]
     assert len(rows) == 2 and "33275" in rows[0]
     assert plot.stat().st_size > 1000
+    assert per_task.stat().st_size > 1000
     code, _, err = _run(["compare", str(tmp_path / "missing")], capsys)
     assert code == 2 and "metrics.json does not exist" in err

@@ -102,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("runs", nargs="+", type=Path, help="run folders (holding metrics.json)")
     p.add_argument("--plot", type=Path, default=None, help="write the comparison plot here (PNG)")
+    p.add_argument(
+        "--per-task-plot",
+        type=Path,
+        default=None,
+        help="also plot every run's final accuracy per task (runs of the same task stream)",
+    )
 
     p = sub.add_parser(
         "eval",
@@ -262,7 +268,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from impresslearn.plots import plot_comparison
+    from impresslearn.plots import plot_comparison, plot_per_task
     from impresslearn.report import compare_table
 
     runs = []
@@ -280,6 +286,15 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if args.plot is not None:
         plot_comparison(runs, args.plot)
         print(f"plot: {args.plot}")
+    if args.per_task_plot is not None:
+        names = runs[0][1].get("task_names")
+        if any(m.get("task_names") != names for _, m in runs):
+            raise ImpressLearnError(
+                "--per-task-plot needs runs of the same task stream (their task_names differ)"
+            )
+        series = {name: m["final_accuracies"] for name, m in runs}
+        plot_per_task(names, series, args.per_task_plot, "final accuracy per task")
+        print(f"per-task plot: {args.per_task_plot}")
     return 0
 
 
