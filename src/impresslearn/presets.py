@@ -419,26 +419,3 @@ def supsup_nns_permuted_mnist() -> ExperimentConfig:
             nns_threshold=1.15,
         ),
     )
-
-
-@PRESETS.register("impress-nns-permuted-mnist")
-def impress_nns_permuted_mnist() -> ExperimentConfig:
-    """ImpressLearn, scenario NNs, PermutedMNIST (20 tasks): new alphas for each detected task.
-
-    Impressions: SupSup masks of the first 10 tasks, learned before the stream (they need task
-    data, as in GG). In the stream every task, the first 10 included, learns per-output-unit
-    alphas (``granularity=output_unit``: per-layer alphas cannot represent a new permutation);
-    detection as ``supsup-nns-permuted-mnist``, over coefficient vectors instead of masks.
-    """
-    base = supsup_nns_permuted_mnist()
-    return replace(
-        base,
-        name="impress-nns-permuted-mnist",
-        method=replace(
-            IMPRESS_MNIST,
-            num_impressions=10,
-            granularity="output_unit",
-            train_impression_tasks=True,
-        ),
-        train=replace(IMPRESS_ALPHA_TRAIN, schedule="constant"),
-    )
