@@ -379,15 +379,20 @@ def impress_split_cifar100_paper() -> ExperimentConfig:
 
 @PRESETS.register("impress-split-cifar100")
 def impress_split_cifar100() -> ExperimentConfig:
-    """ImpressLearn, SplitCIFAR100, GEMResNet18, CPU-sized: 3 epochs per impression and per task.
+    """ImpressLearn, SplitCIFAR100, GEMResNet18, CPU-sized: 3 epochs, alphas per output unit.
 
     As ``impress-split-cifar100-paper`` with 3 epochs instead of 250 (impressions) and 150
-    (alphas), to match ``supsup-split-cifar100`` on a 2-core CPU.
+    (alphas), to match ``supsup-split-cifar100`` on a 2-core CPU, and ``granularity=output_unit``:
+    measured on the unseen tasks, per-output-unit alphas reach 93% (n=5) and 99% (n=10) of
+    SupSup's accuracy, per-layer alphas about 60-70% (they cannot re-map the masked classifier to
+    a new task's classes). ``--set method.granularity=layer`` for the paper's granularity.
     """
     return replace(
         impress_split_cifar100_paper(),
         name="impress-split-cifar100",
-        method=replace(CIFAR_IMPRESS, impression_epochs=CPU_CIFAR_EPOCHS),
+        method=replace(
+            CIFAR_IMPRESS, impression_epochs=CPU_CIFAR_EPOCHS, granularity="output_unit"
+        ),
         train=replace(PAPER_CIFAR_ALPHA_TRAIN, epochs=CPU_CIFAR_EPOCHS),
     )
 
