@@ -49,7 +49,7 @@ from impresslearn.metrics import (
 )
 from impresslearn.nns import evaluate_nns, train_nns
 from impresslearn.plots import plot_accuracy_matrix, plot_per_task
-from impresslearn.scenarios import Scenario, build_scenario
+from impresslearn.scenarios import Scenario, TaskData, build_scenario
 from impresslearn.seeding import PURPOSE_BATCHES, generator
 from impresslearn.storage import atomic_write_json, atomic_write_text
 from impresslearn.train import accuracy, fit
@@ -290,9 +290,12 @@ def evaluate_without_task_ids(
     accs, inferred, fitted = [], [], []
     start = time.perf_counter()
     for t in tqdm(range(scenario.num_tasks), desc="infer", disable=not progress, leave=False):
+        test = scenario.test_data(t)
+        if e.inference_test_images:
+            test = TaskData(test.x[: e.inference_test_images], test.y[: e.inference_test_images])
         acc, right, fit_acc = evaluate_inferred(
             method,
-            scenario.test_data(t),
+            test,
             t,
             scenario=e.scenario,
             procedure=e.inference,
