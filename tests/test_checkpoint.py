@@ -173,6 +173,13 @@ def test_eval_command_infers_tasks_of_a_saved_run(saved_run, capsys):
     assert [int(r[0]) for r in rows] == [0, 1]
     summary = out.splitlines()[-1]
     assert summary.startswith("average accuracy") and "task inference" in summary
+    # On a subset of each task's test images: one inferred batch of 128 per task.
+    subset = ["--set", "eval.inference_test_images=128", "--set", "eval.inference_images=128"]
+    assert main([*argv, "--set", "eval.inference=binary", *subset]) == 0
+    rows = [
+        line.split() for line in capsys.readouterr().out.splitlines() if line[:5].strip().isdigit()
+    ]
+    assert all(float(r[2]) in (0.0, 100.0) for r in rows)  # one batch: all right or all wrong
     # Only evaluation settings may change.
     assert main(["eval", str(run), "--set", "train.lr=1"]) == 2
     assert "evaluation settings only" in capsys.readouterr().err
