@@ -13,6 +13,13 @@ from impresslearn.inference import beta_gradient, infer_task, objective_value
 from impresslearn.layers import masked_layers
 from impresslearn.methods import ImpressLearn, ImpressLearnConfig, SupSup, SupSupConfig
 
+THREE_TASKS = [
+    "scenario.dataset=mnist_embedded",
+    "scenario.num_tasks=3",
+    "train.iterations=150",
+    "train.lr=1e-3",
+]
+
 
 def _random_supsup(num_tasks: int, seed: int = 0) -> SupSup:
     model = build_backbone(BackboneConfig(), (1, 28, 28), 10)
@@ -29,10 +36,7 @@ def test_oneshot_and_binary_recover_real_tasks():
     config = apply_overrides(
         ExperimentConfig(),
         [
-            "scenario.dataset=mnist_embedded",
-            "scenario.num_tasks=3",
-            "train.iterations=150",
-            "train.lr=1e-3",
+            *THREE_TASKS,
         ],
     )
     result = run_experiment(config, None)
@@ -99,10 +103,7 @@ def test_gnu_run_reports_task_inference():
     config = apply_overrides(
         ExperimentConfig(),
         [
-            "scenario.dataset=mnist_embedded",
-            "scenario.num_tasks=3",
-            "train.iterations=150",
-            "train.lr=1e-3",
+            *THREE_TASKS,
             "backbone.num_outputs=100",
             "eval.scenario=GNu",
             "eval.objective=superfluous",

@@ -114,7 +114,8 @@ def detect(
 
 def _detect_alphas(method, x: torch.Tensor, threshold: float, num_classes: int) -> Detection:
     stored = [method.alphas[t] for t in method.learned_tasks()]
-    learning = [method.current_alphas()] if method.current_alphas() is not None else []
+    current = method.current_alphas()
+    learning = [current] if current is not None else []
     num_fill = max(0, MIN_CANDIDATES - len(stored) - len(learning))
     fill = [method.initial_alphas()] * num_fill
     candidates = stored + learning + fill

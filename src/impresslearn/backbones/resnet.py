@@ -152,55 +152,44 @@ class ResNet(nn.Module):
         return self.classifier(out.mean(dim=(2, 3)))
 
 
-def _channels(input_shape: tuple[int, ...], name: str) -> int:
+def _build(
+    name: str,
+    block: type[BasicBlock] | type[Bottleneck],
+    num_blocks: tuple[int, ...],
+    width: int,
+    imagenet_stem: bool,
+    input_shape: tuple[int, ...],
+    num_outputs: int,
+    layers: dict[str, LayerFactory],
+) -> ResNet:
     if len(input_shape) != 3:
         raise ValueError(f"{name} needs image inputs (C, H, W), got input shape {input_shape}")
-    return input_shape[0]
+    return ResNet(
+        block,
+        num_blocks,
+        width,
+        num_outputs,
+        in_channels=input_shape[0],
+        imagenet_stem=imagenet_stem,
+        **layers,
+    )
 
 
 @BACKBONES.register("gem_resnet18")
-def gem_resnet18(input_shape, num_outputs, *, linear_layer, conv_layer, norm_layer) -> ResNet:
+def gem_resnet18(input_shape, num_outputs, **layers) -> ResNet:
     """GEM's reduced ResNet-18 (base width 20), SupSup's SplitCIFAR100 network."""
-    return ResNet(
-        BasicBlock,
-        (2, 2, 2, 2),
-        20,
-        num_outputs,
-        in_channels=_channels(input_shape, "gem_resnet18"),
-        imagenet_stem=False,
-        linear_layer=linear_layer,
-        conv_layer=conv_layer,
-        norm_layer=norm_layer,
+    return _build(
+        "gem_resnet18", BasicBlock, (2, 2, 2, 2), 20, False, input_shape, num_outputs, layers
     )
 
 
 @BACKBONES.register("resnet18")
-def resnet18(input_shape, num_outputs, *, linear_layer, conv_layer, norm_layer) -> ResNet:
+def resnet18(input_shape, num_outputs, **layers) -> ResNet:
     """ResNet-18 for 32x32 inputs (base width 64, 3x3 stem, no max-pool)."""
-    return ResNet(
-        BasicBlock,
-        (2, 2, 2, 2),
-        64,
-        num_outputs,
-        in_channels=_channels(input_shape, "resnet18"),
-        imagenet_stem=False,
-        linear_layer=linear_layer,
-        conv_layer=conv_layer,
-        norm_layer=norm_layer,
-    )
+    return _build("resnet18", BasicBlock, (2, 2, 2, 2), 64, False, input_shape, num_outputs, layers)
 
 
 @BACKBONES.register("resnet50")
-def resnet50(input_shape, num_outputs, *, linear_layer, conv_layer, norm_layer) -> ResNet:
+def resnet50(input_shape, num_outputs, **layers) -> ResNet:
     """ResNet-50 with the ImageNet stem (SupSup's SplitImageNet network)."""
-    return ResNet(
-        Bottleneck,
-        (3, 4, 6, 3),
-        64,
-        num_outputs,
-        in_channels=_channels(input_shape, "resnet50"),
-        imagenet_stem=True,
-        linear_layer=linear_layer,
-        conv_layer=conv_layer,
-        norm_layer=norm_layer,
-    )
+    return _build("resnet50", Bottleneck, (3, 4, 6, 3), 64, True, input_shape, num_outputs, layers)
