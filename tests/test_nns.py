@@ -7,6 +7,7 @@ from impresslearn.backbones import BackboneConfig, build_backbone
 from impresslearn.config import ExperimentConfig, apply_overrides
 from impresslearn.errors import ConfigError
 from impresslearn.experiment import load_run, run_experiment
+from impresslearn.inference import objective_value
 from impresslearn.layers import extra_masks, masked_layers, one_hot, use_coeffs
 
 NNS = [
@@ -20,8 +21,16 @@ NNS = [
 ]
 
 
-def test_nns_detects_every_boundary_of_a_real_stream(tmp_path):
-    result = run_experiment(apply_overrides(ExperimentConfig(), NNS), None, tmp_path / "run")
+@pytest.mark.parametrize(
+    "objective",
+    [
+        ["eval.nns_objective=entropy"],  # SupSup's test, H
+        ["eval.nns_objective=cross_entropy", "eval.nns_threshold=2", "backbone.num_outputs=500"],
+    ],
+)
+def test_nns_detects_every_boundary_of_a_real_stream(tmp_path, objective):
+    config = apply_overrides(ExperimentConfig(), [*NNS, *objective])
+    result = run_experiment(config, None, tmp_path / "run")
     m = result.metrics
     assert m["tasks_detected"] == 3
     assert m["detections"] == [0, 300, 600]  # the first check after each boundary
@@ -87,8 +96,20 @@ def test_extra_masks_are_removed_and_leave_the_bank_alone():
         (["method.name=impresslearn"], "set method.train_impression_tasks=true"),
         (["train.schedule=cosine"], "set train.schedule=constant"),
         (["eval.nns_threshold=0.9"], "nns_threshold must be > 1"),
+        (["eval.nns_objective=superfluous"], "use entropy or cross_entropy"),
     ],
 )
 def test_nns_bad_config(overrides, message):
     with pytest.raises(ConfigError, match=message):
         apply_overrides(ExperimentConfig(), [*NNS, *overrides])
+
+
+def test_cross_entropy_objective_ignores_superfluous_outputs_and_needs_labels():
+    logits = torch.randn(4, 7, generator=torch.Generator().manual_seed(0))
+    labels = torch.tensor([0, 2, 1, 2])
+    value = objective_value(logits, "cross_entropy", 3, labels)
+    assert torch.equal(value, torch.nn.functional.cross_entropy(logits[:, :3], labels))
+    logits[:, 3:] += 100.0  # superfluous outputs do not count
+    assert torch.equal(objective_value(logits, "cross_entropy", 3, labels), value)
+    with pytest.raises(ConfigError, match="needs labels"):
+        objective_value(logits, "cross_entropy", 3)

@@ -37,8 +37,10 @@ class EvalConfig:
     ``inference_images`` images (1 = one-shot from a single image), by ``inference``
     (``oneshot``, ``binary``, or ImpressLearn's ``entropy_fit``) on ``objective`` (``entropy`` = H, ``superfluous`` = G). GNu counts
     the whole batch wrong when the task is wrong; GNs classifies it with the inferred task. NNs
-    trains without task ids too: the learner detects new tasks itself (:mod:`impresslearn.nns`),
-    when ``N * max(softmax(-grad)) < nns_threshold`` (SupSup: ``1 + 2^-3``).
+    trains without task ids too: the learner detects new tasks itself (:mod:`impresslearn.nns`):
+    a new task when ``N * max(softmax(-grad)) < nns_threshold`` (SupSup: ``1 + 2^-3``), the
+    gradient taken of ``nns_objective``: ``entropy`` (H, SupSup's) or ``cross_entropy`` (the
+    training batch's labels, which NNs has; only task ids are missing).
     ``inference_test_images``: evaluate task inference on the first this many test images of each
     task (0 = all; one-shot superposition of 250 tasks costs ~0.3 s per batch on one CPU core).
     ``matrix``: ``full`` evaluates every seen task after each task (the whole accuracy matrix);
@@ -54,6 +56,7 @@ class EvalConfig:
     inference_images: int = 1
     matrix: str = "full"
     nns_threshold: float = 1.125
+    nns_objective: str = "entropy"
     inference_test_images: int = 0
 
     def __post_init__(self) -> None:
@@ -66,6 +69,10 @@ class EvalConfig:
             raise ConfigError(
                 f"eval.nns_threshold must be > 1 (N * max(nu) is 1 when no candidate stands out), "
                 f"got {self.nns_threshold}"
+            )
+        if self.nns_objective not in ("entropy", "cross_entropy"):
+            raise ConfigError(
+                f"eval.nns_objective={self.nns_objective!r}: use entropy or cross_entropy"
             )
         if self.matrix not in ("full", "diagonal"):
             raise ConfigError(f"eval.matrix={self.matrix!r}: use full or diagonal")

@@ -37,8 +37,17 @@ OBJECTIVES = ("entropy", "superfluous")
 PROCEDURES = ("oneshot", "binary", "entropy_fit")
 
 
-def objective_value(logits: Tensor, objective: str, num_classes: int) -> Tensor:
-    """The scalar whose gradient wrt beta points away from the right task."""
+def objective_value(
+    logits: Tensor, objective: str, num_classes: int, labels: Tensor | None = None
+) -> Tensor:
+    """The scalar whose gradient wrt beta points away from the right task. ``cross_entropy``
+    needs the ``labels``: it serves NNs' new-task test, on training batches. It is taken over the
+    real classes only: over superfluous outputs too, any trained mask would beat an untrained one
+    on any data, by pushing the superfluous logits down."""
+    if objective == "cross_entropy":
+        if labels is None:
+            raise ConfigError("the 'cross_entropy' objective needs labels (NNs training batches)")
+        return F.cross_entropy(logits[:, :num_classes], labels)
     if objective == "entropy":
         log_p = F.log_softmax(logits, dim=1)
         return -(log_p.exp() * log_p).sum(1).mean()
@@ -53,11 +62,13 @@ def objective_value(logits: Tensor, objective: str, num_classes: int) -> Tensor:
     raise ConfigError(f"unknown inference objective {objective!r}; use one of {OBJECTIVES}")
 
 
-def beta_gradient(method, x: Tensor, beta: Tensor, objective: str, num_classes: int) -> Tensor:
+def beta_gradient(
+    method, x: Tensor, beta: Tensor, objective: str, num_classes: int, labels: Tensor | None = None
+) -> Tensor:
     """d(objective)/d(beta) for the superposition of the method's tasks weighted by ``beta``."""
     beta = beta.detach().requires_grad_(True)
     with torch.enable_grad(), use_coeffs(method.model, method.mixed_coeffs(beta)):
-        value = objective_value(method.model(x), objective, num_classes)
+        value = objective_value(method.model(x), objective, num_classes, labels)
         (grad,) = torch.autograd.grad(value, beta)
     return grad
 
