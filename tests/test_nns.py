@@ -49,21 +49,25 @@ def test_nns_detects_every_boundary_of_a_real_stream(tmp_path, objective):
     assert torch.equal(load_run(tmp_path / "run").logits(x, 1), expected)
 
 
-def test_impresslearn_nns_mechanics_when_the_impressions_are_the_tasks(tmp_path):
-    # Only the mechanics: each task is one of the impressions, the easy case. On unseen tasks the
-    # test does not fire in coefficient space (see impresslearn.nns).
+def test_impresslearn_nns_detects_a_task_outside_its_impressions(tmp_path):
+    # Impressions from tasks 0 and 1; task 2 is new to them. The test runs in coefficient space.
     overrides = [
         *NNS,
         "method.name=impresslearn",
-        "method.num_impressions=3",
+        "method.num_impressions=2",
         "method.impression_iterations=150",
         "method.train_impression_tasks=true",
+        "method.granularity=output_unit",
         "train.lr=1e-2",
+        "eval.nns_objective=cross_entropy",
+        "eval.nns_threshold=2",
     ]
     result = run_experiment(apply_overrides(ExperimentConfig(), overrides), None, tmp_path / "r")
     m = result.metrics
     assert m["tasks_detected"] == 3 and m["detections"] == [0, 300, 600]
+    assert m["false_detections"] == 0 and m["slot_task"] == [0, 1, 2]
     assert sorted(result.method.alphas) == [0, 1, 2]
+    assert m["task_inference_accuracy"] > 0.95
     assert m["forgetting"] == 0.0
     x = result.scenario.test_data(2).x[:50]
     with torch.no_grad(), result.method.task_context(2):

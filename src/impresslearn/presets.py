@@ -431,3 +431,29 @@ def supsup_nns_permuted_mnist() -> ExperimentConfig:
             nns_threshold=2.0,
         ),
     )
+
+
+@PRESETS.register("impress-nns-permuted-mnist")
+def impress_nns_permuted_mnist() -> ExperimentConfig:
+    """ImpressLearn, scenario NNs, PermutedMNIST (20 tasks, 500 outputs): new alphas per detected task.
+
+    Impressions: SupSup masks of the first 10 tasks, learned before the stream (they need task
+    data, as in GG). In the stream every task, the first 10 included, learns per-output-unit
+    alphas (``granularity=output_unit``: per-layer alphas cannot represent a new permutation).
+    Detection as ``supsup-nns-permuted-mnist``, over coefficient vectors instead of masks, with
+    threshold 3: a boundary read 1.06-1.97 and the alphas being learned 3.39 or more (README); with
+    H the test never fired, as the alphas being learned explain any permutation best.
+    """
+    base = supsup_nns_permuted_mnist()
+    return replace(
+        base,
+        name="impress-nns-permuted-mnist",
+        method=replace(
+            IMPRESS_MNIST,
+            num_impressions=10,
+            granularity="output_unit",
+            train_impression_tasks=True,
+        ),
+        train=replace(IMPRESS_ALPHA_TRAIN, schedule="constant"),
+        eval=replace(base.eval, nns_threshold=3.0),
+    )
