@@ -42,7 +42,7 @@ class EvalConfig:
     gradient taken of ``nns_objective``: ``entropy`` (H, SupSup's) or ``cross_entropy`` (the
     training batch's labels, which NNs has; only task ids are missing).
     ``inference_test_images``: evaluate task inference on the first this many test images of each
-    task (0 = all; one-shot superposition of 250 tasks costs ~0.3 s per batch on one CPU core).
+    task (0 = all; one-shot superposition of 250 tasks costs ~0.16 s per batch on one CPU core).
     ``matrix``: ``full`` evaluates every seen task after each task (the whole accuracy matrix);
     ``diagonal`` evaluates only the task just learned, then all tasks once at the end (the final
     row), for long streams where the full matrix would cost T²/2 evaluations.
