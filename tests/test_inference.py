@@ -9,7 +9,7 @@ from impresslearn.backbones import BackboneConfig, build_backbone
 from impresslearn.config import ExperimentConfig, apply_overrides
 from impresslearn.errors import ConfigError
 from impresslearn.experiment import run_experiment
-from impresslearn.inference import beta_gradient, infer_task, objective_value
+from impresslearn.inference import beta_gradient, infer_task, objective_value, oneshot_margin
 from impresslearn.layers import masked_layers
 from impresslearn.methods import ImpressLearn, ImpressLearnConfig, SupSup, SupSupConfig
 
@@ -93,6 +93,15 @@ def test_basis_space_gradient_equals_explicit_superposition():
         torch.testing.assert_close(fast, explicit, rtol=1e-4, atol=1e-6)
 
 
+def test_oneshot_margin_counts_standard_deviations_of_the_other_tasks():
+    grad = torch.tensor([-5.0, 0.0, 1.0, -1.0, 0.0])
+    assert oneshot_margin(grad, 0) == pytest.approx(5 / math.sqrt(2 / 3))
+    # a true task whose gradient is not the lowest has a small or negative margin
+    assert oneshot_margin(grad, 2) < oneshot_margin(grad, 3) == 0 < oneshot_margin(grad, 0)
+    assert oneshot_margin(grad, 2) < 0
+    assert math.isnan(oneshot_margin(torch.tensor([1.0, 2.0]), 0))
+
+
 def test_superfluous_objective_needs_extra_outputs():
     method = _random_supsup(2)
     with pytest.raises(ConfigError, match="num_outputs"):
@@ -113,6 +122,8 @@ def test_gnu_run_reports_task_inference():
     metrics = run_experiment(config, None).metrics
     assert metrics["task_inference_accuracy"] > 0.9
     assert metrics["average_accuracy_inferred"] <= metrics["average_accuracy"] + 1e-12
+    # every inference picked the right task, so the true task's gradient is below the others'
+    assert 0 < metrics["task_inference_margin_p5"] <= metrics["task_inference_margin_median"]
     gns = run_experiment(apply_overrides(config, ["eval.scenario=GNs"]), None).metrics
     assert gns["average_accuracy_inferred"] >= metrics["average_accuracy_inferred"]
 

@@ -211,6 +211,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from impresslearn.data import resolve_data_root
     from impresslearn.errors import ConfigError
     from impresslearn.experiment import evaluate_run, evaluate_run_inferred, load_run
+    from impresslearn.report import margin_text
 
     run = load_run(args.run_dir)
     data_root = resolve_data_root(args.data_root, os.environ)
@@ -238,6 +239,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                 f"average accuracy {100 * metrics['average_accuracy_inferred']:.2f}%, task "
                 f"inference {100 * metrics['task_inference_accuracy']:.2f}%"
             )
+            if "task_inference_margin_median" in metrics:
+                print(f"one-shot margin {margin_text(metrics)}")
             return 0
     accs = evaluate_run(run, data_root, progress=not args.quiet)
     saved = run.state.matrix[run.state.next_task - 1] if run.tasks else []

@@ -287,13 +287,13 @@ def evaluate_without_task_ids(
 ) -> dict[str, Any]:
     """Final accuracy with the task inferred (GNs / GNu), and the task-inference accuracy."""
     e = config.eval
-    accs, inferred, fitted = [], [], []
+    accs, inferred, fitted, margins = [], [], [], []
     start = time.perf_counter()
     for t in tqdm(range(scenario.num_tasks), desc="infer", disable=not progress, leave=False):
         test = scenario.test_data(t)
         if e.inference_test_images:
             test = TaskData(test.x[: e.inference_test_images], test.y[: e.inference_test_images])
-        acc, right, fit_acc = evaluate_inferred(
+        result = evaluate_inferred(
             method,
             test,
             t,
@@ -304,9 +304,10 @@ def evaluate_without_task_ids(
             images=e.inference_images,
             num_classes=scenario.num_classes,
         )
-        accs.append(acc)
-        inferred.append(right)
-        fitted.append(fit_acc)
+        accs.append(result.accuracy)
+        inferred.append(result.task_accuracy)
+        fitted.append(result.fitted_accuracy)
+        margins.extend(result.margins)
     log.info(
         "%s: accuracy %.2f%% with the task inferred (task inference %.2f%%)",
         e.scenario,
@@ -316,6 +317,11 @@ def evaluate_without_task_ids(
     extra = {}
     if e.inference == "entropy_fit":
         extra["average_accuracy_fitted_alphas"] = float(np.mean(fitted))
+    if margins:
+        # How decisive one-shot inference was (inference.oneshot_margin): the median, and the
+        # 5th percentile, i.e. the margin that 95% of the inferences exceeded.
+        extra["task_inference_margin_median"] = float(np.nanmedian(margins))
+        extra["task_inference_margin_p5"] = float(np.nanpercentile(margins, 5))
     return {
         **extra,
         "eval_scenario": e.scenario,

@@ -23,6 +23,7 @@ forward/backward over n masks gives the gradient for all T tasks (Bhardwaj et al
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -106,6 +107,24 @@ def nearest_task(method, fitted: list[Tensor]) -> int:
     return tasks[min(range(len(tasks)), key=distances.__getitem__)]
 
 
+def oneshot_gradient(method, x: Tensor, objective: str, num_classes: int) -> Tensor:
+    """d(objective)/d(beta) at the uniform superposition of all learned tasks (one entry per
+    task of ``method.learned_tasks()``): SupSup's one-shot picks the most negative entry."""
+    num = len(method.learned_tasks())
+    return beta_gradient(method, x, torch.full((num,), 1.0 / num), objective, num_classes)
+
+
+def oneshot_margin(grad: Tensor, true_index: int) -> float:
+    """How clearly a one-shot gradient singles out the true task: the other tasks' mean gradient
+    minus the true task's, in standard deviations of the other tasks' gradients. Large is
+    decisive; the one-shot pick is right when the true task's entry is below every other, which
+    among T - 1 others takes a margin of roughly ``sqrt(2 ln T)`` or more."""
+    others = torch.cat([grad[:true_index], grad[true_index + 1 :]])
+    if len(others) < 2:
+        return float("nan")
+    return float((others.mean() - grad[true_index]) / others.std().clamp_min(1e-30))
+
+
 def infer_task(
     method,
     x: Tensor,
@@ -125,8 +144,7 @@ def infer_task(
         steps = 20
         return nearest_task(method, fit_alphas(method, x, objective, num_classes, steps)), steps
     if procedure == "oneshot":
-        beta = torch.full((num,), 1.0 / num)
-        grad = beta_gradient(method, x, beta, objective, num_classes)
+        grad = oneshot_gradient(method, x, objective, num_classes)
         return tasks[int(grad.argmin())], 1
     if procedure != "binary":
         raise ConfigError(f"unknown inference procedure {procedure!r}; use one of {PROCEDURES}")
@@ -142,6 +160,22 @@ def infer_task(
     return tasks[int(candidates[0])], rounds
 
 
+@dataclass(frozen=True)
+class InferredEvaluation:
+    """Task inference on one task's test data.
+
+    ``accuracy``: fraction of the images classified right with the task inferred (in GNu a batch
+    whose task is wrong counts as all wrong); ``task_accuracy``: fraction of the images whose batch
+    got the right task; ``fitted_accuracy``: accuracy of the fitted alphas themselves
+    (``entropy_fit`` only, else None); ``margins``: :func:`oneshot_margin` of every inference
+    (``oneshot`` only, else empty)."""
+
+    accuracy: float
+    task_accuracy: float
+    fitted_accuracy: float | None = None
+    margins: tuple[float, ...] = ()
+
+
 def evaluate_inferred(
     method,
     data,
@@ -153,11 +187,13 @@ def evaluate_inferred(
     batch: int,
     images: int,
     num_classes: int,
-) -> tuple[float, float, float | None]:
-    """(accuracy, task-inference accuracy, accuracy with fitted alphas or None) on ``data`` of task ``true_task`` with the task
-    inferred once per batch of ``batch`` images from its first ``images`` images. In GNu a batch
-    whose task is wrong counts as all wrong; in GNs it is classified with the inferred task."""
+) -> InferredEvaluation:
+    """Evaluate ``data`` of task ``true_task`` with the task inferred once per batch of ``batch``
+    images from its first ``images`` images. In GNu a batch whose task is wrong counts as all
+    wrong; in GNs it is classified with the inferred task."""
     correct = right_task = fitted_correct = 0
+    margins: list[float] = []
+    tasks = method.learned_tasks()
     for start in range(0, len(data), batch):
         x, y = data.x[start : start + batch], data.y[start : start + batch]
         if procedure == "entropy_fit":
@@ -166,6 +202,11 @@ def evaluate_inferred(
             with torch.no_grad(), use_coeffs(method.model, fitted):
                 pred = method.model(x)[:, :num_classes].argmax(1)
             fitted_correct += int((pred == y).sum())
+        elif procedure == "oneshot" and len(tasks) > 1:
+            grad = oneshot_gradient(method, x[:images], objective, num_classes)
+            task = tasks[int(grad.argmin())]
+            if true_task in tasks:
+                margins.append(oneshot_margin(grad, tasks.index(true_task)))
         else:
             task, _ = infer_task(
                 method,
@@ -181,4 +222,5 @@ def evaluate_inferred(
                 pred = method.model(x)[:, :num_classes].argmax(1)
             correct += int((pred == y).sum())
     n = len(data)
-    return correct / n, right_task / n, (fitted_correct / n if procedure == "entropy_fit" else None)
+    fitted_accuracy = fitted_correct / n if procedure == "entropy_fit" else None
+    return InferredEvaluation(correct / n, right_task / n, fitted_accuracy, tuple(margins))

@@ -246,11 +246,16 @@ def supsup_gnu_permuted_mnist() -> ExperimentConfig:
     """SupSup, scenario GNu, PermutedMNIST (250 tasks), LeNet-300-100 with 500 outputs.
 
     The task of every test batch is inferred one-shot from a single image with the superfluous-
-    neuron objective G (490 outputs that are never targets). Training as ``supsup-permuted-mnist``.
+    neuron objective G (490 outputs that are never targets). Masks are SupSup's own kind,
+    ``scores >= 0``, trained as ``supsup-permuted-mnist`` (RMSprop 3e-4 cosine, 3000 iterations):
+    the one-shot gradient singles out a threshold mask far more clearly than an exact top-k mask
+    (median margin of the true task 10.7 standard deviations of the other tasks' gradients vs
+    8.7, worst 5% of images 6.9 vs 5.0, measured on 10 tasks), which is what 250 candidates
+    need; its accuracy with the task given is 96.5% instead of 97.2%.
     Quick check: ``--set scenario.num_tasks=20``; ``--set eval.objective=entropy`` for H.
     With 250 tasks the full accuracy matrix would take 31,375 task evaluations, so only each new
     task is evaluated as it is learned and all 250 at the end (``eval.matrix=diagonal``). Task
-    inference over 250 superposed masks takes ~0.3 s per test batch on one core (~100 min for all
+    inference over 250 superposed masks takes ~0.16 s per test batch on one core (~55 min for all
     10,000 test images of all tasks); ``--set eval.inference_test_images=1280`` evaluates it on the
     first 1,280 images of each task.
     """
@@ -258,6 +263,7 @@ def supsup_gnu_permuted_mnist() -> ExperimentConfig:
         supsup_permuted_mnist(),
         name="supsup-gnu-permuted-mnist",
         backbone=BackboneConfig(name="lenet_300_100", num_outputs=500),
+        method=SupSupConfig(mask_kind="threshold"),
         eval=replace(GNU_ONE_IMAGE, matrix="diagonal"),
     )
 

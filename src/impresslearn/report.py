@@ -52,6 +52,8 @@ def summary_table(metrics: dict[str, Any]) -> str:
                 f"(task inference {100 * metrics['task_inference_accuracy']:.2f}%)",
             ),
         )
+    if "task_inference_margin_median" in metrics:
+        rows.insert(6, ("one-shot margin", margin_text(metrics)))
     if metrics.get("average_accuracy_unseen") is not None:
         rows.insert(5, ("unseen-task accuracy", f"{100 * metrics['average_accuracy_unseen']:.2f}%"))
         if "dedicated_accuracy_unseen" in metrics:
@@ -69,6 +71,14 @@ def summary_table(metrics: dict[str, Any]) -> str:
         lines.append(f"{'final accuracy':<{width}}  " + " ".join(f"{100 * a:.1f}" for a in finals))
     rule = "-" * max(len(line) for line in lines)
     return "\n".join([rule, *lines, rule])
+
+
+def margin_text(metrics: dict[str, Any]) -> str:
+    """The one-shot margins of a run (inference.oneshot_margin), in words."""
+    return (
+        f"median {metrics['task_inference_margin_median']:.2f}, 95% of inferences above "
+        f"{metrics['task_inference_margin_p5']:.2f} (standard deviations of the other tasks)"
+    )
 
 
 def sweep_table(metrics: dict[str, Any]) -> str:
