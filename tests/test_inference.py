@@ -152,3 +152,16 @@ def test_entropy_fit_needs_alphas_and_reports_fitted_accuracy():
     metrics = run_experiment(config, None).metrics
     assert 0.0 <= metrics["task_inference_accuracy"] <= 1.0
     assert 0.1 < metrics["average_accuracy_fitted_alphas"] <= 1.0
+
+
+def test_bench_inference_reports_times_memory_and_ratios():
+    from impresslearn.bench import bench_inference
+
+    result = bench_inference(repeats=2, sizes=(2, 6))
+    for name in ("supsup", "impresslearn"):
+        for t in (2, 6):
+            assert result["median_ms"][f"{name}_T{t}"] > 0
+            assert result["peak_memory_mb"][f"{name}_T{t}"] > 0
+    impress = result["median_ms"]
+    assert result["ratio"] == pytest.approx(impress["impresslearn_T6"] / impress["impresslearn_T2"])
+    assert result["targets"] == {"ratio": 1.5}
