@@ -239,6 +239,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                 f"average accuracy {100 * metrics['average_accuracy_inferred']:.2f}%, task "
                 f"inference {100 * metrics['task_inference_accuracy']:.2f}%"
             )
+            if "average_accuracy_fitted_alphas" in metrics:
+                fitted = metrics["average_accuracy_fitted_alphas"]
+                print(f"the fitted alphas themselves classify {100 * fitted:.2f}%")
             if "task_inference_margin_median" in metrics:
                 print(f"one-shot margin {margin_text(metrics)}")
             return 0

@@ -54,6 +54,9 @@ def summary_table(metrics: dict[str, Any]) -> str:
         )
     if "task_inference_margin_median" in metrics:
         rows.insert(6, ("one-shot margin", margin_text(metrics)))
+    if "average_accuracy_fitted_alphas" in metrics:
+        fitted = 100 * metrics["average_accuracy_fitted_alphas"]
+        rows.insert(6, ("fitted alphas", f"{fitted:.2f}% (classifying with the alphas fitted)"))
     if metrics.get("average_accuracy_unseen") is not None:
         rows.insert(5, ("unseen-task accuracy", f"{100 * metrics['average_accuracy_unseen']:.2f}%"))
         if "dedicated_accuracy_unseen" in metrics:
