@@ -165,3 +165,27 @@ def test_bench_inference_reports_times_memory_and_ratios():
     impress = result["median_ms"]
     assert result["ratio"] == pytest.approx(impress["impresslearn_T6"] / impress["impresslearn_T2"])
     assert result["targets"] == {"ratio": 1.5}
+
+
+def test_repeated_oneshot_reuses_the_mixed_bank_and_gives_the_same_gradient(monkeypatch):
+    from impresslearn.layers import masked
+
+    monkeypatch.setattr(masked, "FLOAT_BANK_BYTES", 0)  # every layer mixes its bool bank
+    method = _random_supsup(6)
+    gen = torch.Generator().manual_seed(3)
+    x1, x2 = torch.randn(2, 1, 1, 28, 28, generator=gen)
+    beta = torch.full((6,), 1 / 6)
+    beta_gradient(method, x1, beta, "entropy", 10)  # leaves the uniform mixture in each layer
+    kept = [layer._mixed[1] for layer in masked_layers(method.model)]
+    reused = beta_gradient(method, x2, beta, "entropy", 10)
+    assert all(layer._mixed[1] is k for layer, k in zip(masked_layers(method.model), kept))
+    for layer in masked_layers(method.model):
+        layer._mixed = None
+    fresh = beta_gradient(method, x2, beta, "entropy", 10)
+    assert torch.equal(reused, fresh)
+    # other coeffs, or a grown bank, are mixed anew
+    other = beta_gradient(method, x2, torch.linspace(0.1, 0.3, 6), "entropy", 10)
+    assert not torch.equal(other, fresh)
+    for layer in masked_layers(method.model):
+        layer.add_to_bank(torch.ones(layer.weight.shape, dtype=torch.bool))
+        assert layer._mixed is None

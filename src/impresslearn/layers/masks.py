@@ -220,9 +220,11 @@ class _MixBank(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, coeffs: Tensor, bank: Tensor, chunk: int) -> Tensor:
+    def forward(ctx, coeffs: Tensor, bank: Tensor, chunk: int, value: Tensor | None) -> Tensor:
         ctx.save_for_backward(coeffs, bank)
         ctx.chunk = chunk
+        if value is not None:  # the caller already knows coeffs @ bank: only the backward is new
+            return value.clone()
         num_masks, out = bank.shape[0], bank.shape[1]
         flat = bank.view(num_masks, out, -1)  # (M, out, rest)
         acc = torch.zeros(flat.shape[1:], dtype=coeffs.dtype, device=coeffs.device)
@@ -237,10 +239,10 @@ class _MixBank(torch.autograd.Function):
         return acc.view(bank.shape[1:])
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, None, None]:
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, None, None, None]:
         coeffs, bank = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
-            return None, None, None
+            return None, None, None, None
         num_masks, out = bank.shape[0], bank.shape[1]
         flat = bank.view(num_masks, out, -1)
         g = grad.reshape(out, -1)
@@ -252,11 +254,15 @@ class _MixBank(torch.autograd.Function):
                 grads.append(torch.einsum("mor,or->m", part, g))
             else:
                 grads.append(torch.einsum("mor,or->om", part, g))
-        return torch.cat(grads, dim=-1), None, None
+        return torch.cat(grads, dim=-1), None, None, None
 
 
 def mix_bank(
-    coeffs: Tensor, bank: Tensor, chunk: int = 64, float_bank: Tensor | None = None
+    coeffs: Tensor,
+    bank: Tensor,
+    chunk: int = 64,
+    float_bank: Tensor | None = None,
+    value: Tensor | None = None,
 ) -> Tensor:
     """The effective mask ``coeffs @ bank``.
 
@@ -264,7 +270,9 @@ def mix_bank(
     ``(out, M)`` (one vector per output unit). A one-hot ``coeffs`` that needs no gradient returns
     the stored mask itself, converted to float, bit for bit. ``float_bank``, the bank already
     converted to floats, makes each call one matrix-vector product (worth it for a small bank
-    mixed on every training step, as ImpressLearn's alphas are).
+    mixed on every training step, as ImpressLearn's alphas are). ``value``, the result
+    ``coeffs @ bank`` already computed for equal coeffs, skips the forward mixing of a bool bank;
+    the gradient to ``coeffs`` is computed as usual.
     """
     if coeffs.shape[-1] != bank.shape[0]:
         raise ValueError(
@@ -283,7 +291,7 @@ def mix_bank(
             return torch.tensordot(coeffs, float_bank, dims=1)
         flat = float_bank.view(float_bank.shape[0], float_bank.shape[1], -1)
         return torch.einsum("om,mor->or", coeffs, flat).view(bank.shape[1:])
-    return _MixBank.apply(coeffs, bank, chunk)
+    return _MixBank.apply(coeffs, bank, chunk, value)
 
 
 # ------------------------------------------------------------------------------------ storage
