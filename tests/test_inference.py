@@ -178,7 +178,9 @@ def test_repeated_oneshot_reuses_the_mixed_bank_and_gives_the_same_gradient(monk
     beta_gradient(method, x1, beta, "entropy", 10)  # leaves the uniform mixture in each layer
     kept = [layer._mixed[1] for layer in masked_layers(method.model)]
     reused = beta_gradient(method, x2, beta, "entropy", 10)
-    assert all(layer._mixed[1] is k for layer, k in zip(masked_layers(method.model), kept))
+    assert all(
+        layer._mixed[1] is k for layer, k in zip(masked_layers(method.model), kept, strict=True)
+    )
     for layer in masked_layers(method.model):
         layer._mixed = None
     fresh = beta_gradient(method, x2, beta, "entropy", 10)
