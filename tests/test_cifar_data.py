@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,7 @@ from impresslearn.data import (
     random_crop_flip,
 )
 from impresslearn.data.cifar import NPZ_TEST, NPZ_TRAIN, read_cifar100_npz, read_cifar100_pickle
+from impresslearn.data.fetch import SOURCES, fetch
 from impresslearn.errors import ConfigError, DataError
 
 # README facts: the per-channel mean of the training pixels scaled to 0..1.
@@ -136,6 +139,34 @@ def test_pickle_reader_on_a_class_subset_with_numpy1_names_and_protocol_5(cifar,
     write_cifar_pickle(tmp_path / "cifar-100-python" / "test", images, labels)
     with pytest.raises(DataError, match=r"should hold 500 images of each of the 100 classes"):
         load_cifar100(tmp_path)
+
+
+def test_fetch_unpacks_the_official_archive_and_checks_its_md5(cifar, tmp_path):
+    # An archive laid out like the published cifar-100-python.tar.gz, made from the real images.
+    folder = tmp_path / "made" / "cifar-100-python"
+    for name, split in (("train", cifar.train), ("test", cifar.test)):
+        write_cifar_pickle(folder / name, split.images, split.labels)
+    (folder / "meta").write_bytes(pickle.dumps({b"fine_label_names": [b"apple"] * 100}))
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    archive = mirror / "cifar-100-python.tar.gz"
+    with tarfile.open(archive, "w:gz", compresslevel=1) as tar:
+        tar.add(folder, arcname="cifar-100-python")
+    official = SOURCES["cifar100"]
+    # The archive is not byte-identical to the published one: its MD5 is refused, nothing stays.
+    with pytest.raises(DataError, match="has MD5 .* the published one is eb9058c3"):
+        fetch(official, tmp_path / "refused", mirror=str(mirror), progress=False)
+    assert not (tmp_path / "refused").exists()
+
+    md5 = hashlib.md5(archive.read_bytes()).hexdigest()
+    source = replace(official, md5={"cifar-100-python.tar.gz": md5})
+    result = fetch(source, tmp_path / "root", mirror=mirror.as_uri(), progress=False)
+    assert result.folder == tmp_path / "root" / "cifar-100-python"
+    assert sorted(p.name for p in result.folder.iterdir()) == ["meta", "test", "train"]
+    assert sorted(p.name for p in (tmp_path / "root").iterdir()) == ["cifar-100-python"]
+    data = load_dataset("cifar100", tmp_path / "root")
+    assert data.train.images.equal(cifar.train.images)
+    assert data.test.labels.equal(cifar.test.labels)
 
 
 # --- CIFAR-100: missing and corrupt files ----------------------------------------------------------

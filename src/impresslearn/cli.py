@@ -8,6 +8,8 @@
     impresslearn eval DIR                     evaluate a saved run (task ids given)
     impresslearn bench NAME [--json]         side-by-side speed benchmarks
     impresslearn compare RUN_DIR ... [--plot F]  compare finished runs
+    impresslearn data check [NAME ...]       where each data set is found, verified
+    impresslearn data fetch NAME [--mirror URL]  download a data set into the data root
 
 The only place that reads ``sys.argv`` and environment variables (``IMPRESSLEARN_DATA``).
 Errors caused by input are printed on one line (``--debug`` shows the traceback).
@@ -40,7 +42,8 @@ examples:
 data: the data root is --data-root, else $IMPRESSLEARN_DATA, else ~/.cache/impresslearn; it holds
 mnist/ (idx files), fashion-mnist/, cifar100/ (npz) or cifar-100-python/, ... (see README);
 scenario.dataset=folder:PATH[@SIZE] reads any tree of class folders. mnist_embedded needs no data
-root.
+root. Nothing is downloaded unless you ask: `impresslearn data fetch mnist` (also fashion_mnist,
+cifar100); `impresslearn data check` says what is found where.
 """
 
 
@@ -138,6 +141,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=None, help="timed repeats (default: per bench)")
     p.add_argument("--backbone", default=None, help="backbone to benchmark (default: per bench)")
     p.add_argument("--data-root", help="folder holding the data sets (data-pipeline)")
+
+    p = sub.add_parser(
+        "data", parents=[common], help="check the data sets, or download one (only when asked)"
+    )
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    q = data_sub.add_parser(
+        "check",
+        parents=[common],
+        help="load and verify data sets; exit status 1 if any is missing or corrupt",
+    )
+    q.add_argument("names", nargs="*", help="data sets to check (default: all known ones)")
+    q.add_argument("--data-root", help="folder holding the data sets")
+    q = data_sub.add_parser(
+        "fetch",
+        parents=[common],
+        help="download a data set into the data root, verify it, then move it into place",
+        description="Download a data set into the data root (created if missing): staged in a "
+        "temporary folder there, checked against the published checksums, loaded, then moved "
+        "into place. A data set already present and verified is not downloaded again.",
+    )
+    q.add_argument("name", help="mnist, fashion_mnist or cifar100")
+    q.add_argument(
+        "--data-root",
+        help="where to put it (default: $IMPRESSLEARN_DATA, else ~/.cache/impresslearn)",
+    )
+    q.add_argument(
+        "--mirror",
+        metavar="URL_OR_FOLDER",
+        help="fetch the same file names from this http(s):// or file:// address or local folder "
+        "instead of the data set's official address",
+    )
+    q.add_argument("--force", action="store_true", help="download even if already present")
+    q.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
@@ -332,7 +368,45 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data(args: argparse.Namespace) -> int:
+    from impresslearn.data import list_datasets, load_dataset, resolve_data_root
+    from impresslearn.data.fetch import fetch
+
+    if args.data_command == "fetch":
+        root = resolve_data_root(args.data_root, os.environ, create=True)
+        result = fetch(
+            args.name, root, mirror=args.mirror, force=args.force, progress=not args.quiet
+        )
+        if result.already_present:
+            print(
+                f"{args.name}: already present under {result.folder} and verified; nothing "
+                "downloaded (--force downloads it again)"
+            )
+        else:
+            print(
+                f"{args.name}: {result.downloaded_bytes / 1e6:.1f} MB downloaded, verified, "
+                f"in {result.folder}"
+            )
+        return 0
+    root = resolve_data_root(args.data_root, os.environ)
+    print(f"data root: {root}")
+    failed = 0
+    for name in args.names or list_datasets():
+        try:
+            data = load_dataset(name, root)
+        except ImpressLearnError as error:
+            failed += 1
+            print(f"  {name}: NOT USABLE: {error}")
+            continue
+        print(
+            f"  {name}: ok, {len(data.train)} train / {len(data.test)} test images, "
+            f"{data.num_classes} classes"
+        )
+    return 1 if failed else 0
+
+
 COMMANDS = {
+    "data": _cmd_data,
     "run": _cmd_run,
     "list": _cmd_list,
     "show": _cmd_show,

@@ -44,7 +44,7 @@ PICKLE_TRAIN, PICKLE_TEST = "train", "test"
 FORMS = {"npz": (*NPZ_TRAIN, NPZ_TEST), "pickle": (PICKLE_TRAIN, PICKLE_TEST)}  # form -> files
 
 HOW_TO_GET = (
-    "put the six CIFAR-100 shards (cifar100-train-0.npz ... cifar100-train-4.npz, "
+    "run `impresslearn data fetch cifar100`, or put the six CIFAR-100 shards (cifar100-train-0.npz ... cifar100-train-4.npz, "
     "cifar100-test.npz) in a folder cifar100/, or the official python version (the folder "
     "cifar-100-python/ from https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz), under the "
     "data root, and point --data-root or IMPRESSLEARN_DATA at it (in a project checkout: "

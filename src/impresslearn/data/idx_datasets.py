@@ -64,7 +64,8 @@ MNIST = IdxDatasetSpec(
     mean=MNIST_MEAN,
     std=MNIST_STD,
     how_to_get=(
-        "put the four MNIST idx files (.gz or uncompressed) in a folder mnist/ and point "
+        "run `impresslearn data fetch mnist`, or put the four MNIST idx files (.gz or "
+        "uncompressed) in a folder mnist/ and point "
         "--data-root or IMPRESSLEARN_DATA at the folder holding it (in a project checkout: "
         "IMPRESSLEARN_DATA=../shared/data); the data set 'mnist_embedded' needs no files"
     ),
@@ -88,7 +89,8 @@ FASHION_MNIST = IdxDatasetSpec(
     std=(0.3530,),
     how_to_get=(
         "install Debian's package with `apt-get install dataset-fashion-mnist` (it puts the files "
-        "in /usr/share/datasets/fashion-mnist/), or put the four Fashion-MNIST idx files in a "
+        "in /usr/share/datasets/fashion-mnist/), or run `impresslearn data fetch fashion_mnist`, "
+        "or put the four Fashion-MNIST idx files in a "
         "folder fashion-mnist/ and point --data-root or IMPRESSLEARN_DATA at the folder holding it"
     ),
 )

@@ -40,29 +40,33 @@ def default_cache_root(env: Mapping[str, str]) -> Path:
     return Path(home) / ".cache" / "impresslearn"
 
 
-def resolve_data_root(flag: str | Path | None, env: Mapping[str, str]) -> Path:
+def resolve_data_root(
+    flag: str | Path | None, env: Mapping[str, str], *, create: bool = False
+) -> Path:
     """Return the data root: ``flag`` if given, else ``$IMPRESSLEARN_DATA``, else the user cache.
 
     An empty ``flag`` or variable counts as not given. A root named by the flag or the variable
-    must be an existing folder; the cache default may not exist yet, which only matters once a data
-    set is looked up there.
+    must be an existing folder, unless ``create`` (for ``data fetch``, which creates it); the cache
+    default may not exist yet, which only matters once a data set is looked up there.
 
     Raises:
-        DataError: the named root does not exist or is not a folder; the message says which path
-            and where it came from.
+        DataError: the named root does not exist (and not ``create``) or is not a folder; the
+            message says which path and where it came from.
     """
     if flag is not None and str(flag) != "":
-        return _existing_root(Path(flag), "the --data-root flag")
+        return _existing_root(Path(flag), "the --data-root flag", create)
     value = env.get(DATA_ROOT_ENV, "")
     if value:
-        return _existing_root(Path(value), f"the {DATA_ROOT_ENV} environment variable")
+        return _existing_root(Path(value), f"the {DATA_ROOT_ENV} environment variable", create)
     root = default_cache_root(env)
     logger.debug("data root %s (per-user cache default)", root)
     return root
 
 
-def _existing_root(path: Path, source: str) -> Path:
+def _existing_root(path: Path, source: str, create: bool = False) -> Path:
     path = path.absolute()
+    if create and not path.exists():
+        return path
     if not path.exists():
         raise DataError(f"data root {path} (from {source}) does not exist: name an existing folder")
     if not path.is_dir():
