@@ -183,3 +183,26 @@ def test_eval_command_infers_tasks_of_a_saved_run(saved_run, capsys):
     # Only evaluation settings may change.
     assert main(["eval", str(run), "--set", "train.lr=1"]) == 2
     assert "evaluation settings only" in capsys.readouterr().err
+
+
+def test_resume_extends_a_finished_stream_like_a_longer_run(saved_run, tmp_path, capsys):
+    config, run = saved_run  # 2 tasks, finished
+    longer = apply_overrides(config, ["scenario.num_tasks=4"])
+    reference = run_experiment(longer, None, tmp_path / "reference")
+    assert main(["run", "--resume", str(run), "--set", "scenario.num_tasks=4", "--quiet"]) == 0
+    capsys.readouterr()
+    metrics = json.loads((run / "metrics.json").read_text())
+    np.testing.assert_array_equal(
+        np.array(metrics["accuracy_matrix"], dtype=float), reference.accuracy_matrix
+    )
+    assert json.loads((run / "config.json").read_text())["scenario"]["num_tasks"] == 4
+    extended, fresh = load_run(run), load_run(tmp_path / "reference")
+    x = reference.scenario.test_data(3).x[:200]
+    for t in range(4):
+        assert torch.equal(extended.logits(x, t), fresh.logits(x, t)), f"task {t}"
+    # Shrinking is refused with a hint; so is changing anything else along with it.
+    assert main(["run", "--resume", str(run), "--set", "scenario.num_tasks=3", "--quiet"]) == 2
+    assert "can grow on resume, never shrink" in capsys.readouterr().err
+    args = ["--set", "scenario.num_tasks=5", "--set", "train.lr=0.5"]
+    assert main(["run", "--resume", str(run), *args, "--quiet"]) == 2
+    assert "train.lr" in capsys.readouterr().err

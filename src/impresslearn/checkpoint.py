@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -136,13 +136,21 @@ def checkpoint_config(path: Path) -> ExperimentConfig:
 def restore_checkpoint(
     path: Path, config: ExperimentConfig, model: nn.Module, method: Any
 ) -> RunState:
-    """Load a checkpoint into a freshly built ``model`` / ``method`` of ``config``."""
+    """Load a checkpoint into a freshly built ``model`` / ``method`` of ``config``.
+
+    ``config`` must equal the saved one, except that ``scenario.num_tasks`` may grow: the stream
+    is extended (task ``t`` of every scenario is defined by the seed and ``t`` alone, so the
+    extended run equals a run started with the longer stream); the accuracy matrix is padded.
+    """
     tensors, metadata = read_checkpoint(path)
     saved = checkpoint_config(path)
-    if saved != config:
+    if saved != config and not is_extension(saved, config):
+        hint = ""
+        if config.scenario.num_tasks < saved.scenario.num_tasks:
+            hint = " (scenario.num_tasks can grow on resume, never shrink)"
         raise CheckpointError(
             f"checkpoint {path} was written by a different config; differences: "
-            f"{_config_diff(saved, config)}"
+            f"{_config_diff(saved, config)}{hint}"
         )
     if metadata.get("weight_fingerprint") != weight_fingerprint(model):
         raise CheckpointError(
@@ -161,6 +169,11 @@ def restore_checkpoint(
         method_tensors = {k[7:]: v for k, v in tensors.items() if k.startswith("method.")}
         method.restore_state(method_tensors, json.loads(metadata["method_state"]))
         matrix = tensors["accuracy_matrix"].numpy().copy()
+        n = config.scenario.num_tasks
+        if matrix.shape[0] < n:  # an extended stream: tasks not learned yet are NaN
+            matrix = np.pad(
+                matrix, ((0, n - len(matrix)), (0, n - len(matrix))), constant_values=np.nan
+            )
         return RunState(
             next_task=int(metadata["next_task"]),
             matrix=matrix,
@@ -171,6 +184,13 @@ def restore_checkpoint(
         )
     except (KeyError, ValueError, json.JSONDecodeError) as e:
         raise CheckpointError(f"checkpoint {path} is inconsistent ({e})") from None
+
+
+def is_extension(saved: ExperimentConfig, config: ExperimentConfig) -> bool:
+    """Whether ``config`` is ``saved`` with a longer stream (more ``scenario.num_tasks``)."""
+    more = config.scenario.num_tasks > saved.scenario.num_tasks
+    longer = replace(saved, scenario=replace(saved.scenario, num_tasks=config.scenario.num_tasks))
+    return more and longer == config
 
 
 def _config_diff(a: ExperimentConfig, b: ExperimentConfig) -> str:

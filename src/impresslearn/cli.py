@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         type=Path,
         metavar="DIR",
-        help="continue the run in DIR at its next task (same results as an uninterrupted run)",
+        help="continue the run in DIR at its next task (same results as an uninterrupted run); "
+        "with --set scenario.num_tasks=N (more tasks) the finished stream is extended",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-task lines")
 

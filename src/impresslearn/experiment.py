@@ -139,7 +139,8 @@ def run_experiment(
 
     A checkpoint is written to ``out_dir`` after the preparation and after every task; with
     ``resume`` the run continues from it at the next task, with the same results as a run that
-    was never interrupted.
+    was never interrupted. A resumed ``config`` may have more ``scenario.num_tasks`` than the saved
+    one: the stream is extended, with the same results as a run started with the longer stream.
     """
     # Build everything first, so that bad input fails before anything is written.
     data = load_dataset(config.scenario.dataset, data_root)
@@ -154,6 +155,7 @@ def run_experiment(
             raise ConfigError("resuming needs the run folder")
         state = restore_checkpoint(checkpoint, config, model, method)
         log.info("resuming %s at task %d/%d", config.name, state.next_task + 1, num_tasks)
+        atomic_write_text(out / "config.json", config.to_json())  # a stream may have grown
     elif out is not None:
         prepare_run_dir(out, config, overwrite=overwrite)
 
