@@ -35,7 +35,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from impresslearn.data.cifar import PICKLE_FOLDER, PICKLE_TEST, PICKLE_TRAIN, load_cifar100
-from impresslearn.data.idx_datasets import FASHION_MNIST, IDX_FILES, MNIST, load_idx_dataset
+from impresslearn.data.idx_datasets import (
+    FASHION_MNIST,
+    IDX_FILES,
+    MNIST,
+    IdxDatasetSpec,
+    load_idx_dataset,
+)
 from impresslearn.data.image_data import ImageData
 from impresslearn.errors import ConfigError, DataError
 
@@ -78,24 +84,21 @@ class Source:
     members: tuple[str, ...] = ()
 
 
+def _idx_source(spec: IdxDatasetSpec, base_url: str, folder: str) -> Source:
+    """The four ``.gz`` idx files of an MNIST-format data set, checked by their content."""
+    load = partial(load_idx_dataset, spec)
+    files = tuple(f"{name}.gz" for name in IDX_FILES)
+    return Source(spec.name, spec.title, base_url, files, folder, load)
+
+
 SOURCES: dict[str, Source] = {
     s.name: s
     for s in (
-        Source(
-            name="mnist",
-            title="MNIST",
-            base_url="https://ossci-datasets.s3.amazonaws.com/mnist/",
-            files=tuple(f"{name}.gz" for name in IDX_FILES),
-            folder="mnist",
-            load=partial(load_idx_dataset, MNIST),
-        ),
-        Source(
-            name="fashion_mnist",
-            title="Fashion-MNIST",
-            base_url="http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-            files=tuple(f"{name}.gz" for name in IDX_FILES),
-            folder="fashion-mnist",
-            load=partial(load_idx_dataset, FASHION_MNIST),
+        _idx_source(MNIST, "https://ossci-datasets.s3.amazonaws.com/mnist/", "mnist"),
+        _idx_source(
+            FASHION_MNIST,
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+            "fashion-mnist",
         ),
         Source(
             name="cifar100",
