@@ -5,6 +5,7 @@
     impresslearn run PRESET [--set k=v ...] [--out DIR] [--data-root DIR]
     impresslearn run --config DIR/config.json
     impresslearn run --resume DIR             continue a stopped run at its next task
+    impresslearn run PRESET --seeds N         N repeats, every seed shifted; mean ± std
     impresslearn eval DIR                     evaluate a saved run (task ids given)
     impresslearn bench NAME [--json]         side-by-side speed benchmarks
     impresslearn compare RUN_DIR ... [--plot F]  compare finished runs
@@ -94,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="continue the run in DIR at its next task (same results as an uninterrupted run); "
         "with --set scenario.num_tasks=N (more tasks) the finished stream is extended",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        metavar="N",
+        help="repeat the run N times, every seed shifted by 0..N-1, into OUT/seed-i, and report "
+        "the mean ± std of the headline numbers (OUT/seeds.json)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-task lines")
 
@@ -207,7 +215,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     if not args.quiet:
         print(f"impresslearn {__version__}: running {config.name} -> {out}")
-    if config.sweep.num_impressions:
+    if args.seeds is not None:
+        from impresslearn.report import seeds_table
+        from impresslearn.seeds import run_seeds
+
+        record = run_seeds(
+            config, data_root, out, args.seeds, overwrite=args.overwrite, progress=not args.quiet
+        )
+        print(seeds_table(record))
+    elif config.sweep.num_impressions:
         from impresslearn.report import sweep_table
         from impresslearn.sweep import run_sweep
 
@@ -227,13 +243,26 @@ def _resume(args: argparse.Namespace) -> int:
     from impresslearn.config import apply_overrides
     from impresslearn.data import resolve_data_root
     from impresslearn.experiment import run_experiment
-    from impresslearn.report import summary_table
+    from impresslearn.report import seeds_table, summary_table
+    from impresslearn.seeds import is_seeds_folder, resume_seeds
 
     run_dir = args.resume
     if args.out is not None and args.out.resolve() != run_dir.resolve():
         raise ImpressLearnError("--resume continues in its own folder: drop --out")
     if args.config is not None:
         raise ImpressLearnError("--resume reads the run's own config: drop --config")
+    if is_seeds_folder(run_dir):
+        if args.preset or args.overrides or args.seeds is not None:
+            raise ImpressLearnError(
+                "--resume of repeats over seeds finishes them as they were started: drop the "
+                "preset, --set and --seeds"
+            )
+        record = resume_seeds(
+            run_dir, resolve_data_root(args.data_root, os.environ), progress=not args.quiet
+        )
+        print(seeds_table(record))
+        print(f"run folder: {run_dir}")
+        return 0
     saved = checkpoint_config(run_dir / "checkpoint.safetensors")
     config = _resolve_config(args) if args.preset else apply_overrides(saved, args.overrides)
     data_root = resolve_data_root(args.data_root, os.environ)
@@ -313,12 +342,22 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from impresslearn.plots import plot_comparison, plot_per_task
     from impresslearn.report import compare_table
+    from impresslearn.seeds import is_seeds_folder
 
+    folders = []
+    for folder in args.runs:  # a folder of repeats over seeds stands for its runs
+        if is_seeds_folder(folder):
+            folders += sorted(folder.glob("seed-*"), key=lambda p: int(p.name.split("-")[1]))
+        else:
+            folders.append(folder)
     runs = []
-    for folder in args.runs:
+    for folder in folders:
         path = folder / "metrics.json"
         try:
-            runs.append((folder.name, json.loads(path.read_text(encoding="utf-8"))))
+            name = (
+                folder.name if folder.name[:5] != "seed-" else f"{folder.parent.name}/{folder.name}"
+            )
+            runs.append((name, json.loads(path.read_text(encoding="utf-8"))))
         except FileNotFoundError:
             raise ImpressLearnError(
                 f"{path} does not exist: is {folder} a finished run folder?"

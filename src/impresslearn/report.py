@@ -123,3 +123,53 @@ def compare_table(runs: list[tuple[str, dict[str, Any]]]) -> str:
             f"| {m.get('seconds_per_task', 0):.1f} |"
         )
     return "\n".join(lines)
+
+
+_SEEDS_ROWS = (
+    ("average_accuracy", "average accuracy", "pct"),
+    ("average_accuracy_unseen", "unseen-task accuracy", "pct"),
+    ("dedicated_accuracy_unseen", "dedicated masks (unseen)", "pct"),
+    ("average_accuracy_inferred", "accuracy, task inferred", "pct"),
+    ("task_inference_accuracy", "task inference", "pct"),
+    ("backward_transfer", "backward transfer", "points"),
+    ("forgetting", "forgetting", "points"),
+    ("bytes_per_task", "bytes per task", "bytes"),
+    ("seconds_per_task", "seconds per task", "seconds"),
+)
+
+
+def seeds_table(record: dict[str, Any]) -> str:
+    """The repeats of a run over seeds (``seeds.json``): mean ± sample std, range, per seed."""
+    summary = record["summary"]
+
+    def fmt(value: float, kind: str) -> str:
+        if kind in ("pct", "points"):
+            return f"{100 * value:.2f}"
+        if kind == "bytes":
+            return _bytes(value)
+        return f"{value:.1f}"
+
+    rows = []
+    for key, label, kind in _SEEDS_ROWS:
+        if key not in summary:
+            continue
+        s = summary[key]
+        unit = {"pct": " %", "points": " points"}.get(kind, "")
+        rows.append(
+            (
+                label,
+                f"{fmt(s['mean'], kind)} ± {fmt(s['std'], kind)}{unit}",
+                f"{fmt(s['min'], kind)} .. {fmt(s['max'], kind)}",
+                " ".join(fmt(v, kind) for v in s["values"]),
+            )
+        )
+    head = ("metric", "mean ± std", "range", "per seed")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
+    lines = [
+        f"{record['preset']}: {record['num_seeds']} repeats, every seed shifted by 0.."
+        f"{record['num_seeds'] - 1} (std: sample standard deviation)",
+        "  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip(),
+    ]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    rule = "-" * max(len(line) for line in lines)
+    return "\n".join([rule, *lines, rule])

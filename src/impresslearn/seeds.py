@@ -1,0 +1,156 @@
+"""Repeats of one experiment over seeds, with the mean and spread of its headline numbers.
+
+``impresslearn run PRESET --seeds N`` runs the config ``N`` times. Repeat ``i`` shifts every seed
+of the config (the scenario's, which draws the permutations or the class order; the backbone's,
+which draws the frozen weights; the method's, which draws the initial scores; and the training
+batches') by ``i``, so repeat 0 is exactly the plain run and the repeats are independent draws of
+the whole protocol. Each repeat is a complete run folder ``OUT/seed-i`` (loadable, evaluable and
+resumable on its own); ``OUT/seeds.json`` holds, per headline metric, the values per repeat, their
+mean, sample standard deviation, minimum and maximum.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from impresslearn.config import ExperimentConfig
+from impresslearn.errors import CheckpointError, ConfigError
+from impresslearn.experiment import load_config_file, prepare_run_dir, run_experiment
+from impresslearn.storage import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+SEEDS_NAME = "seeds.json"
+SEEDED_SECTIONS = ("scenario", "backbone", "method", "train")
+# The metrics summarised over repeats (those a run reports; bytes per task is the total).
+HEADLINE = (
+    "average_accuracy",
+    "backward_transfer",
+    "forgetting",
+    "average_accuracy_unseen",
+    "dedicated_accuracy_unseen",
+    "average_accuracy_inferred",
+    "task_inference_accuracy",
+    "bytes_per_task",
+    "seconds_per_task",
+)
+
+
+def seeded(config: ExperimentConfig, offset: int) -> ExperimentConfig:
+    """``config`` with the seed of every section in :data:`SEEDED_SECTIONS` shifted by ``offset``."""
+    shifted = {
+        name: replace(getattr(config, name), seed=getattr(config, name).seed + offset)
+        for name in SEEDED_SECTIONS
+    }
+    return replace(config, **shifted)
+
+
+def summarize(metrics: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per headline metric present in every run: values, mean, std (ddof 1), min and max."""
+    summary = {}
+    for key in HEADLINE:
+        values = [m.get(key) for m in metrics]
+        if key == "bytes_per_task":
+            values = [v["total"] if v else None for v in values]
+        if any(v is None for v in values):
+            continue
+        array = np.asarray(values, dtype=float)
+        summary[key] = {
+            "mean": float(array.mean()),
+            "std": float(array.std(ddof=1)) if len(array) > 1 else 0.0,
+            "min": float(array.min()),
+            "max": float(array.max()),
+            "values": array.tolist(),
+        }
+    return summary
+
+
+def run_seeds(
+    config: ExperimentConfig,
+    data_root: Path | None,
+    out_dir: Path,
+    num_seeds: int,
+    *,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Run ``config`` over ``num_seeds`` seeds into ``out_dir``; return what ``seeds.json`` holds.
+
+    Raises:
+        ConfigError: fewer than 2 seeds, a sweep config, or ``out_dir`` already holds a run
+            (unless ``overwrite``).
+    """
+    if num_seeds < 2:
+        raise ConfigError(f"--seeds needs at least 2 repeats, got {num_seeds}")
+    if config.sweep.num_impressions:
+        raise ConfigError("--seeds repeats a run, not a sweep: drop --seeds for sweep presets")
+    out = Path(out_dir)
+    prepare_run_dir(out, config, overwrite=overwrite)
+    atomic_write_json(out / SEEDS_NAME, {"num_seeds": num_seeds, "finished": False})
+    return _run(config, data_root, out, num_seeds, resume=False, progress=progress)
+
+
+def resume_seeds(out_dir: Path, data_root: Path | None, *, progress: bool = False) -> dict:
+    """Finish the repeats in ``out_dir``: finished ones are kept, stopped ones resumed.
+
+    Raises:
+        CheckpointError: ``out_dir`` is not a folder of repeats, or its files are unreadable.
+    """
+    out = Path(out_dir)
+    try:
+        num_seeds = int(json.loads((out / SEEDS_NAME).read_text(encoding="utf-8"))["num_seeds"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{out / SEEDS_NAME} is missing or unreadable ({e})") from None
+    config = load_config_file(out / "config.json")
+    return _run(config, data_root, out, num_seeds, resume=True, progress=progress)
+
+
+def is_seeds_folder(path: Path) -> bool:
+    return (Path(path) / SEEDS_NAME).is_file()
+
+
+def _run(
+    config: ExperimentConfig,
+    data_root: Path | None,
+    out: Path,
+    num_seeds: int,
+    *,
+    resume: bool,
+    progress: bool,
+) -> dict[str, Any]:
+    metrics = []
+    for i in range(num_seeds):
+        run_dir = out / f"seed-{i}"
+        if resume and (run_dir / "metrics.json").is_file():  # written last: the repeat finished
+            metrics.append(json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")))
+            continue
+        log.info(
+            "%s: repeat %d of %d (seeds + %d) -> %s", config.name, i + 1, num_seeds, i, run_dir
+        )
+        restart = resume and (run_dir / "checkpoint.safetensors").is_file()
+        result = run_experiment(
+            seeded(config, i),
+            data_root,
+            run_dir,
+            overwrite=not restart,
+            resume=restart,
+            progress=progress,
+        )
+        metrics.append(result.metrics)
+    record = {
+        "preset": config.name,
+        "num_seeds": num_seeds,
+        "finished": True,
+        "seed_offsets": list(range(num_seeds)),
+        "seeded_sections": list(SEEDED_SECTIONS),
+        "runs": [f"seed-{i}" for i in range(num_seeds)],
+        "summary": summarize(metrics),
+    }
+    atomic_write_json(out / SEEDS_NAME, record)
+    return record

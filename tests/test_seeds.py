@@ -1,0 +1,86 @@
+"""Repeats over seeds (seeds.py, ``impresslearn run --seeds N``): what is shifted, the summary,
+resuming, and bad input."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from impresslearn.cli import main
+from impresslearn.config import ExperimentConfig, apply_overrides
+from impresslearn.errors import ConfigError
+from impresslearn.experiment import run_experiment
+from impresslearn.presets import get_preset
+from impresslearn.seeds import run_seeds, seeded, summarize
+
+QUICK = ["scenario.dataset=mnist_embedded", "scenario.num_tasks=2", "train.iterations=30"]
+
+
+def test_seeded_shifts_every_seed_and_nothing_else():
+    config = apply_overrides(ExperimentConfig(), ["scenario.seed=3", "train.seed=5"])
+    shifted = seeded(config, 2)
+    assert (shifted.scenario.seed, shifted.backbone.seed) == (5, 2)
+    assert (shifted.method.seed, shifted.train.seed) == (2, 7)
+    back = seeded(shifted, -2)
+    assert back == config
+    assert seeded(config, 0) == config
+
+
+def test_summary_statistics():
+    runs = [
+        {"average_accuracy": 0.9, "forgetting": 0.0, "bytes_per_task": {"total": 10}},
+        {"average_accuracy": 0.8, "forgetting": 0.0, "bytes_per_task": {"total": 10}},
+    ]
+    s = summarize(runs)
+    assert s["average_accuracy"]["mean"] == pytest.approx(0.85)
+    assert s["average_accuracy"]["std"] == pytest.approx(np.std([0.9, 0.8], ddof=1))
+    assert s["bytes_per_task"] == {"mean": 10, "std": 0, "min": 10, "max": 10, "values": [10, 10]}
+    assert "task_inference_accuracy" not in s  # only metrics every run reports
+
+
+def test_repeats_are_independent_runs_and_repeat_zero_is_the_plain_run(tmp_path, capsys):
+    config = apply_overrides(get_preset("quickstart"), QUICK)
+    out = tmp_path / "seeds"
+    argv = ["run", "quickstart", *[a for o in QUICK for a in ("--set", o)]]
+    assert main([*argv, "--seeds", "3", "--out", str(out), "--quiet"]) == 0
+    table = capsys.readouterr().out
+    assert "quickstart: 3 repeats" in table and "average accuracy" in table
+    record = json.loads((out / "seeds.json").read_text())
+    assert record["finished"] and record["runs"] == ["seed-0", "seed-1", "seed-2"]
+    matrices = [
+        np.array(json.loads((out / r / "metrics.json").read_text())["accuracy_matrix"], float)
+        for r in record["runs"]
+    ]
+    plain = run_experiment(config, None).accuracy_matrix
+    np.testing.assert_array_equal(matrices[0], plain)
+    assert not np.array_equal(matrices[0], matrices[1])  # other permutations, weights, batches
+    accs = [float(np.nanmean(m[-1])) for m in matrices]
+    assert record["summary"]["average_accuracy"]["values"] == pytest.approx(accs)
+    assert json.loads((out / "seed-2" / "config.json").read_text())["backbone"]["seed"] == 2
+
+    # Interrupted after the first repeat (the others' results gone): resume finishes them alike.
+    shutil.rmtree(out / "seed-2")
+    (out / "seed-1" / "metrics.json").unlink()
+    assert main(["run", "--resume", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    resumed = json.loads((out / "seeds.json").read_text())["summary"]
+    for key in ("average_accuracy", "forgetting", "bytes_per_task"):  # not the timings
+        assert resumed[key] == record["summary"][key]
+    assert main(["run", "--resume", str(out), "--set", "train.lr=1", "--quiet"]) == 2
+    assert "drop the preset, --set and --seeds" in capsys.readouterr().err
+
+    # compare expands a folder of repeats into its runs.
+    assert main(["compare", str(out)]) == 0
+    assert capsys.readouterr().out.count("| seeds/seed-") == 3
+
+
+def test_bad_repeats_are_refused(tmp_path):
+    config = apply_overrides(get_preset("quickstart"), QUICK)
+    with pytest.raises(ConfigError, match="at least 2"):
+        run_seeds(config, None, tmp_path / "a", 1)
+    with pytest.raises(ConfigError, match="not a sweep"):
+        run_seeds(get_preset("impress-sweep-rotated-mnist"), None, tmp_path / "b", 2)
+    run_seeds(config, None, tmp_path / "c", 2)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        run_seeds(config, None, tmp_path / "c", 2)
