@@ -84,3 +84,5 @@ def test_bad_repeats_are_refused(tmp_path):
     run_seeds(config, None, tmp_path / "c", 2)
     with pytest.raises(ConfigError, match="already holds a run"):
         run_seeds(config, None, tmp_path / "c", 2)
+    single = tmp_path / "c" / "seed-0"
+    assert main(["run", "--resume", str(single), "--seeds", "2", "--quiet"]) == 2

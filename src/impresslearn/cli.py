@@ -263,6 +263,8 @@ def _resume(args: argparse.Namespace) -> int:
         print(seeds_table(record))
         print(f"run folder: {run_dir}")
         return 0
+    if args.seeds is not None:
+        raise ImpressLearnError("--resume continues one run; --seeds starts new repeats: drop one")
     saved = checkpoint_config(run_dir / "checkpoint.safetensors")
     config = _resolve_config(args) if args.preset else apply_overrides(saved, args.overrides)
     data_root = resolve_data_root(args.data_root, os.environ)
