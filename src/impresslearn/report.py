@@ -107,18 +107,21 @@ def _pct(value: Any) -> str:
 
 
 def compare_table(runs: list[tuple[str, dict[str, Any]]]) -> str:
-    """A markdown table comparing runs (name, metrics): accuracy, bytes and seconds per task."""
+    """A markdown table comparing runs (name, metrics): accuracy (with task ids; with the task
+    inferred, for GNs / GNu runs), bytes and seconds per task."""
     header = (
         "| run | method | scenario | tasks | avg acc % | unseen acc % | dedicated % "
-        "| bytes/task | mask B | coeffs B | norm B | s/task |"
+        "| task inferred % | task inference % | bytes/task | mask B | coeffs B | norm B | s/task |"
     )
-    lines = [header, "|" + "---|" * 12]
+    lines = [header, "|" + "---|" * 14]
     for name, m in runs:
         b = m.get("bytes_per_task", {})
         lines.append(
             f"| {name} | {m.get('method', '')} | {m.get('scenario', '')} | {m.get('num_tasks', '')} "
             f"| {_pct(m.get('average_accuracy'))} | {_pct(m.get('average_accuracy_unseen'))} "
-            f"| {_pct(m.get('dedicated_accuracy_unseen'))} | {b.get('total', '')} "
+            f"| {_pct(m.get('dedicated_accuracy_unseen'))} "
+            f"| {_pct(m.get('average_accuracy_inferred'))} "
+            f"| {_pct(m.get('task_inference_accuracy'))} | {b.get('total', '')} "
             f"| {b.get('mask', '')} | {b.get('coeffs', '')} | {b.get('norm_stats', '')} "
             f"| {m.get('seconds_per_task', 0):.1f} |"
         )
