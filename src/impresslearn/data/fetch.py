@@ -19,6 +19,7 @@ folder, holding the same file names (for clusters without internet access).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -181,8 +182,9 @@ def fetch(
             os.replace(path, target / path.name)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
-        if created:  # leave no empty data root behind either
-            shutil.rmtree(root, ignore_errors=True)
+        if created:  # leave no empty data root behind either (never a non-empty one)
+            with contextlib.suppress(OSError):
+                root.rmdir()
         raise
     shutil.rmtree(staging, ignore_errors=True)
     _check_in_place(source, root, target)
