@@ -58,6 +58,10 @@ def test_repeats_are_independent_runs_and_repeat_zero_is_the_plain_run(tmp_path,
     accs = [float(np.nanmean(m[-1])) for m in matrices]
     assert record["summary"]["average_accuracy"]["values"] == pytest.approx(accs)
     assert json.loads((out / "seed-2" / "config.json").read_text())["backbone"]["seed"] == 2
+    csv = (out / "seeds.csv").read_text().splitlines()
+    assert csv[0] == "metric,mean,std,min,max,seed_0,seed_1,seed_2"
+    row = next(line for line in csv if line.startswith("average_accuracy,")).split(",")
+    assert [float(v) for v in row[5:]] == pytest.approx(accs)
 
     # Interrupted after the first repeat (the others' results gone): resume finishes them alike.
     shutil.rmtree(out / "seed-2")

@@ -5,8 +5,8 @@ of the config (the scenario's, which draws the permutations or the class order; 
 which draws the frozen weights; the method's, which draws the initial scores; and the training
 batches') by ``i``, so repeat 0 is exactly the plain run and the repeats are independent draws of
 the whole protocol. Each repeat is a complete run folder ``OUT/seed-i`` (loadable, evaluable and
-resumable on its own); ``OUT/seeds.json`` holds, per headline metric, the values per repeat, their
-mean, sample standard deviation, minimum and maximum.
+resumable on its own); ``OUT/seeds.json`` (and ``OUT/seeds.csv``) hold, per headline metric, the
+values per repeat, their mean, sample standard deviation, minimum and maximum.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 from impresslearn.config import ExperimentConfig
 from impresslearn.errors import CheckpointError, ConfigError
 from impresslearn.experiment import load_config_file, prepare_run_dir, run_experiment
-from impresslearn.storage import atomic_write_json
+from impresslearn.storage import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -153,4 +153,14 @@ def _run(
         "summary": summarize(metrics),
     }
     atomic_write_json(out / SEEDS_NAME, record)
+    atomic_write_text(out / "seeds.csv", _csv(record["summary"], num_seeds))
     return record
+
+
+def _csv(summary: dict[str, dict[str, Any]], num_seeds: int) -> str:
+    head = ["metric", "mean", "std", "min", "max", *(f"seed_{i}" for i in range(num_seeds))]
+    rows = [
+        [key, *(repr(s[k]) for k in ("mean", "std", "min", "max")), *map(repr, s["values"])]
+        for key, s in summary.items()
+    ]
+    return "".join(",".join(row) + "\n" for row in [head, *rows])
