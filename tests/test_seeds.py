@@ -58,6 +58,7 @@ def test_repeats_are_independent_runs_and_repeat_zero_is_the_plain_run(tmp_path,
     accs = [float(np.nanmean(m[-1])) for m in matrices]
     assert record["summary"]["average_accuracy"]["values"] == pytest.approx(accs)
     assert json.loads((out / "seed-2" / "config.json").read_text())["backbone"]["seed"] == 2
+    assert (out / "seeds.png").stat().st_size > 1000
     csv = (out / "seeds.csv").read_text().splitlines()
     assert csv[0] == "metric,mean,std,min,max,seed_0,seed_1,seed_2"
     row = next(line for line in csv if line.startswith("average_accuracy,")).split(",")

@@ -120,3 +120,29 @@ def plot_per_task(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     _save(fig, path)
+
+
+def plot_seeds(series: dict[str, list[list[float]]], path: Path, title: str) -> None:
+    """Per-task accuracy over repeats: each repeat faint, the mean bold with a ±1 std band.
+
+    ``series`` maps a label (e.g. "task ids given", "task inferred") to one list of per-task
+    accuracies per repeat; tasks are numbered, as their names may differ between seeds.
+    """
+    num_tasks = len(next(iter(series.values()))[0])
+    fig, ax = plt.subplots(figsize=(min(14.0, 5.0 + 0.25 * num_tasks), 4.5))
+    x = np.arange(num_tasks)
+    for (label, runs), color in zip(series.items(), ("C0", "C1", "C2", "C3"), strict=False):
+        y = 100 * np.asarray(runs, dtype=float)
+        for row in y:
+            ax.plot(x, row, color=color, alpha=0.25, linewidth=0.8)
+        mean, std = y.mean(0), y.std(0, ddof=1) if len(y) > 1 else np.zeros(num_tasks)
+        ax.plot(x, mean, color=color, marker="o", markersize=3, label=f"{label} (mean ± std)")
+        band = np.clip(mean - std, 0, 100), np.clip(mean + std, 0, 100)
+        ax.fill_between(x, *band, color=color, alpha=0.2)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    ax.set_xlabel("task")
+    ax.set_ylabel("final accuracy (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)

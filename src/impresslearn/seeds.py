@@ -6,7 +6,8 @@ which draws the frozen weights; the method's, which draws the initial scores; an
 batches') by ``i``, so repeat 0 is exactly the plain run and the repeats are independent draws of
 the whole protocol. Each repeat is a complete run folder ``OUT/seed-i`` (loadable, evaluable and
 resumable on its own); ``OUT/seeds.json`` (and ``OUT/seeds.csv``) hold, per headline metric, the
-values per repeat, their mean, sample standard deviation, minimum and maximum.
+values per repeat, their mean, sample standard deviation, minimum and maximum; ``OUT/seeds.png``
+plots every task's final accuracy per repeat and its mean ± std.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 from impresslearn.config import ExperimentConfig
 from impresslearn.errors import CheckpointError, ConfigError
 from impresslearn.experiment import load_config_file, prepare_run_dir, run_experiment
+from impresslearn.plots import plot_seeds
 from impresslearn.storage import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -154,6 +156,11 @@ def _run(
     }
     atomic_write_json(out / SEEDS_NAME, record)
     atomic_write_text(out / "seeds.csv", _csv(record["summary"], num_seeds))
+    series = {"task ids given": [m["final_accuracies"] for m in metrics]}
+    if all("accuracies_inferred" in m for m in metrics):
+        series["task inferred"] = [m["accuracies_inferred"] for m in metrics]
+    title = f"{config.name}: final accuracy per task over {num_seeds} seeds"
+    plot_seeds(series, out / "seeds.png", title)
     return record
 
 
