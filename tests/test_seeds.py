@@ -75,6 +75,15 @@ def test_repeats_are_independent_runs_and_repeat_zero_is_the_plain_run(tmp_path,
     assert main(["run", "--resume", str(out), "--set", "train.lr=1", "--quiet"]) == 2
     assert "drop the preset, --set and --seeds" in capsys.readouterr().err
 
+    # eval of a folder of repeats re-evaluates each one: the same numbers as the runs saved.
+    assert main(["eval", str(out), "--quiet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines[:3]] == ["seed-0", "seed-1", "seed-2"]
+    row = next(line for line in lines if line.startswith("average accuracy "))
+    assert row.split()[-3:] == [f"{100 * a:.2f}" for a in accs]
+    assert main(["eval", str(out), "--set", "train.lr=1", "--quiet"]) == 2
+    assert "evaluation settings only" in capsys.readouterr().err
+
     # compare expands a folder of repeats into its runs.
     assert main(["compare", str(out)]) == 0
     assert capsys.readouterr().out.count("| seeds/seed-") == 3

@@ -126,7 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="evaluate a saved run folder (task ids given, or inferred with --set eval.scenario=GNu)",
     )
-    p.add_argument("run_dir", type=Path, help="a run folder holding checkpoint.safetensors")
+    p.add_argument(
+        "run_dir",
+        type=Path,
+        help="a run folder holding checkpoint.safetensors, or a folder of repeats (run --seeds: "
+        "each is evaluated, then the mean ± std)",
+    )
     p.add_argument("--data-root", help="folder holding the data sets")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument(
@@ -275,52 +280,87 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from impresslearn.config import apply_overrides
     from impresslearn.data import resolve_data_root
     from impresslearn.errors import ConfigError
+    from impresslearn.seeds import is_seeds_folder
+
+    not_eval = [o for o in args.overrides if not o.startswith("eval.")]
+    if not_eval:
+        raise ConfigError(
+            f"impresslearn eval changes evaluation settings only (eval.*), got {not_eval}; "
+            "to change training, start a new run"
+        )
+    data_root = resolve_data_root(args.data_root, os.environ)
+    if not is_seeds_folder(args.run_dir):
+        _eval_run(args.run_dir, data_root, args.overrides, args.quiet, verbose=True)
+        return 0
+    # A folder of repeats over seeds: evaluate each, then the mean ± std over them.
+    from impresslearn.report import seeds_table
+    from impresslearn.seeds import load_seeds_record, summarize
+
+    record = load_seeds_record(args.run_dir)
+    metrics = []
+    for name in record["runs"]:
+        metrics.append(
+            _eval_run(args.run_dir / name, data_root, args.overrides, args.quiet, verbose=False)
+        )
+        print(f"{name}: {_eval_line(metrics[-1])}")
+    print(seeds_table({**record, "summary": summarize(metrics)}))
+    return 0
+
+
+def _eval_line(metrics: dict) -> str:
+    if "task_inference_accuracy" in metrics:
+        return (
+            f"average accuracy {100 * metrics['average_accuracy_inferred']:.2f}% with the task "
+            f"inferred, task inference {100 * metrics['task_inference_accuracy']:.2f}%"
+        )
+    return f"average accuracy {100 * metrics['average_accuracy']:.2f}% with task ids"
+
+
+def _eval_run(run_dir: Path, data_root, overrides: list[str], quiet: bool, verbose: bool) -> dict:
+    """Evaluate one saved run (task ids given, or inferred per ``eval.*`` overrides); print the
+    per-task table when ``verbose``; return the headline metrics."""
+    from impresslearn.config import apply_overrides
     from impresslearn.experiment import evaluate_run, evaluate_run_inferred, load_run
     from impresslearn.report import margin_text
 
-    run = load_run(args.run_dir)
-    data_root = resolve_data_root(args.data_root, os.environ)
-    if args.overrides:
-        not_eval = [o for o in args.overrides if not o.startswith("eval.")]
-        if not_eval:
-            raise ConfigError(
-                f"impresslearn eval changes evaluation settings only (eval.*), got {not_eval}; "
-                "to change training, start a new run"
-            )
-        config = apply_overrides(run.config, args.overrides)
-        if config.eval.scenario != "GG":
-            metrics = evaluate_run_inferred(run, data_root, config.eval, progress=not args.quiet)
-            e = config.eval
-            print(
-                f"{e.scenario}, {e.inference} on {e.objective}, task inferred per batch of "
-                f"{e.inference_batch} from {e.inference_images} image(s)"
-            )
-            print(f"{'task':>5} {'accuracy %':>11} {'task inference %':>17}")
-            for t, (acc, right) in enumerate(
-                zip(metrics["accuracies_inferred"], metrics["task_inference_per_task"], strict=True)
-            ):
-                print(f"{t:>5} {100 * acc:>11.2f} {100 * right:>17.2f}")
-            print(
-                f"average accuracy {100 * metrics['average_accuracy_inferred']:.2f}%, task "
-                f"inference {100 * metrics['task_inference_accuracy']:.2f}%"
-            )
-            if "average_accuracy_fitted_alphas" in metrics:
-                fitted = metrics["average_accuracy_fitted_alphas"]
-                print(f"the fitted alphas themselves classify {100 * fitted:.2f}%")
-            if "task_inference_margin_median" in metrics:
-                print(f"one-shot margin {margin_text(metrics)}")
-            return 0
-    accs = evaluate_run(run, data_root, progress=not args.quiet)
-    saved = run.state.matrix[run.state.next_task - 1] if run.tasks else []
-    print(f"{'task':>5} {'accuracy %':>11} {'saved %':>9}")
-    for t, acc in zip(run.tasks, accs, strict=True):
-        print(f"{t:>5} {100 * acc:>11.2f} {100 * saved[t]:>9.2f}")
-    if accs:
-        print(f"average accuracy: {100 * sum(accs) / len(accs):.2f}% over {len(accs)} tasks")
-    return 0
+    run = load_run(run_dir)
+    config = apply_overrides(run.config, overrides)
+    if config.eval.scenario != "GG":
+        metrics = evaluate_run_inferred(run, data_root, config.eval, progress=not quiet)
+        if not verbose:
+            return metrics
+        e = config.eval
+        print(
+            f"{e.scenario}, {e.inference} on {e.objective}, task inferred per batch of "
+            f"{e.inference_batch} from {e.inference_images} image(s)"
+        )
+        print(f"{'task':>5} {'accuracy %':>11} {'task inference %':>17}")
+        for t, (acc, right) in enumerate(
+            zip(metrics["accuracies_inferred"], metrics["task_inference_per_task"], strict=True)
+        ):
+            print(f"{t:>5} {100 * acc:>11.2f} {100 * right:>17.2f}")
+        print(
+            f"average accuracy {100 * metrics['average_accuracy_inferred']:.2f}%, task "
+            f"inference {100 * metrics['task_inference_accuracy']:.2f}%"
+        )
+        if "average_accuracy_fitted_alphas" in metrics:
+            fitted = metrics["average_accuracy_fitted_alphas"]
+            print(f"the fitted alphas themselves classify {100 * fitted:.2f}%")
+        if "task_inference_margin_median" in metrics:
+            print(f"one-shot margin {margin_text(metrics)}")
+        return metrics
+    accs = evaluate_run(run, data_root, progress=not quiet)
+    average = sum(accs) / len(accs) if accs else float("nan")
+    if verbose:
+        saved = run.state.matrix[run.state.next_task - 1] if run.tasks else []
+        print(f"{'task':>5} {'accuracy %':>11} {'saved %':>9}")
+        for t, acc in zip(run.tasks, accs, strict=True):
+            print(f"{t:>5} {100 * acc:>11.2f} {100 * saved[t]:>9.2f}")
+        if accs:
+            print(f"average accuracy: {100 * average:.2f}% over {len(accs)} tasks")
+    return {"average_accuracy": average}
 
 
 def _cmd_list(args: argparse.Namespace) -> int:

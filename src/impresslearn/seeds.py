@@ -98,6 +98,23 @@ def run_seeds(
     return _run(config, data_root, out, num_seeds, resume=False, progress=progress)
 
 
+def load_seeds_record(out_dir: Path) -> dict[str, Any]:
+    """The ``seeds.json`` of a folder of repeats (``runs`` lists the repeat folders).
+
+    Raises:
+        CheckpointError: it is missing or unreadable.
+    """
+    path = Path(out_dir) / SEEDS_NAME
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        num_seeds = int(record["num_seeds"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path} is missing or unreadable ({e})") from None
+    record.setdefault("preset", load_config_file(Path(out_dir) / "config.json").name)
+    record.setdefault("runs", [f"seed-{i}" for i in range(num_seeds)])
+    return record
+
+
 def resume_seeds(out_dir: Path, data_root: Path | None, *, progress: bool = False) -> dict:
     """Finish the repeats in ``out_dir``: finished ones are kept, stopped ones resumed.
 
@@ -105,10 +122,7 @@ def resume_seeds(out_dir: Path, data_root: Path | None, *, progress: bool = Fals
         CheckpointError: ``out_dir`` is not a folder of repeats, or its files are unreadable.
     """
     out = Path(out_dir)
-    try:
-        num_seeds = int(json.loads((out / SEEDS_NAME).read_text(encoding="utf-8"))["num_seeds"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{out / SEEDS_NAME} is missing or unreadable ({e})") from None
+    num_seeds = load_seeds_record(out)["num_seeds"]
     config = load_config_file(out / "config.json")
     return _run(config, data_root, out, num_seeds, resume=True, progress=progress)
 
