@@ -384,12 +384,12 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from impresslearn.plots import plot_comparison, plot_per_task
     from impresslearn.report import compare_table
-    from impresslearn.seeds import is_seeds_folder
+    from impresslearn.seeds import is_seeds_folder, load_seeds_record
 
     folders = []
     for folder in args.runs:  # a folder of repeats over seeds stands for its runs
         if is_seeds_folder(folder):
-            folders += sorted(folder.glob("seed-*"), key=lambda p: int(p.name.split("-")[1]))
+            folders += [folder / name for name in load_seeds_record(folder)["runs"]]
         else:
             folders.append(folder)
     runs = []
