@@ -201,6 +201,23 @@ def impress_permuted_mnist() -> ExperimentConfig:
     )
 
 
+@PRESETS.register("impress-split-mnist")
+def impress_split_mnist() -> ExperimentConfig:
+    """ImpressLearn, SplitMNIST (5 tasks of two digits), 2 impressions (tasks 0, 1), per-unit alphas.
+
+    Measured (README): 98.55% with task ids, 97.70% on tasks 2-4, 3.2 KB per task; over five
+    seeds 98.57% ± 0.07. Per-layer alphas (``--set method.granularity=layer``, 24 B per task)
+    reach only 77.17% on tasks 2-4, so the alphas here are per output unit.
+    """
+    return ExperimentConfig(
+        name="impress-split-mnist",
+        scenario=ScenarioConfig(name="split_mnist", dataset="mnist", num_tasks=5),
+        backbone=BackboneConfig(name="lenet_300_100"),
+        method=replace(IMPRESS_MNIST, num_impressions=2, granularity="output_unit"),
+        train=IMPRESS_ALPHA_TRAIN,
+    )
+
+
 def _sweep(name: str, scenario: str) -> ExperimentConfig:
     return ExperimentConfig(
         name=name,
