@@ -377,7 +377,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
     print("backbones: " + ", ".join(BACKBONES.names()))
     print("scenarios: " + ", ".join(SCENARIOS.names()))
     print("methods:   " + ", ".join(METHODS.names()))
-    print("datasets:  " + ", ".join(list_datasets()))
+    print("datasets:  " + ", ".join(list_datasets()) + " (and folder:PATH)")
+    print("           `impresslearn data check` says which are found; `data fetch NAME` gets one")
     return 0
 
 
