@@ -206,3 +206,14 @@ def test_resume_extends_a_finished_stream_like_a_longer_run(saved_run, tmp_path,
     args = ["--set", "scenario.num_tasks=5", "--set", "train.lr=0.5"]
     assert main(["run", "--resume", str(run), *args, "--quiet"]) == 2
     assert "train.lr" in capsys.readouterr().err
+
+
+def test_extending_a_diagonal_stream_matches_the_longer_run(tmp_path):
+    config = apply_overrides(
+        ExperimentConfig(), [*SUPSUP, "scenario.num_tasks=2", "eval.matrix=diagonal"]
+    )
+    run_experiment(config, None, tmp_path / "run")
+    longer = apply_overrides(config, ["scenario.num_tasks=3"])
+    extended = run_experiment(longer, None, tmp_path / "run", resume=True).accuracy_matrix
+    np.testing.assert_array_equal(extended, run_experiment(longer, None).accuracy_matrix)
+    assert np.isnan(extended[1, 0]) and not np.isnan(extended[2]).any()

@@ -169,11 +169,11 @@ def restore_checkpoint(
         method_tensors = {k[7:]: v for k, v in tensors.items() if k.startswith("method.")}
         method.restore_state(method_tensors, json.loads(metadata["method_state"]))
         matrix = tensors["accuracy_matrix"].numpy().copy()
-        n = config.scenario.num_tasks
-        if matrix.shape[0] < n:  # an extended stream: tasks not learned yet are NaN
-            matrix = np.pad(
-                matrix, ((0, n - len(matrix)), (0, n - len(matrix))), constant_values=np.nan
-            )
+        n, saved_n = config.scenario.num_tasks, len(matrix)
+        if saved_n < n:  # an extended stream: tasks not learned yet are NaN
+            matrix = np.pad(matrix, ((0, n - saved_n), (0, n - saved_n)), constant_values=np.nan)
+            if config.eval.matrix == "diagonal":  # the old last task is no longer the last one
+                matrix[saved_n - 1, : saved_n - 1] = np.nan
         return RunState(
             next_task=int(metadata["next_task"]),
             matrix=matrix,
