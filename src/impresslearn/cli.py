@@ -387,19 +387,17 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from impresslearn.report import compare_table
     from impresslearn.seeds import is_seeds_folder, load_seeds_record
 
-    folders = []
-    for folder in args.runs:  # a folder of repeats over seeds stands for its runs
+    folders = []  # (name, folder); a folder of repeats over seeds stands for its runs
+    for folder in args.runs:
         if is_seeds_folder(folder):
-            folders += [folder / name for name in load_seeds_record(folder)["runs"]]
+            names = load_seeds_record(folder)["runs"]
+            folders += [(f"{folder.name}/{name}", folder / name) for name in names]
         else:
-            folders.append(folder)
+            folders.append((folder.name, folder))
     runs = []
-    for folder in folders:
+    for name, folder in folders:
         path = folder / "metrics.json"
         try:
-            name = (
-                folder.name if folder.name[:5] != "seed-" else f"{folder.parent.name}/{folder.name}"
-            )
             runs.append((name, json.loads(path.read_text(encoding="utf-8"))))
         except FileNotFoundError:
             raise ImpressLearnError(

@@ -21,6 +21,17 @@ def _save(fig, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def _finish_lines(fig, ax, xlabel: str | None, ylabel: str, title: str, path: Path) -> None:
+    """Labels, title, grid and legend of a line plot, then save it."""
+    if xlabel is not None:
+        ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
 def plot_accuracy_matrix(matrix: np.ndarray, path: Path, title: str = "") -> None:
     """Heat map of ``R[i, j]`` (rows: after training task i; columns: task j), written as PNG."""
     r = np.asarray(matrix, dtype=float)
@@ -72,12 +83,9 @@ def plot_sweep(
     all_ns = sorted({int(n) for by_n in summary.values() for n in by_n})
     ax.set_xticks(all_ns)
     ax.set_xticklabels([str(n) for n in all_ns])
-    ax.set_xlabel("number of impressions n")
-    ax.set_ylabel("mean accuracy on unseen tasks (%)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    _save(fig, path)
+    _finish_lines(
+        fig, ax, "number of impressions n", "mean accuracy on unseen tasks (%)", title, path
+    )
 
 
 def plot_comparison(runs: list[tuple[str, dict]], path: Path) -> None:
@@ -115,11 +123,7 @@ def plot_per_task(
         ax.plot(x, y, marker="o", markersize=3, label=label)
     ax.set_xticks(x)
     ax.set_xticklabels(task_names, rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("final accuracy (%)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    _save(fig, path)
+    _finish_lines(fig, ax, None, "final accuracy (%)", title, path)
 
 
 def plot_seeds(series: dict[str, list[list[float]]], path: Path, title: str) -> None:
@@ -140,9 +144,4 @@ def plot_seeds(series: dict[str, list[list[float]]], path: Path, title: str) -> 
         band = np.clip(mean - std, 0, 100), np.clip(mean + std, 0, 100)
         ax.fill_between(x, *band, color=color, alpha=0.2)
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    ax.set_xlabel("task")
-    ax.set_ylabel("final accuracy (%)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    _save(fig, path)
+    _finish_lines(fig, ax, "task", "final accuracy (%)", title, path)
