@@ -25,7 +25,7 @@ PRESETS: Registry[Callable[[], ExperimentConfig]] = Registry("preset")
 PAPER_MNIST_TRAIN = TrainConfig(optimizer="rmsprop", lr=1e-4, batch_size=128, iterations=1000)
 PAPER_MNIST_SUPSUP = SupSupConfig(mask_kind="threshold")
 
-# Measured better on this protocol (see README, "Choices that differ from the papers").
+# Measured better on this protocol (docs/protocols.md, "Choices that differ from the papers").
 BEST_MNIST_TRAIN = TrainConfig(
     optimizer="rmsprop", lr=3e-4, batch_size=128, iterations=3000, schedule="cosine"
 )
@@ -64,9 +64,11 @@ def quickstart() -> ExperimentConfig:
 def supsup_permuted_mnist() -> ExperimentConfig:
     """SupSup, scenario GG, PermutedMNIST (250 tasks), LeNet-300-100: tuned settings.
 
-    Differs from the paper (``supsup-permuted-mnist-paper``): exact top-k masks at density 0.5
-    instead of ``scores >= 0``, 3000 instead of 1000 iterations per task, lr 3e-4 with a cosine
-    schedule instead of a constant 1e-4; together they measured better here (README). Quick check: ``impresslearn run supsup-permuted-mnist --set scenario.num_tasks=10``.
+    SupSup's PermutedMNIST protocol with three settings changed from the paper
+    (``supsup-permuted-mnist-paper``): exact top-k masks at density 0.5 instead of
+    ``scores >= 0``, 3000 instead of 1000 iterations per task, lr 3e-4 with a cosine schedule
+    instead of a constant 1e-4 (why: docs/protocols.md, "Choices that differ from the papers").
+    Run: ``impresslearn run supsup-permuted-mnist``; quick check: ``--set scenario.num_tasks=10``.
     """
     return ExperimentConfig(
         name="supsup-permuted-mnist",
@@ -97,9 +99,9 @@ def supsup_permuted_mnist_paper() -> ExperimentConfig:
 def supsup_rotated_mnist() -> ExperimentConfig:
     """SupSup, scenario GG, RotatedMNIST (36 tasks of 10 degrees), FC-1024-1024: tuned settings.
 
-    Differs from the paper as ``supsup-permuted-mnist`` does (top-k masks, 3000 iterations, lr
-    3e-4 with a cosine schedule).
-    Quick check: ``impresslearn run supsup-rotated-mnist --set scenario.num_tasks=10``.
+    SupSup's RotatedMNIST protocol, changed from the paper as ``supsup-permuted-mnist`` is (top-k
+    masks, 3000 iterations, lr 3e-4 with a cosine schedule).
+    Run: ``impresslearn run supsup-rotated-mnist``; quick check: ``--set scenario.num_tasks=10``.
     """
     return ExperimentConfig(
         name="supsup-rotated-mnist",
@@ -112,7 +114,11 @@ def supsup_rotated_mnist() -> ExperimentConfig:
 
 @PRESETS.register("supsup-rotated-mnist-paper")
 def supsup_rotated_mnist_paper() -> ExperimentConfig:
-    """SupSup, RotatedMNIST (36 tasks of 10 degrees), FC-1024-1024, the paper's exact settings."""
+    """SupSup, RotatedMNIST (36 tasks of 10 degrees), FC-1024-1024, the paper's exact settings.
+
+    RMSprop lr 1e-4, batch 128, 1000 iterations per task, threshold masks (``scores >= 0``).
+    Run: ``impresslearn run supsup-rotated-mnist-paper``.
+    """
     return ExperimentConfig(
         name="supsup-rotated-mnist-paper",
         scenario=ScenarioConfig(name="rotated_mnist", dataset="mnist", num_tasks=36),
@@ -124,7 +130,13 @@ def supsup_rotated_mnist_paper() -> ExperimentConfig:
 
 @PRESETS.register("supsup-split-mnist")
 def supsup_split_mnist() -> ExperimentConfig:
-    """SupSup, scenario GG, SplitMNIST (5 tasks of two digits), LeNet-300-100, 2 outputs."""
+    """SupSup, scenario GG, SplitMNIST (5 tasks of two digits), LeNet-300-100, 2 outputs.
+
+    Top-k masks at density 0.5, RMSprop lr 1e-4, batch 128, 1000 iterations per task.
+    Run: ``impresslearn run supsup-split-mnist``; task inference on this stream:
+    ``impresslearn eval RUN --set eval.scenario=GNu --set eval.inference=binary
+    --set eval.inference_images=128``.
+    """
     return ExperimentConfig(
         name="supsup-split-mnist",
         scenario=ScenarioConfig(name="split_mnist", dataset="mnist", num_tasks=5),
@@ -150,10 +162,12 @@ IMPRESS_MNIST = ImpressLearnConfig(
 def impress_rotated_mnist() -> ExperimentConfig:
     """ImpressLearn, RotatedMNIST (36 tasks of 10 degrees), LeNet-300-100, 9 impressions spread out.
 
-    Heterogeneous impressions from every 4th task (0, 40, ..., 320 degrees); the other 27 tasks are
-    learned as per-layer combinations (1000 RMSprop steps, lr 1e-3). A dedicated SupSup mask is
-    also learned for each of them, only to report ``dedicated_accuracy_unseen`` beside
-    ``average_accuracy_unseen``. Run: ``impresslearn run impress-rotated-mnist``.
+    Heterogeneous impressions from every 4th task (0, 40, ..., 320 degrees) instead of the paper's
+    first 10 tasks (``impress-rotated-mnist-paper``), so every task lies within 20 degrees of one;
+    the other 27 tasks are learned as per-layer combinations (1000 RMSprop steps, lr 1e-3). A
+    dedicated SupSup mask is also learned for each of them, only to report
+    ``dedicated_accuracy_unseen`` beside ``average_accuracy_unseen``.
+    Run: ``impresslearn run impress-rotated-mnist``.
     """
     return ExperimentConfig(
         name="impress-rotated-mnist",
@@ -175,6 +189,7 @@ def impress_rotated_mnist_paper() -> ExperimentConfig:
 
     The paper's setting (impressions = SupSup masks of tasks 0..9, i.e. 0..90 degrees); the later
     tasks rotate further and further from every impression. Dedicated masks for comparison.
+    Run: ``impresslearn run impress-rotated-mnist-paper``.
     """
     return ExperimentConfig(
         name="impress-rotated-mnist-paper",
@@ -189,8 +204,9 @@ def impress_rotated_mnist_paper() -> ExperimentConfig:
 def impress_permuted_mnist() -> ExperimentConfig:
     """ImpressLearn, PermutedMNIST (20 tasks), LeNet-300-100, impressions from the first 10 tasks.
 
-    Dedicated SupSup masks for comparison. Per-layer coefficients are expected to struggle here:
-    an unrelated permutation shares no structure with the impressions' tasks.
+    The paper's PermutedMNIST setting, per-layer alphas; dedicated SupSup masks for comparison.
+    Run: ``impresslearn run impress-permuted-mnist``; ``--set method.granularity=output_unit``
+    for alphas per output unit.
     """
     return ExperimentConfig(
         name="impress-permuted-mnist",
@@ -205,9 +221,10 @@ def impress_permuted_mnist() -> ExperimentConfig:
 def impress_split_mnist() -> ExperimentConfig:
     """ImpressLearn, SplitMNIST (5 tasks of two digits), 2 impressions (tasks 0, 1), per-unit alphas.
 
-    Measured (README): 98.55% with task ids, 97.70% on tasks 2-4, 3.2 KB per task; over five
-    seeds 98.57% ± 0.07. Per-layer alphas (``--set method.granularity=layer``, 24 B per task)
-    reach only 77.17% on tasks 2-4, so the alphas here are per output unit.
+    Alphas per output unit (``granularity=output_unit``) instead of the paper's per-layer alphas,
+    which fall far behind on tasks 2-4 of this stream (docs/results.md);
+    ``--set method.granularity=layer`` for the paper's granularity.
+    Run: ``impresslearn run impress-split-mnist``.
     """
     return ExperimentConfig(
         name="impress-split-mnist",
@@ -236,13 +253,18 @@ def impress_sweep_rotated_mnist() -> ExperimentConfig:
     n in {1, 2, 5, 10, 20} x {heterogeneous (first n tasks), homogeneous (task 0), random}; the
     unseen tasks are 20, 23, ..., 35; reference lines: dedicated SupSup masks and one impression
     unchanged. Writes ``sweep.png`` and ``sweep.csv``.
+    Run: ``impresslearn run impress-sweep-rotated-mnist``.
     """
     return _sweep("impress-sweep-rotated-mnist", "rotated_mnist")
 
 
 @PRESETS.register("impress-sweep-permuted-mnist")
 def impress_sweep_permuted_mnist() -> ExperimentConfig:
-    """ImpressLearn's main figure on PermutedMNIST (as ``impress-sweep-rotated-mnist``)."""
+    """ImpressLearn's main figure on PermutedMNIST (as ``impress-sweep-rotated-mnist``).
+
+    Run: ``impresslearn run impress-sweep-permuted-mnist``
+    (``--set method.impression_iterations=1000`` for shorter impression training).
+    """
     return _sweep("impress-sweep-permuted-mnist", "permuted_mnist")
 
 
@@ -262,20 +284,16 @@ GNU_FULL_BATCH = EvalConfig(
 def supsup_gnu_permuted_mnist() -> ExperimentConfig:
     """SupSup, scenario GNu, PermutedMNIST (250 tasks), LeNet-300-100 with 500 outputs.
 
-    The task of every test batch is inferred one-shot from a single image with the superfluous-
-    neuron objective G (490 outputs that are never targets). Masks are SupSup's own kind,
-    ``scores >= 0``, trained as ``supsup-permuted-mnist`` (RMSprop 3e-4 cosine, 3000 iterations):
-    the one-shot gradient singles out a threshold mask far more clearly than an exact top-k mask
-    (median margin of the true task 10.87 standard deviations of the other tasks' gradients vs
-    8.69, 95% of the inferences above 6.01 vs 3.45, measured on 10 tasks: README), which is what
-    250 candidates need; its accuracy with the task given is 96.56% instead of 97.19%.
-    Quick check: ``--set scenario.num_tasks=20``; ``--set eval.objective=entropy`` for H.
-    With 250 tasks the full accuracy matrix would take 31,375 task evaluations, so only each new
-    task is evaluated as it is learned and all 250 at the end (``eval.matrix=diagonal``). Task
-    inference over 250 superposed masks takes ~0.07 s per test batch on one core (~25 min for all
-    10,000 test images of all tasks); ``--set eval.inference_test_images=1280`` evaluates it on the
-    first 1,280 images of each task (3 min). Measured: 95.55% with the task inferred (task
-    inference 99.80%), 96.55% with task ids (README).
+    SupSup's GNu protocol: after the stream, the task of every test batch is inferred one-shot
+    from a single image with the superfluous-neuron objective G (490 outputs that are never
+    targets). Masks are SupSup's own kind, ``scores >= 0``, trained as ``supsup-permuted-mnist``
+    (RMSprop 3e-4 cosine, 3000 iterations): the one-shot gradient singles out a threshold mask
+    more clearly than an exact top-k mask, which 250 candidates need (docs/protocols.md). With 250
+    tasks the full accuracy matrix would take 31,375 task evaluations, so only each new task is
+    evaluated as it is learned and all 250 at the end (``eval.matrix=diagonal``).
+    Run: ``impresslearn run supsup-gnu-permuted-mnist --set eval.inference_test_images=1280``
+    (task inference on the first 1,280 test images of each task; 0 = all of them). Quick check:
+    ``--set scenario.num_tasks=20``; ``--set eval.objective=entropy`` for H.
     """
     return replace(
         supsup_permuted_mnist(),
@@ -288,7 +306,12 @@ def supsup_gnu_permuted_mnist() -> ExperimentConfig:
 
 @PRESETS.register("supsup-gnu-rotated-mnist")
 def supsup_gnu_rotated_mnist() -> ExperimentConfig:
-    """SupSup, scenario GNu, RotatedMNIST (36 tasks), FC-1024-1024, binary search on full batches."""
+    """SupSup, scenario GNu, RotatedMNIST (36 tasks), FC-1024-1024, binary search on full batches.
+
+    SupSup's GNu protocol on RotatedMNIST: the task of every test batch of 128 is inferred by
+    binary search with the output entropy H over the whole batch.
+    Run: ``impresslearn run supsup-gnu-rotated-mnist --set eval.inference_test_images=1280``.
+    """
     return replace(supsup_rotated_mnist(), name="supsup-gnu-rotated-mnist", eval=GNU_FULL_BATCH)
 
 
@@ -297,7 +320,9 @@ def impress_gnu_permuted_mnist() -> ExperimentConfig:
     """ImpressLearn, scenario GNu, PermutedMNIST (20 tasks), one-shot from one image, basis space.
 
     10 impressions, 500 outputs; the task is inferred with one pass over the impressions for all
-    tasks (beta enters through gamma = beta @ alpha)."""
+    tasks (beta enters through gamma = beta @ alpha).
+    Run: ``impresslearn run impress-gnu-permuted-mnist``.
+    """
     return replace(
         impress_permuted_mnist(),
         name="impress-gnu-permuted-mnist",
@@ -311,7 +336,10 @@ def impress_gnu_permuted_mnist() -> ExperimentConfig:
 def impress_gnu_rotated_mnist() -> ExperimentConfig:
     """ImpressLearn, scenario GNu, RotatedMNIST (36 tasks), binary search on full batches.
 
-    9 impressions spread over the stream, as ``impress-rotated-mnist``; inference in basis space."""
+    9 impressions spread over the stream, as ``impress-rotated-mnist``; inference in basis space.
+    Run: ``impresslearn run impress-gnu-rotated-mnist --set eval.matrix=diagonal
+    --set eval.inference_test_images=1280``.
+    """
     return replace(
         impress_rotated_mnist(),
         name="impress-gnu-rotated-mnist",
@@ -357,9 +385,9 @@ CIFAR_IMPRESS = ImpressLearnConfig(
 def supsup_split_cifar100_paper() -> ExperimentConfig:
     """SupSup, SplitCIFAR100 (20 tasks of 5 classes), GEMResNet18, the paper's 250 epochs per task.
 
-    Adam lr 1e-3, batch 128, cosine schedule, top-k masks at Erdos-Renyi density (scale 128),
-    per-task non-affine batch norm, random crop and flip. A GPU protocol: on a 2-core CPU one
-    epoch of one task takes about 20 seconds, so this preset would run for about a day.
+    SupSup's SplitCIFAR100 protocol: Adam lr 1e-3, batch 128, cosine schedule, top-k masks at
+    Erdos-Renyi density (scale 128), per-task non-affine batch norm, random crop and flip.
+    A GPU protocol. Run: ``impresslearn run supsup-split-cifar100-paper --device cuda``.
     """
     return ExperimentConfig(
         name="supsup-split-cifar100-paper",
@@ -375,9 +403,9 @@ def supsup_split_cifar100_paper() -> ExperimentConfig:
 def supsup_split_cifar100() -> ExperimentConfig:
     """SupSup, SplitCIFAR100, GEMResNet18, CPU-sized: 3 epochs per task instead of 250.
 
-    Everything else as ``supsup-split-cifar100-paper``. Sized for a 2-core CPU (about a minute per
-    task); accuracy is well above chance but below the paper's, which trains 80x longer.
-    Quick check: ``--set scenario.num_tasks=2 --set train.epochs=1``.
+    Everything else as ``supsup-split-cifar100-paper``. Sized for a 2-core CPU; it trains 80x
+    less than the paper. Run: ``impresslearn run supsup-split-cifar100``; quick check:
+    ``--set scenario.num_tasks=2 --set train.epochs=1``.
     """
     return replace(
         supsup_split_cifar100_paper(),
@@ -390,9 +418,11 @@ def supsup_split_cifar100() -> ExperimentConfig:
 def impress_split_cifar100_paper() -> ExperimentConfig:
     """ImpressLearn, SplitCIFAR100, GEMResNet18, impressions from the first 10 tasks, paper epochs.
 
-    Impressions are SupSup masks trained as ``supsup-split-cifar100-paper`` (250 epochs); every
-    other task learns per-layer alphas (and its batch-norm statistics) with Adam lr 0.02, weight
-    decay 0.01, batch 64, cosine schedule, 150 epochs. ``--set method.num_impressions=5`` for n=5.
+    ImpressLearn's SplitCIFAR100 protocol: impressions are SupSup masks trained as
+    ``supsup-split-cifar100-paper`` (250 epochs); every other task learns per-layer alphas (and
+    its batch-norm statistics) with Adam lr 0.02, weight decay 0.01, batch 64, cosine schedule,
+    150 epochs. A GPU protocol. Run: ``impresslearn run impress-split-cifar100-paper
+    --device cuda``; ``--set method.num_impressions=5`` for n=5.
     """
     return ExperimentConfig(
         name="impress-split-cifar100-paper",
@@ -410,9 +440,9 @@ def impress_split_cifar100() -> ExperimentConfig:
 
     As ``impress-split-cifar100-paper`` with 3 epochs instead of 250 (impressions) and 150
     (alphas), to match ``supsup-split-cifar100`` on a 2-core CPU, and ``granularity=output_unit``:
-    measured on the unseen tasks, per-output-unit alphas reach 93% (n=5) and 99% (n=10) of
-    SupSup's accuracy, per-layer alphas about 60-70% (they cannot re-map the masked classifier to
-    a new task's classes). ``--set method.granularity=layer`` for the paper's granularity.
+    per-layer alphas cannot re-map the masked classifier to a new task's classes and stay far
+    below SupSup (docs/results.md). ``--set method.granularity=layer`` for the paper's granularity.
+    Run: ``impresslearn run impress-split-cifar100``; ``--set method.num_impressions=5`` for n=5.
     """
     return replace(
         impress_split_cifar100_paper(),
@@ -428,17 +458,16 @@ def impress_split_cifar100() -> ExperimentConfig:
 def supsup_nns_permuted_mnist() -> ExperimentConfig:
     """SupSup, scenario NNs, PermutedMNIST (20 tasks), LeNet-300-100 with 500 outputs: no task ids.
 
-    Batches arrive task after task (1000 per task) with no boundary given; every 100 batches the
-    learner runs SupSup's one-shot test and allocates a new mask when
+    SupSup's NNs protocol: batches arrive task after task (1000 per task) with no boundary given;
+    every 100 batches the learner runs SupSup's one-shot test and allocates a new mask when
     ``N * max(softmax(-grad)) < eval.nns_threshold``. The gradient is of the training batch's
     cross-entropy over the real classes (``eval.nns_objective=cross_entropy``; NNs has labels, only
-    task ids are missing), threshold 2: a real boundary measured 1.04-1.23 and the task being
-    learned 3.2 or more, and all 19 boundaries were found with no false detection (README).
-    SupSup's own test, ``--set eval.nns_objective=entropy --set eval.nns_threshold=1.125``, found
-    its confidences overlapping (boundaries 1.02-1.47, tasks being learned from 1.04) and made
-    false detections or missed boundaries at every threshold tried. Constant lr 3e-4 (the learner
-    cannot schedule per task). At the end the task of every test batch of 128 is inferred by
-    binary search with H over all 500 outputs. ``metrics.json`` reports the detected boundaries.
+    task ids are missing), threshold 2, because SupSup's own test (``--set
+    eval.nns_objective=entropy --set eval.nns_threshold=1.125``) does not separate a boundary from
+    the task being learned on this stream (docs/results.md). Constant lr 3e-4 (the learner cannot
+    schedule per task). At the end the task of every test batch of 128 is inferred by binary
+    search with H over all 500 outputs. ``metrics.json`` reports the detected boundaries.
+    Run: ``impresslearn run supsup-nns-permuted-mnist``.
     """
     return ExperimentConfig(
         name="supsup-nns-permuted-mnist",
@@ -465,8 +494,8 @@ def impress_nns_permuted_mnist() -> ExperimentConfig:
     data, as in GG). In the stream every task, the first 10 included, learns per-output-unit
     alphas (``granularity=output_unit``: per-layer alphas cannot represent a new permutation).
     Detection as ``supsup-nns-permuted-mnist``, over coefficient vectors instead of masks, with
-    threshold 3: a boundary read 1.06-1.97 and the alphas being learned 3.39 or more (README); with
-    H the test never fired, as the alphas being learned explain any permutation best.
+    threshold 3 (chosen from the confidences measured on this stream: docs/results.md).
+    Run: ``impresslearn run impress-nns-permuted-mnist``.
     """
     base = supsup_nns_permuted_mnist()
     return replace(
