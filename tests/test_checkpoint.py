@@ -23,7 +23,7 @@ from impresslearn.checkpoint import (
 from impresslearn.cli import main
 from impresslearn.config import ExperimentConfig, apply_overrides
 from impresslearn.errors import CheckpointError
-from impresslearn.experiment import load_run, run_experiment
+from impresslearn.runners import load_run, run_experiment
 from impresslearn.methods import build_method
 
 SUPSUP = ["scenario.dataset=mnist_embedded", "scenario.num_tasks=3", "train.iterations=40"]
@@ -42,7 +42,7 @@ def test_save_load_reproduces_logits_bit_for_bit(overrides, tmp_path):
     config = apply_overrides(ExperimentConfig(), overrides)
     result = run_experiment(config, None, tmp_path / "run")
     loaded = load_run(tmp_path / "run")
-    x = result.scenario.test_data(0).x[:300]
+    x = result.scenario.test_data(0).prepared()[:300]
     for t in range(result.scenario.num_tasks):
         with torch.no_grad(), result.method.task_context(t):
             expected = result.method.model(x)
@@ -197,7 +197,7 @@ def test_resume_extends_a_finished_stream_like_a_longer_run(saved_run, tmp_path,
     )
     assert json.loads((run / "config.json").read_text())["scenario"]["num_tasks"] == 4
     extended, fresh = load_run(run), load_run(tmp_path / "reference")
-    x = reference.scenario.test_data(3).x[:200]
+    x = reference.scenario.test_data(3).prepared()[:200]
     for t in range(4):
         assert torch.equal(extended.logits(x, t), fresh.logits(x, t)), f"task {t}"
     # Shrinking is refused with a hint; so is changing anything else along with it.

@@ -12,7 +12,7 @@ from impresslearn.cli import main
 from impresslearn.config import ExperimentConfig, apply_overrides
 from impresslearn.data import load_dataset
 from impresslearn.errors import ConfigError
-from impresslearn.experiment import run_experiment
+from impresslearn.runners import run_experiment
 from impresslearn.layers import masked_layers, use_coeffs
 from impresslearn.methods import ImpressLearn, ImpressLearnConfig
 from impresslearn.methods.impress import random_masks
@@ -39,7 +39,7 @@ def test_zero_forgetting_and_only_alphas_train(granularity):
     config = apply_overrides(ExperimentConfig(), [*TINY, f"method.granularity={granularity}"])
     result = run_experiment(config, None)
     method, scenario = result.method, result.scenario
-    probe = scenario.test_data(0).x[:200]
+    probe = scenario.test_data(0).prepared()[:200]
     # Re-evaluating each task now equals the accuracy right after it was learned (zero forgetting),
     # and two tasks' alphas give different outputs (so the check is not vacuous).
     for j in range(scenario.num_tasks):
@@ -59,7 +59,7 @@ def test_logits_bit_identical_after_later_tasks():
     model = build_backbone(config.backbone, (1, 28, 28), 10)
     method = ImpressLearn(model, config.method)
     scenario = build_scenario(config.scenario, load_dataset("mnist_embedded", None))
-    probe = scenario.test_data(1).x[:128]
+    probe = scenario.test_data(1).prepared()[:128]
 
     def trainer(params, task_id, train, description):
         opt = torch.optim.RMSprop(params, lr=1e-3)
@@ -67,7 +67,7 @@ def test_logits_bit_identical_after_later_tasks():
         for i in range(10):
             opt.zero_grad()
             torch.nn.functional.cross_entropy(
-                model(data.x[i * 64 : (i + 1) * 64]), data.y[i * 64 : (i + 1) * 64]
+                model(data.prepared()[i * 64 : (i + 1) * 64]), data.y[i * 64 : (i + 1) * 64]
             ).backward()
             opt.step()
 
@@ -83,7 +83,7 @@ def test_logits_bit_identical_after_later_tasks():
                 for i in range(10):
                     opt.zero_grad()
                     loss = torch.nn.functional.cross_entropy(
-                        model(data.x[i * 64 : (i + 1) * 64]), data.y[i * 64 : (i + 1) * 64]
+                        model(data.prepared()[i * 64 : (i + 1) * 64]), data.y[i * 64 : (i + 1) * 64]
                     )
                     (loss + method.loss_regulariser()).backward()
                     opt.step()
@@ -102,7 +102,7 @@ def test_impression_task_uses_its_own_mask_bit_for_bit():
     method = result.method
     assert method.impression_of(0) == 0 and method.impression_of(1) == 1
     assert method.impression_of(2) is None
-    probe = result.scenario.test_data(1).x[:64]
+    probe = result.scenario.test_data(1).prepared()[:64]
     with torch.no_grad(), method.task_context(1):
         via_alphas = method.model(probe)
     x = probe.flatten(1)

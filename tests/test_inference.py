@@ -8,7 +8,7 @@ import torch
 from impresslearn.backbones import BackboneConfig, build_backbone
 from impresslearn.config import ExperimentConfig, apply_overrides
 from impresslearn.errors import ConfigError
-from impresslearn.experiment import run_experiment
+from impresslearn.runners import run_experiment
 from impresslearn.inference import beta_gradient, infer_task, objective_value, oneshot_margin
 from impresslearn.layers import masked_layers
 from impresslearn.methods import ImpressLearn, ImpressLearnConfig, SupSup, SupSupConfig
@@ -42,7 +42,7 @@ def test_oneshot_and_binary_recover_real_tasks():
     result = run_experiment(config, None)
     for procedure in ("oneshot", "binary"):
         for t in range(3):
-            x = result.scenario.test_data(t).x[:128]
+            x = result.scenario.test_data(t).prepared()[:128]
             task, _ = infer_task(result.method, x, procedure=procedure, num_classes=10)
             assert task == t, (procedure, t)
 

@@ -6,7 +6,7 @@ import torch
 from impresslearn.backbones import BackboneConfig, build_backbone
 from impresslearn.config import ExperimentConfig, apply_overrides
 from impresslearn.errors import ConfigError
-from impresslearn.experiment import load_run, run_experiment
+from impresslearn.runners import load_run, run_experiment
 from impresslearn.inference import objective_value
 from impresslearn.layers import extra_masks, masked_layers, one_hot, use_coeffs
 
@@ -43,7 +43,7 @@ def test_nns_detects_every_boundary_of_a_real_stream(tmp_path, objective):
     fired = {step for step, _, new in m["detection_checks"] if new}
     assert fired == {300, 600}
     # The run reloads: slot 1's outputs bit for bit.
-    x = result.scenario.test_data(1).x[:50]
+    x = result.scenario.test_data(1).prepared()[:50]
     with torch.no_grad(), result.method.task_context(1):
         expected = result.method.model(x)
     assert torch.equal(load_run(tmp_path / "run").logits(x, 1), expected)
@@ -69,7 +69,7 @@ def test_impresslearn_nns_detects_a_task_outside_its_impressions(tmp_path):
     assert sorted(result.method.alphas) == [0, 1, 2]
     assert m["task_inference_accuracy"] > 0.95
     assert m["forgetting"] == 0.0
-    x = result.scenario.test_data(2).x[:50]
+    x = result.scenario.test_data(2).prepared()[:50]
     with torch.no_grad(), result.method.task_context(2):
         expected = result.method.model(x)
     assert torch.equal(load_run(tmp_path / "r").logits(x, 2), expected)

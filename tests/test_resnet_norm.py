@@ -9,7 +9,7 @@ from impresslearn.backbones import BackboneConfig, build_backbone
 from impresslearn.config import ExperimentConfig, apply_overrides
 from impresslearn.data import export_image_folder, load_dataset
 from impresslearn.errors import ConfigError
-from impresslearn.experiment import load_run, run_experiment
+from impresslearn.runners import load_run, run_experiment
 from impresslearn.layers import (
     TaskBatchNorm2d,
     freeze_norm_stats,
@@ -138,16 +138,21 @@ def test_split_cifar100_tasks(cifar):
     assert [other.classes(t) for t in range(20)] != classes
     assert classes[0] != [0, 1, 2, 3, 4]  # the order is permuted, not the identity
     train, test = scenario.train_data(3), scenario.test_data(3)
-    assert train.x.shape == (2500, *CIFAR_SHAPE) and test.x.shape == (500, *CIFAR_SHAPE)
+    assert train.prepared().shape == (2500, *CIFAR_SHAPE) and test.prepared().shape == (
+        500,
+        *CIFAR_SHAPE,
+    )
     assert sorted(train.y.unique().tolist()) == [0, 1, 2, 3, 4]
     # Label i of task 3 is data-set class classes[3][i]: the images are the same ones.
     for i, c in enumerate(classes[3]):
         assert (test.y == i).sum() == 100
         raw = cifar.test.images[cifar.test.labels == c]
-        assert torch.equal(test.x[test.y == i], normalise(raw, cifar.mean, cifar.std))
+        assert torch.equal(test.prepared()[test.y == i], normalise(raw, cifar.mean, cifar.std))
     assert test.augment is None and train.augment is not None
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-    assert torch.equal(train.augment(train.x[:64], g1), train.augment(train.x[:64], g2))
+    assert torch.equal(
+        train.augment(train.prepared()[:64], g1), train.augment(train.prepared()[:64], g2)
+    )
 
 
 def test_split_scenario_bad_input(cifar):
@@ -181,7 +186,7 @@ def test_supsup_with_batch_norm_forgets_nothing_and_reloads_bit_for_bit(
     config = apply_overrides(ExperimentConfig(), CIFAR_RUN)
     result = run_experiment(config, shared_data_root, tmp_path / "run")
     model, method = result.method.model, result.method
-    x = result.scenario.test_data(0).x[:200]
+    x = result.scenario.test_data(0).prepared()[:200]
     assert result.metrics["forgetting"] == 0.0
     np.testing.assert_array_equal(np.diag(result.accuracy_matrix), result.accuracy_matrix[-1])
     norms = task_norms(model)
@@ -226,7 +231,7 @@ def test_impresslearn_with_batch_norm_reloads_bit_for_bit(shared_data_root, tmp_
     assert result.metrics["bytes_per_task"]["norm_stats"] == 6000
     assert result.metrics["bytes_per_task"]["coeffs"] == 4 * 2 * 21
     loaded = load_run(tmp_path / "run")
-    x = result.scenario.test_data(2).x[:100]
+    x = result.scenario.test_data(2).prepared()[:100]
     for t in range(3):
         with torch.no_grad(), result.method.task_context(t):
             expected = result.method.model(x)

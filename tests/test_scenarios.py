@@ -61,7 +61,7 @@ def test_scenario_built_twice_is_identical(data, name):
     for task_id in range(NUM_TASKS):
         for split in ("train_data", "test_data"):
             a, b = getattr(first, split)(task_id), getattr(second, split)(task_id)
-            assert torch.equal(a.x, b.x)
+            assert torch.equal(a.prepared(), b.prepared())
             assert torch.equal(a.y, b.y)
         assert first.task_name(task_id) == second.task_name(task_id)
 
@@ -73,14 +73,16 @@ def test_scenario_tasks_are_well_formed_and_distinct(data, name):
     previous = None
     for task_id in range(NUM_TASKS):
         task = scenario.test_data(task_id)
-        assert task.x.dtype == torch.float32
+        assert task.prepared().dtype == torch.float32
         assert task.y.dtype == torch.int64
-        assert task.x.shape == (len(task.y), *scenario.input_shape)
+        assert task.prepared().shape == (len(task.y), *scenario.input_shape)
         assert len(task) > 0
         assert set(task.y.unique().tolist()) == set(range(scenario.num_classes))
         if previous is not None:
-            assert task.x.shape != previous.shape or not torch.equal(task.x, previous)
-        previous = task.x
+            assert task.prepared().shape != previous.shape or not torch.equal(
+                task.prepared(), previous
+            )
+        previous = task.prepared()
     names = [scenario.task_name(t) for t in range(NUM_TASKS)]
     assert len(set(names)) == NUM_TASKS
 
@@ -126,8 +128,8 @@ def test_permutations_are_true_permutations_and_undoing_them_recovers_the_images
             assert torch.equal(torch.sort(perm).values, torch.arange(784))
             assert not torch.equal(perm, torch.arange(784))
             task = scenario.train_data(task_id) if split == "train" else scenario.test_data(task_id)
-            assert torch.equal(task.x.flatten(1), reference[:, perm])
-            assert torch.equal(task.x.flatten(1)[:, torch.argsort(perm)], reference)
+            assert torch.equal(task.prepared().flatten(1), reference[:, perm])
+            assert torch.equal(task.prepared().flatten(1)[:, torch.argsort(perm)], reference)
             assert torch.equal(task.y, labels)
 
 
@@ -139,7 +141,9 @@ def test_permutations_differ_between_tasks_and_scenario_seeds(mnist):
     for task_id in range(NUM_TASKS):
         assert torch.equal(seed0.permutation(task_id), seed0_again.permutation(task_id))
         assert not torch.equal(seed0.permutation(task_id), seed1.permutation(task_id))
-        assert not torch.equal(seed0.test_data(task_id).x, seed1.test_data(task_id).x)
+        assert not torch.equal(
+            seed0.test_data(task_id).prepared(), seed1.test_data(task_id).prepared()
+        )
 
 
 def test_permutation_of_a_task_does_not_depend_on_the_number_of_tasks(mnist):
@@ -155,14 +159,14 @@ def test_rotated_task_zero_is_the_unrotated_normalised_data(mnist):
     scenario = build_scenario(config("rotated_mnist", rotation_step=10.0), mnist)
     for split in ("train", "test"):
         task = scenario.train_data(0) if split == "train" else scenario.test_data(0)
-        assert torch.equal(task.x, normalised(mnist, split))
+        assert torch.equal(task.prepared(), normalised(mnist, split))
         assert torch.equal(task.y, (mnist.train if split == "train" else mnist.test).labels)
 
 
 def test_rotated_task_zero_is_normalised_in_the_mnist_sense(mnist):
     # MNIST's mean/std (0.1307/0.3081) are those of its 60,000 training images; the 8,000
     # embedded training images normalise to mean ~0 and std ~1 with them.
-    x = build_scenario(config("rotated_mnist"), mnist).train_data(0).x
+    x = build_scenario(config("rotated_mnist"), mnist).train_data(0).prepared()
     assert abs(x.mean().item()) < 0.05
     assert x.std().item() == pytest.approx(1.0, abs=0.05)
 
@@ -176,7 +180,7 @@ def test_rotated_tasks_rotate_by_multiples_of_the_step(mnist):
     """
     scenario = build_scenario(config("rotated_mnist", num_tasks=4, rotation_step=90.0), mnist)
     reference = normalised(mnist, "test")
-    quarter = scenario.test_data(1).x
+    quarter = scenario.test_data(1).prepared()
     error = {
         k: (quarter - torch.rot90(reference, k, dims=(2, 3))).abs().max().item() for k in (1, -1)
     }
@@ -184,10 +188,10 @@ def test_rotated_tasks_rotate_by_multiples_of_the_step(mnist):
     close = {"rtol": 0.0, "atol": 1e-4}
     torch.testing.assert_close(quarter, torch.rot90(reference, k, dims=(2, 3)), **close)
     torch.testing.assert_close(
-        scenario.test_data(2).x, torch.rot90(reference, 2, dims=(2, 3)), **close
+        scenario.test_data(2).prepared(), torch.rot90(reference, 2, dims=(2, 3)), **close
     )
     torch.testing.assert_close(
-        scenario.test_data(3).x, torch.rot90(reference, -k, dims=(2, 3)), **close
+        scenario.test_data(3).prepared(), torch.rot90(reference, -k, dims=(2, 3)), **close
     )
 
 
@@ -198,7 +202,7 @@ def test_positive_angles_rotate_counter_clockwise_as_documented(mnist):
     assert rotate(image, 90.0)[0, 0, 0, 0].item() == pytest.approx(1.0, abs=1e-5)
     scenario = build_scenario(config("rotated_mnist", num_tasks=2, rotation_step=90.0), mnist)
     torch.testing.assert_close(
-        scenario.test_data(1).x,
+        scenario.test_data(1).prepared(),
         torch.rot90(normalised(mnist, "test"), 1, dims=(2, 3)),
         rtol=0.0,
         atol=1e-4,
@@ -208,7 +212,7 @@ def test_positive_angles_rotate_counter_clockwise_as_documented(mnist):
 def test_rotation_uncovers_background_not_zero(mnist):
     """Corners uncovered by a 45 degree turn are background pixels (0 before normalising)."""
     scenario = build_scenario(config("rotated_mnist", num_tasks=2, rotation_step=45.0), mnist)
-    x = scenario.test_data(1).x
+    x = scenario.test_data(1).prepared()
     background = (0.0 - mnist.mean[0]) / mnist.std[0]
     torch.testing.assert_close(x[:, 0, 0, 0], torch.full((len(x),), background))
 
@@ -228,7 +232,7 @@ def test_split_tasks_hold_two_consecutive_digits_relabelled(mnist):
             keep = (part.labels == 2 * task_id) | (part.labels == 2 * task_id + 1)
             assert torch.equal(task.y, part.labels[keep] - 2 * task_id)
             assert set(task.y.tolist()) == {0, 1}
-            assert torch.equal(task.x, reference[keep])
+            assert torch.equal(task.prepared(), reference[keep])
             total += len(task)
         assert total == len(part)
 

@@ -7,7 +7,7 @@ import torch
 from impresslearn.backbones import BackboneConfig, build_backbone
 from impresslearn.config import ExperimentConfig, apply_overrides
 from impresslearn.data import load_dataset
-from impresslearn.experiment import run_experiment
+from impresslearn.runners import run_experiment
 from impresslearn.layers import masked_layers
 from impresslearn.methods import SupSup, SupSupConfig
 from impresslearn.scenarios import ScenarioConfig, build_scenario
@@ -30,7 +30,7 @@ def _train_tasks(embedded, mask_kind: str, num_tasks: int = 3):
     model = build_backbone(BackboneConfig(), scenario.input_shape, 10)
     method = SupSup(model, SupSupConfig(mask_kind=mask_kind))
     train = TrainConfig(lr=1e-3, iterations=60)
-    probe = scenario.test_data(0).x[:256]
+    probe = scenario.test_data(0).prepared()[:256]
     logits = {}  # (after_task, task) -> logits
     for t in range(num_tasks):
         method.begin_task(t)

@@ -35,31 +35,46 @@ INPUT_SHAPES = {
     "fc_1024_1024": (1, 28, 28),
     "gem_resnet18": (3, 32, 32),
     "resnet18": (3, 32, 32),
+    "resnet50": (3, 64, 64),  # SplitImageNet-style images resized to 64x64 (folder:PATH@64)
 }
 # Mask densities as the presets use them: uniform 0.5 for the MLPs, Erdos-Renyi (scale 128) for
 # the residual networks; and the steps timed per turn (a conv step takes ~1 s on one CPU core).
 DENSITY = {
     "gem_resnet18": DensityRule("erdos_renyi", 128.0),
     "resnet18": DensityRule("erdos_renyi", 128.0),
+    "resnet50": DensityRule("erdos_renyi", 128.0),
 }
-BLOCK = {"gem_resnet18": 3, "resnet18": 2}
-DEFAULT_REPEATS = {"gem_resnet18": 30, "resnet18": 10}
+BLOCK = {"gem_resnet18": 3, "resnet18": 2, "resnet50": 2}
+DEFAULT_REPEATS = {"gem_resnet18": 30, "resnet18": 10, "resnet50": 6}
+
+
+def _no_sync() -> None:
+    pass
 
 
 def _interleaved(
-    fns: dict[str, Callable[[], None]], repeats: int, warmup: int, block: int = 25
+    fns: dict[str, Callable[[], None]],
+    repeats: int,
+    warmup: int,
+    block: int = 25,
+    sync: Callable[[], None] = _no_sync,
 ) -> dict[str, float]:
-    return {
-        k: statistics.median(v) for k, v in _interleaved_times(fns, repeats, warmup, block).items()
-    }
+    times = _interleaved_times(fns, repeats, warmup, block, sync)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def _interleaved_times(
-    fns: dict[str, Callable[[], None]], repeats: int, warmup: int, block: int = 25
+    fns: dict[str, Callable[[], None]],
+    repeats: int,
+    warmup: int,
+    block: int = 25,
+    sync: Callable[[], None] = _no_sync,
 ) -> dict[str, list[float]]:
     """Median seconds per call of each function, timed side by side: the contenders take turns
     in blocks of ``block`` consecutive calls (as a training loop runs one model step after step,
-    with its own data warm in the caches) until each has ``repeats`` timed calls."""
+    with its own data warm in the caches) until each has ``repeats`` timed calls. ``sync`` waits
+    for a device's queued work: it is called before each clock reading (a GPU runs
+    asynchronously)."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -68,22 +83,25 @@ def _interleaved_times(
         for name, fn in fns.items():
             fn()  # first call of a block: caches still hold the previous contender's data
             for _ in range(min(block, repeats - len(times[name]))):
+                sync()
                 start = time.perf_counter()
                 fn()
+                sync()
                 times[name].append(time.perf_counter() - start)
     return times
 
 
-def _setup(backbone: str, batch_size: int):
-    """Backbone config, input shape, a random batch and the generator that drew it."""
+def _setup(backbone: str, batch_size: int, device: torch.device | str = "cpu"):
+    """Backbone config, input shape, a random batch (drawn on the CPU, moved to ``device``) and
+    the generator that drew it."""
     if backbone not in INPUT_SHAPES:
         raise ConfigError(
             f"benchmarks support the backbones {sorted(INPUT_SHAPES)}, got {backbone!r}"
         )
     shape = INPUT_SHAPES[backbone]
     gen = generator(0)
-    x = torch.randn(batch_size, *shape, generator=gen)
-    y = torch.randint(0, 10, (batch_size,), generator=gen)
+    x = torch.randn(batch_size, *shape, generator=gen).to(device)
+    y = torch.randint(0, 10, (batch_size,), generator=gen).to(device)
     return BackboneConfig(name=backbone), shape, x, y, gen
 
 
@@ -108,26 +126,33 @@ def _train_step(model, optimizer, x, y) -> Callable[[], None]:
 
 @BENCHMARKS.register("mask-step")
 def bench_mask_step(
-    backbone: str = "lenet_300_100", repeats: int | None = None, batch_size: int = 128
+    backbone: str = "lenet_300_100",
+    repeats: int | None = None,
+    batch_size: int = 128,
+    device: torch.device | str = "cpu",
 ) -> dict[str, Any]:
     """Masked training step (top-k and threshold masks) and known-task evaluation vs dense.
 
     Residual backbones train with per-task batch norm learning its statistics, against the dense
     network's ordinary non-affine batch norm in training mode; evaluation uses frozen statistics
-    against the dense network in eval mode.
+    against the dense network in eval mode. On a GPU the clock is read after synchronising.
     """
-    config, shape, x, y, gen = _setup(backbone, batch_size)
+    from impresslearn.runtime import Runtime
+
+    runtime = Runtime.create(device)
+    device = runtime.device
+    config, shape, x, y, gen = _setup(backbone, batch_size, device)
     repeats = repeats or DEFAULT_REPEATS.get(backbone, 1000)
     block = BLOCK.get(backbone, 25)
     rule = DENSITY.get(backbone, DensityRule("uniform", 0.5))
 
-    dense = build_backbone(config, shape, 10, dense=True)
+    dense = build_backbone(config, shape, 10, dense=True).to(device)
     contenders = {
         "dense": _train_step(dense, torch.optim.RMSprop(dense.parameters(), lr=1e-4), x, y)
     }
     masked = {}
     for kind in ("topk", "threshold"):
-        model = build_backbone(config, shape, 10)
+        model = build_backbone(config, shape, 10).to(device)
         scores = [
             layer.begin_scores(
                 rule.for_shape(tuple(layer.weight.shape)), kind, generator(1, layer.layer_index)
@@ -138,7 +163,8 @@ def bench_mask_step(
             model, _train_step(model, torch.optim.RMSprop(scores, lr=1e-4), x, y)
         )
         masked[kind] = model
-    step = _interleaved(contenders, repeats, warmup=max(2, min(20, repeats // 20)), block=block)
+    warmup = max(2, min(20, repeats // 20))
+    step = _interleaved(contenders, repeats, warmup, block=block, sync=runtime.synchronize)
 
     # Evaluation with a known task: the effective weight is cached inside use_coeffs.
     model = masked["topk"]
@@ -148,17 +174,20 @@ def bench_mask_step(
     for layer in masked_layers(model):
         layer.add_to_bank(layer.end_scores())
     dense.eval()
-    x_eval = torch.randn(1000 if block == 25 else 250, *shape, generator=gen)
-    with torch.no_grad(), use_coeffs(model, one_hot(0, 1)), norm_stats(model, 0):
+    x_eval = torch.randn(1000 if block == 25 else 250, *shape, generator=gen).to(device)
+    with torch.no_grad(), use_coeffs(model, one_hot(0, 1, device)), norm_stats(model, 0):
         evaluation = _interleaved(
             {"dense": lambda: dense(x_eval), "masked": lambda: model(x_eval)},
             max(50, repeats // 5) if block == 25 else repeats,
             warmup=2,
             block=block,
+            sync=runtime.synchronize,
         )
     return {
         "benchmark": "mask-step",
         "backbone": backbone,
+        "device": str(device),
+        "device_name": runtime.device_name(),
         "batch_size": batch_size,
         "repeats": repeats,
         "threads": torch.get_num_threads(),
@@ -334,8 +363,8 @@ def _inference_setup(method_name: str, num_tasks: int, n: int = 10):
 def _inference_worker(method_name: str, sizes: tuple[int, ...], repeats: int, queue) -> None:
     """Child process: median one-shot time per T, and the peak RSS (one process per setup, so
     the peak is that setup's own)."""
-    from impresslearn.experiment import peak_memory_mb
     from impresslearn.inference import infer_task
+    from impresslearn.runners.stream import peak_memory_mb
 
     torch.set_num_threads(1)
     setups = {t: _inference_setup(method_name, t) for t in sizes}

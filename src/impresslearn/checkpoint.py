@@ -1,12 +1,14 @@
 """Checkpoints: a trained run in one safetensors file (no pickle), written atomically.
 
-What a run is (DESIGN.md, "State and storage"): the backbone as its seed and architecture config
+What a run is: the backbone as its seed and architecture config
 (weights are regenerated, then checked against a stored fingerprint), every masked layer's bank
 bit-packed at 1 bit per weight, every per-task batch-norm layer's frozen statistics (float16), the
 method's per-task state (SupSup: the task order; ImpressLearn: alphas), the accuracy matrix so far, the per-task events and the resolved config.
 
 The file is written after every task through a temp file, fsync and rename, so a run killed at any
-moment (even by SIGKILL mid-write) leaves the previous complete checkpoint readable.
+moment (even by SIGKILL mid-write) leaves the previous complete checkpoint readable. The file holds
+CPU tensors and says nothing about the device: a checkpoint restores onto whatever device the
+model was built on (a run started on a GPU resumes on a CPU and back).
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ def save_checkpoint(
     norms = task_norms(model)
     norm_keys = sorted(norms[0].stats) if norms else []
     for i, norm in enumerate(norms):
-        tensors.update({f"norm.{i}.{key}": norm.stats[key] for key in norm_keys})
+        tensors.update({f"norm.{i}.{key}": norm.stats[key].cpu() for key in norm_keys})
     method_tensors, method_meta = method.checkpoint_state()
     tensors.update({f"method.{k}": v.contiguous().cpu() for k, v in method_tensors.items()})
     metadata = {
@@ -159,14 +161,18 @@ def restore_checkpoint(
         )
     try:
         sizes = json.loads(metadata["bank_sizes"])
-        for i, (layer, count) in enumerate(zip(masked_layers(model), sizes, strict=True)):
+        layers = masked_layers(model)
+        for i, (layer, count) in enumerate(zip(layers, sizes, strict=True)):
             bank = unpack_bits(tensors[f"bank.{i}"], (count, *layer.weight.shape))
             for mask in bank:
                 layer.add_to_bank(mask)
+        device = layers[0].weight.device if layers else torch.device("cpu")
         for i, norm in enumerate(task_norms(model)):
             for key in json.loads(metadata.get("norm_keys", "[]")):
-                norm.stats[key] = tensors[f"norm.{i}.{key}"].clone()
-        method_tensors = {k[7:]: v for k, v in tensors.items() if k.startswith("method.")}
+                norm.stats[key] = tensors[f"norm.{i}.{key}"].to(device, copy=True)
+        method_tensors = {
+            k[7:]: v.to(device) for k, v in tensors.items() if k.startswith("method.")
+        }
         method.restore_state(method_tensors, json.loads(metadata["method_state"]))
         matrix = tensors["accuracy_matrix"].numpy().copy()
         n, saved_n = config.scenario.num_tasks, len(matrix)

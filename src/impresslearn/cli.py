@@ -39,13 +39,32 @@ examples:
   impresslearn show supsup-rotated-mnist --set train.lr=3e-4
   impresslearn eval runs/NAME --set eval.scenario=GNu --set eval.inference=binary
   impresslearn bench mask-step --backbone gem_resnet18 --json
+  impresslearn run supsup-split-cifar100 --device cuda --precision bf16
+  impresslearn run --resume runs/NAME --device cpu
 
 data: the data root is --data-root, else $IMPRESSLEARN_DATA, else ~/.cache/impresslearn; it holds
-mnist/ (idx files), fashion-mnist/, cifar100/ (npz) or cifar-100-python/, ... (see README);
+mnist/ (idx files), fashion-mnist/, cifar100/ (npz) or cifar-100-python/, ... (docs/data.md);
 scenario.dataset=folder:PATH[@SIZE] reads any tree of class folders. mnist_embedded needs no data
 root. Nothing is downloaded unless you ask: `impresslearn data fetch mnist` (also fashion_mnist,
 cifar100); `impresslearn data check` says what is found where.
 """
+
+
+def _add_runtime_args(p: argparse.ArgumentParser, *, precision: bool = True) -> None:
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="where to compute: auto (CUDA when available, else CPU), cpu, cuda, cuda:N or mps; "
+        "not part of the experiment (a run resumes on any device)",
+    )
+    if precision:
+        p.add_argument(
+            "--precision",
+            choices=("fp32", "bf16"),
+            default="fp32",
+            help="forward passes in float32, or under bfloat16 autocast (meant for the residual "
+            "backbones on CUDA; scores, alphas and batch-norm statistics stay float32)",
+        )
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -104,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the mean ± std of the headline numbers (OUT/seeds.json)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-task lines")
+    _add_runtime_args(p)
 
     sub.add_parser(
         "list", parents=[common], help="list presets, backbones, scenarios, methods and data sets"
@@ -143,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="evaluation settings only; with eval.scenario=GNu or GNs the tasks are inferred, "
         "e.g. --set eval.scenario=GNu --set eval.inference=binary (repeatable)",
     )
+    _add_runtime_args(p)
 
     p = sub.add_parser("show", parents=[common], help="print a preset's resolved config as JSON")
     p.add_argument("preset")
@@ -155,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=None, help="timed repeats (default: per bench)")
     p.add_argument("--backbone", default=None, help="backbone to benchmark (default: per bench)")
     p.add_argument("--data-root", help="folder holding the data sets (data-pipeline)")
+    _add_runtime_args(p, precision=False)
 
     p = sub.add_parser(
         "data", parents=[common], help="check the data sets, or download one (only when asked)"
@@ -193,8 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _resolve_config(args: argparse.Namespace):
     from impresslearn.config import apply_overrides
-    from impresslearn.experiment import load_config_file
     from impresslearn.presets import get_preset
+    from impresslearn.runners import load_config_file
 
     if getattr(args, "config", None) is not None:
         if args.preset:
@@ -208,50 +230,68 @@ def _resolve_config(args: argparse.Namespace):
     return apply_overrides(config, args.overrides)
 
 
+def _runtime(args: argparse.Namespace):
+    """The runtime of ``--device`` / ``--precision``, resolved before anything is written."""
+    from impresslearn.runtime import Runtime
+
+    return Runtime.create(args.device, getattr(args, "precision", "fp32"))
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from impresslearn.data import resolve_data_root
-    from impresslearn.experiment import prepare_run_dir, run_experiment
     from impresslearn.report import summary_table
+    from impresslearn.runners import run_experiment
 
+    runtime = _runtime(args)
     if args.resume is not None:
-        return _resume(args)
+        return _resume(args, runtime)
     config = _resolve_config(args)
     data_root = resolve_data_root(args.data_root, os.environ)
     out = args.out or Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    where = {"device": runtime.device, "precision": runtime.precision}
     if not args.quiet:
-        print(f"impresslearn {__version__}: running {config.name} -> {out}")
+        print(f"impresslearn {__version__}: running {config.name} on {runtime.device} -> {out}")
     if args.seeds is not None:
         from impresslearn.report import seeds_table
-        from impresslearn.seeds import run_seeds
+        from impresslearn.runners.seeds import run_seeds
 
         record = run_seeds(
-            config, data_root, out, args.seeds, overwrite=args.overwrite, progress=not args.quiet
+            config,
+            data_root,
+            out,
+            args.seeds,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+            **where,
         )
         print(seeds_table(record))
     elif config.sweep.num_impressions:
         from impresslearn.report import sweep_table
-        from impresslearn.sweep import run_sweep
+        from impresslearn.runners.sweep import run_sweep
 
-        prepare_run_dir(out, config, overwrite=args.overwrite)
-        print(sweep_table(run_sweep(config, data_root, out, progress=not args.quiet)))
+        metrics = run_sweep(
+            config, data_root, out, overwrite=args.overwrite, progress=not args.quiet, **where
+        )
+        print(sweep_table(metrics))
     else:
         result = run_experiment(
-            config, data_root, out, overwrite=args.overwrite, progress=not args.quiet
+            config, data_root, out, overwrite=args.overwrite, progress=not args.quiet, **where
         )
         print(summary_table(result.metrics))
     print(f"run folder: {out}")
     return 0
 
 
-def _resume(args: argparse.Namespace) -> int:
+def _resume(args: argparse.Namespace, runtime) -> int:
     from impresslearn.checkpoint import checkpoint_config
     from impresslearn.config import apply_overrides
     from impresslearn.data import resolve_data_root
-    from impresslearn.experiment import run_experiment
     from impresslearn.report import seeds_table, summary_table
-    from impresslearn.seeds import is_seeds_folder, resume_seeds
+    from impresslearn.runners import run_experiment
+    from impresslearn.runners.seeds import is_seeds_folder, resume_seeds
 
     run_dir = args.resume
+    where = {"device": runtime.device, "precision": runtime.precision}
     if args.out is not None and args.out.resolve() != run_dir.resolve():
         raise ImpressLearnError("--resume continues in its own folder: drop --out")
     if args.config is not None:
@@ -263,7 +303,7 @@ def _resume(args: argparse.Namespace) -> int:
                 "preset, --set and --seeds"
             )
         record = resume_seeds(
-            run_dir, resolve_data_root(args.data_root, os.environ), progress=not args.quiet
+            run_dir, resolve_data_root(args.data_root, os.environ), progress=not args.quiet, **where
         )
         print(seeds_table(record))
         print(f"run folder: {run_dir}")
@@ -273,7 +313,9 @@ def _resume(args: argparse.Namespace) -> int:
     saved = checkpoint_config(run_dir / "checkpoint.safetensors")
     config = _resolve_config(args) if args.preset else apply_overrides(saved, args.overrides)
     data_root = resolve_data_root(args.data_root, os.environ)
-    result = run_experiment(config, data_root, run_dir, resume=True, progress=not args.quiet)
+    result = run_experiment(
+        config, data_root, run_dir, resume=True, progress=not args.quiet, **where
+    )
     print(summary_table(result.metrics))
     print(f"run folder: {run_dir}")
     return 0
@@ -282,8 +324,9 @@ def _resume(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from impresslearn.data import resolve_data_root
     from impresslearn.errors import ConfigError
-    from impresslearn.seeds import is_seeds_folder
+    from impresslearn.runners.seeds import is_seeds_folder
 
+    runtime = _runtime(args)
     not_eval = [o for o in args.overrides if not o.startswith("eval.")]
     if not_eval:
         raise ConfigError(
@@ -292,17 +335,19 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         )
     data_root = resolve_data_root(args.data_root, os.environ)
     if not is_seeds_folder(args.run_dir):
-        _eval_run(args.run_dir, data_root, args.overrides, args.quiet, verbose=True)
+        _eval_run(args.run_dir, data_root, args.overrides, args.quiet, runtime, verbose=True)
         return 0
     # A folder of repeats over seeds: evaluate each, then the mean ± std over them.
     from impresslearn.report import seeds_table
-    from impresslearn.seeds import load_seeds_record, summarize
+    from impresslearn.runners.seeds import load_seeds_record, summarize
 
     record = load_seeds_record(args.run_dir)
     metrics = []
     for name in record["runs"]:
         metrics.append(
-            _eval_run(args.run_dir / name, data_root, args.overrides, args.quiet, verbose=False)
+            _eval_run(
+                args.run_dir / name, data_root, args.overrides, args.quiet, runtime, verbose=False
+            )
         )
         print(f"{name}: {_eval_line(metrics[-1])}")
     print(seeds_table({**record, "summary": summarize(metrics)}))
@@ -318,14 +363,16 @@ def _eval_line(metrics: dict) -> str:
     return f"average accuracy {100 * metrics['average_accuracy']:.2f}% with task ids"
 
 
-def _eval_run(run_dir: Path, data_root, overrides: list[str], quiet: bool, verbose: bool) -> dict:
+def _eval_run(
+    run_dir: Path, data_root, overrides: list[str], quiet: bool, runtime, *, verbose: bool
+) -> dict:
     """Evaluate one saved run (task ids given, or inferred per ``eval.*`` overrides); print the
     per-task table when ``verbose``; return the headline metrics."""
     from impresslearn.config import apply_overrides
-    from impresslearn.experiment import evaluate_run, evaluate_run_inferred, load_run
     from impresslearn.report import margin_text
+    from impresslearn.runners import evaluate_run, evaluate_run_inferred, load_run
 
-    run = load_run(run_dir)
+    run = load_run(run_dir, device=runtime.device, precision=runtime.precision)
     config = apply_overrides(run.config, overrides)
     if config.eval.scenario != "GG":
         metrics = evaluate_run_inferred(run, data_root, config.eval, progress=not quiet)
@@ -385,7 +432,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from impresslearn.plots import plot_comparison, plot_per_task
     from impresslearn.report import compare_table
-    from impresslearn.seeds import is_seeds_folder, load_seeds_record
+    from impresslearn.runners.seeds import is_seeds_folder, load_seeds_record
 
     folders = []  # (name, folder); a folder of repeats over seeds stands for its runs
     for folder in args.runs:
@@ -437,7 +484,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             print(f"  {name:<12} {doc}")
         return 0
     bench = BENCHMARKS.get(args.name)
+    runtime = _runtime(args)
     kwargs = {}
+    if "device" in inspect.signature(bench).parameters:
+        kwargs["device"] = runtime.device
+    elif args.device not in ("auto", "cpu"):
+        raise ImpressLearnError(f"bench {args.name} runs on the CPU only: drop --device")
     if args.backbone is not None:
         kwargs["backbone"] = args.backbone
     if args.repeats is not None:

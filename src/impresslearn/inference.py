@@ -38,6 +38,24 @@ OBJECTIVES = ("entropy", "superfluous")
 PROCEDURES = ("oneshot", "binary", "entropy_fit")
 
 
+def check_inference(eval_config, method, model, input_shape, num_classes: int) -> None:
+    """Refuse, before a run starts, inference settings that would fail after the stream: the G
+    objective without superfluous outputs, ``entropy_fit`` without coefficient vectors."""
+    if eval_config.scenario not in ("GNs", "GNu", "NNs"):
+        return
+    if eval_config.objective == "superfluous":
+        outputs = [m.out_features for m in model.modules() if hasattr(m, "out_features")]
+        if outputs and outputs[-1] <= num_classes:
+            raise ConfigError(
+                "the 'superfluous' objective needs more outputs than classes: set "
+                "backbone.num_outputs (e.g. 100 or 500)"
+            )
+    if eval_config.inference == "entropy_fit" and not hasattr(method, "alphas"):
+        raise ConfigError(
+            "entropy_fit inference needs coefficient vectors: use method.name=impresslearn"
+        )
+
+
 def objective_value(
     logits: Tensor, objective: str, num_classes: int, labels: Tensor | None = None
 ) -> Tensor:
@@ -111,7 +129,8 @@ def oneshot_gradient(method, x: Tensor, objective: str, num_classes: int) -> Ten
     """d(objective)/d(beta) at the uniform superposition of all learned tasks (one entry per
     task of ``method.learned_tasks()``): SupSup's one-shot picks the most negative entry."""
     num = len(method.learned_tasks())
-    return beta_gradient(method, x, torch.full((num,), 1.0 / num), objective, num_classes)
+    beta = torch.full((num,), 1.0 / num, device=method.device)
+    return beta_gradient(method, x, beta, objective, num_classes)
 
 
 def oneshot_margin(grad: Tensor, true_index: int) -> float:
@@ -148,10 +167,10 @@ def infer_task(
         return tasks[int(grad.argmin())], 1
     if procedure != "binary":
         raise ConfigError(f"unknown inference procedure {procedure!r}; use one of {PROCEDURES}")
-    candidates = torch.arange(num)
+    candidates = torch.arange(num, device=method.device)
     rounds = 0
     while len(candidates) > 1:
-        beta = torch.zeros(num)
+        beta = torch.zeros(num, device=method.device)
         beta[candidates] = 1.0 / len(candidates)
         grad = beta_gradient(method, x, beta, objective, num_classes)[candidates]
         keep = math.ceil(len(candidates) / 2)
@@ -194,8 +213,7 @@ def evaluate_inferred(
     correct = right_task = fitted_correct = 0
     margins: list[float] = []
     tasks = method.learned_tasks()
-    for start in range(0, len(data), batch):
-        x, y = data.x[start : start + batch], data.y[start : start + batch]
+    for x, y in data.batches(batch):
         if procedure == "entropy_fit":
             fitted = fit_alphas(method, x[:images], objective, num_classes)
             task = nearest_task(method, fitted)

@@ -88,7 +88,10 @@ def iterate_batches(
     data: TaskData, batch_size: int, num_steps: int, gen: torch.Generator
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """``num_steps`` batches: reshuffled passes over ``data`` (the last short batch of a pass is
-    kept), augmented by ``data.augment`` if set, drawn with ``gen`` only."""
+    kept), augmented by ``data.augment`` if set, drawn with ``gen`` only.
+
+    The order is drawn on the generator's device (the CPU) and the rows are gathered on the
+    data's device, so the batches are the same on every device."""
     n = len(data)
     steps = 0
     while True:
@@ -96,8 +99,8 @@ def iterate_batches(
         for start in range(0, n, batch_size):
             if steps == num_steps:
                 return
-            idx = order[start : start + batch_size]
-            x = data.x[idx]
+            idx = order[start : start + batch_size].to(data.device)
+            x = data.inputs(idx)
             yield (x if data.augment is None else data.augment(x, gen)), data.y[idx]
             steps += 1
 
@@ -144,17 +147,15 @@ def fit(
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: Tensor, batch_size: int, num_classes: int) -> Tensor:
-    """Predicted class of each row of ``x``, among the first ``num_classes`` outputs (the rest are
-    SupSup's superfluous outputs, never targets)."""
-    preds = [
-        model(x[i : i + batch_size])[:, :num_classes].argmax(1)
-        for i in range(0, len(x), batch_size)
-    ]
-    return torch.cat(preds)
+def count_correct(model: nn.Module, data: TaskData, batch_size: int, num_classes: int) -> int:
+    """Examples of ``data`` classified correctly, among the first ``num_classes`` outputs (the
+    rest are SupSup's superfluous outputs, never targets)."""
+    correct = 0
+    for x, y in data.batches(batch_size):
+        correct += int((model(x)[:, :num_classes].argmax(1) == y).sum())
+    return correct
 
 
 def accuracy(model: nn.Module, data: TaskData, batch_size: int, num_classes: int) -> float:
     """Fraction of ``data`` classified correctly."""
-    correct = (predict(model, data.x, batch_size, num_classes) == data.y).sum().item()
-    return correct / len(data)
+    return count_correct(model, data, batch_size, num_classes) / len(data)

@@ -6,7 +6,7 @@ left to the scenario that builds tasks from them, so one loaded data set serves 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -35,6 +35,10 @@ class ImageSplit:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def to(self, device: torch.device | str) -> ImageSplit:
+        """This split with its tensors on ``device`` (itself when already there)."""
+        return ImageSplit(self.images.to(device), self.labels.to(device))
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,3 +69,8 @@ class ImageData:
             )
         if any(s <= 0 for s in self.std):
             raise ValueError(f"std must be positive, got {self.std}")
+
+    def to(self, device: torch.device | str) -> ImageData:
+        """This data set with both splits on ``device``: moved once, still uint8, so that every
+        task built from it on that device is normalised there batch by batch."""
+        return replace(self, train=self.train.to(device), test=self.test.to(device))

@@ -1,4 +1,4 @@
-"""Masked layers, mask learning and mask banks (the layer contract of DESIGN.md)."""
+"""Masked layers, mask learning and mask banks (one layer contract behind SupSup and ImpressLearn)."""
 
 from impresslearn.layers.masked import (
     WEIGHT_INITS,

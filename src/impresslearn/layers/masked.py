@@ -10,7 +10,7 @@ Its effective weight is ``weight * mask`` where the mask is either ``coeffs @ ba
 through :func:`use_coeffs`) or, while a new mask is learned, the top-k (or threshold) mask of the
 scores. Because mixing is linear, SupSup with a known task (one-hot coeffs), SupSup's task
 inference (coeffs = beta), ImpressLearn (coeffs = alpha) and its inference (beta @ alpha) are one
-code path (see DESIGN.md). With coeffs that need no gradient the effective weight is computed once
+code path. With coeffs that need no gradient the effective weight is computed once
 per :func:`use_coeffs` block and reused, so evaluation with a known task runs at dense speed.
 
 The dense twins :class:`DenseLinear` / :class:`DenseConv2d` take the same arguments and train the
@@ -100,6 +100,14 @@ class MaskedLayer(nn.Module):
         self._weighted_bank: Tensor | None = None  # weight * bank as floats, while small
         # (coeffs, coeffs @ bank) of the last mixing with a gradient, for a large bool bank
         self._mixed: tuple[Tensor, Tensor] | None = None
+
+    def _apply(self, fn, recurse: bool = True):
+        # Weight, bank and scores are registered and move; the derived caches are dropped (they
+        # are rebuilt on the new device when needed), so no tensor stays behind.
+        self._weighted_bank = None
+        self._mixed = None
+        self._cached_weight = None
+        return super()._apply(fn, recurse)
 
     # ------------------------------------------------------------------------------- the bank
 

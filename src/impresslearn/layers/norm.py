@@ -66,6 +66,13 @@ class TaskBatchNorm2d(nn.Module):
         mean, var = stats.to(x.dtype)
         return F.batch_norm(x, mean, var, training=False, eps=self.eps)
 
+    def _apply(self, fn, recurse: bool = True):
+        # The per-key statistics are a plain dict, which nn.Module does not know: move them too,
+        # so that ``model.to(device)`` takes every task's statistics along, at their own dtype.
+        super()._apply(fn, recurse)
+        self.stats = {key: fn(value).to(value.dtype) for key, value in self.stats.items()}
+        return self
+
     def freeze(self, key: str) -> None:
         """Store the working running statistics under ``key`` (rounded to float16)."""
         self.stats[key] = torch.stack([self.running_mean, self.running_var]).to(STATS_DTYPE)

@@ -1,20 +1,30 @@
 """The role a continual-learning method plays, and the method registry.
 
-A method is a small role, not a base class with hooks (see STYLE.md): it is told when a task
-begins and ends, hands the training loop the parameters to optimise, and selects a task's state
-for evaluation through a context manager.
+A method is a small role: it is told when a task begins and ends, hands the training loop the
+parameters to optimise, and selects a task's state for evaluation through a context manager.
+:class:`Method` states the role; its optional hooks have defaults there, so a new method writes
+only what it changes, in one file of this package plus its registration.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
+import torch
 from torch import Tensor, nn
 
-from impresslearn.layers import DensityRule, MaskedLayer, norm_stats, use_coeffs
+from impresslearn.errors import ConfigError
+from impresslearn.layers import (
+    DensityRule,
+    MaskedLayer,
+    masked_layers,
+    norm_stats,
+    num_kept,
+    use_coeffs,
+)
 from impresslearn.registry import Registry
 from impresslearn.seeding import PURPOSE_SCORES, generator
 from impresslearn.train import TrainConfig
@@ -25,55 +35,108 @@ from impresslearn.train import TrainConfig
 MaskTrainer = Callable[[list[nn.Parameter], int, TrainConfig, str], None]
 
 
-class Method(Protocol):
-    """What the experiment runner needs from SupSup, ImpressLearn, ..."""
+class Method:
+    """What the experiment runner needs from SupSup, ImpressLearn, ...: the base of every method.
+
+    A method writes the role's required members (marked below) and overrides only the optional
+    hooks it needs; the defaults here do nothing. Tensors a method holds outside the model (e.g.
+    ImpressLearn's alphas) live on the model's device and move with :meth:`to`.
+    """
 
     name: str
+    config_class: type
     model: nn.Module
 
-    def prepare(self, trainer: MaskTrainer, num_tasks: int) -> None:
-        """Work before the stream starts (e.g. learning ImpressLearn's impressions)."""
+    # ------------------------------------------------------------------ required members
 
     def begin_task(self, task_id: int) -> None:
         """Prepare the trainable state of a new task."""
+        raise NotImplementedError
 
     def training_context(self) -> AbstractContextManager[None]:
         """Within the block, ``model(x)`` computes the current task's outputs for training."""
+        raise NotImplementedError
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The parameters the optimiser may update for the current task (never frozen weights)."""
-
-    def loss_regulariser(self) -> Tensor | None:
-        """An extra loss term for the current task, or ``None``."""
+        raise NotImplementedError
 
     def end_task(self, task_id: int) -> None:
         """Freeze what the task learned; nothing of it changes afterwards."""
+        raise NotImplementedError
 
     def task_context(self, task_id: int) -> AbstractContextManager[None]:
         """Within the block, ``model(x)`` computes task ``task_id``'s outputs."""
+        raise NotImplementedError
 
     def learned_tasks(self) -> list[int]:
         """Learned task ids, in the order of beta's entries in task inference."""
+        raise NotImplementedError
 
     def mixed_coeffs(self, beta: Tensor) -> Tensor | list[Tensor]:
         """Coeffs (for :func:`~impresslearn.layers.use_coeffs`) superposing the learned tasks
         weighted by ``beta``."""
+        raise NotImplementedError
+
+    def bytes_per_task(self) -> dict[str, int]:
+        """Storage one task costs, by kind (``mask``, ``coeffs``, ``norm_stats``), at 1 bit per
+        mask weight and 4 bytes per float."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------- optional hooks (defaults)
+
+    def check_stream(self, num_tasks: int) -> None:
+        """Refuse a stream of ``num_tasks`` tasks this method cannot learn (called before a run
+        writes anything)."""
+
+    def prepare(self, trainer: MaskTrainer, num_tasks: int) -> None:
+        """Work before the stream starts (e.g. learning ImpressLearn's impressions)."""
+
+    def loss_regulariser(self) -> Tensor | None:
+        """An extra loss term for the current task, or ``None``."""
+        return None
 
     def after_task(self, task_id: int, trainer: MaskTrainer, evaluate: Callable[[], float]) -> None:
         """Reference measurements after a task (``evaluate()`` = accuracy on its test set)."""
 
     def extra_metrics(self, matrix: np.ndarray) -> dict[str, Any]:
         """Method-specific entries of ``metrics.json``."""
+        return {}
 
     def checkpoint_state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
         """Per-task state beyond the layers' banks: tensors and JSON-able metadata."""
+        return {}, {}
 
     def restore_state(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
-        """Inverse of :meth:`checkpoint_state` on a freshly built method."""
+        """Inverse of :meth:`checkpoint_state` on a freshly built method (``tensors`` are on the
+        model's device)."""
 
-    def bytes_per_task(self) -> dict[str, int]:
-        """Storage one task costs, by kind (``mask``, ``coeffs``, ``norm_stats``), at 1 bit per
-        mask weight and 4 bytes per float."""
+    @property
+    def device(self) -> torch.device:
+        """The device the model and the method's state live on."""
+        return masked_layers(self.model)[0].weight.device
+
+    def to(self, device: torch.device | str) -> Method:
+        """Move the model and every tensor the method holds to ``device`` (between tasks)."""
+        self.model.to(device)
+        return self
+
+
+def check_densities(layers: list[MaskedLayer], rule: DensityRule, kind: str) -> None:
+    """Refuse a density that leaves some layer's top-k mask empty (or over-full), naming the layer,
+    before anything is trained or written."""
+    if kind != "topk":
+        return
+    for layer in layers:
+        shape = tuple(layer.weight.shape)
+        numel = layer.weight.numel()
+        kept = num_kept(rule.for_shape(shape), numel)
+        if not 1 <= kept <= numel:
+            raise ConfigError(
+                f"method.density={rule.density} keeps {kept} of the {numel} weights of masked layer "
+                f"{layer.layer_index} {shape}: a mask must keep between 1 and {numel} weights; "
+                "raise the density"
+            )
 
 
 METHODS: Registry[Any] = Registry("method")

@@ -1,7 +1,7 @@
 """ImpressLearn: every task as a learned linear combination of a few basis masks (impressions).
 
-Bhardwaj, Li, Xiong, Lai, "ImpressLearn: Continual Learning via Combined Task Impressions",
-arXiv 2210.01987. A fixed set of ``n`` binary *impressions* is stored once in every masked layer's
+Dhrupad Bhardwaj, Julia Kempe, Artem Vysogorets, Angela M. Teng, Evaristus C. Ezekwem,
+"ImpressLearn: Continual Learning via Combined Task Impressions", arXiv 2210.01987, 2022. A fixed set of ``n`` binary *impressions* is stored once in every masked layer's
 bank. Task ``t`` is represented by one coefficient vector ``alpha[t, l]`` per layer ``l`` (or, in
 the ``output_unit`` variant, one per output unit), so its effective weight is
 ``W[l] * sum_i alpha[t, l, i] * M_i[l]``. Only the current task's alphas are trained, with the loss
@@ -38,6 +38,7 @@ from impresslearn.layers import (
     DensityRule,
     copy_norm_stats,
     drop_norm_stats,
+    extra_masks,
     freeze_norm_stats,
     masked_layers,
     norm_stats,
@@ -45,7 +46,14 @@ from impresslearn.layers import (
     num_kept,
     one_hot,
 )
-from impresslearn.methods.base import METHODS, MaskTrainer, begin_masks, use_task
+from impresslearn.methods.base import (
+    METHODS,
+    MaskTrainer,
+    Method,
+    begin_masks,
+    check_densities,
+    use_task,
+)
 from impresslearn.seeding import PURPOSE_RANDOM_MASK, generator
 from impresslearn.train import TrainConfig
 
@@ -161,6 +169,7 @@ class ImpressLearnConfig:
 
 
 DEDICATED_KEY = "dedicated"  # norm statistics of a temporary comparison mask
+DEDICATED_SEED_KEY = 10_000  # scores of task t's comparison mask: seed key 10_000 + t
 
 
 def impression_key(index: int) -> str:
@@ -182,7 +191,7 @@ def random_masks(
 
 
 @METHODS.register("impresslearn")
-class ImpressLearn:
+class ImpressLearn(Method):
     """Impressions in every layer's bank; per task, per layer, a coefficient vector over them."""
 
     name = "impresslearn"
@@ -194,6 +203,7 @@ class ImpressLearn:
         self.layers = masked_layers(model)
         if not self.layers:
             raise ConfigError("ImpressLearn needs a backbone built from masked layers")
+        check_densities(self.layers, config.rule(), config.mask_kind)
         self.alphas: dict[int, list[Tensor]] = {}  # task_id -> frozen per-layer coeffs
         self.dedicated_accuracy: dict[int, float] = {}
         self.single_impression_accuracy: dict[int, float] = {}
@@ -214,40 +224,88 @@ class ImpressLearn:
         tasks = self.config.source_tasks()
         return tasks.index(task_id) if task_id in tasks else None
 
-    def prepare(self, trainer: MaskTrainer, num_tasks: int) -> None:
-        """Learn (or draw) the ``n`` impressions and store them in every layer's bank."""
+    def check_stream(self, num_tasks: int) -> None:
         cfg = self.config
         if any(t >= num_tasks for t in cfg.source_tasks()):
             raise ConfigError(
                 f"impressions come from tasks {cfg.source_tasks()} but the scenario has only "
                 f"{num_tasks} tasks"
             )
-        rule = cfg.rule()
-        if cfg.impression_kind == "random":
-            for layer in self.layers:
-                shape = tuple(layer.weight.shape)
-                for mask in random_masks(
-                    shape, rule.for_shape(shape), self.n, cfg.seed, layer.layer_index
-                ):
-                    layer.add_to_bank(mask)
-            return
-        jobs = (
-            [(t, t) for t in cfg.source_tasks()]  # heterogeneous: (task, score seed key)
-            if cfg.impression_kind == "heterogeneous"
-            else [(cfg.source_tasks()[0], i) for i in range(self.n)]
-        )
-        for i, (task_id, seed_key) in enumerate(jobs):
-            self.begin_scores(seed_key)
-            with norm_stats(self.model, impression_key(i), learn=True):
-                trainer(
-                    self.scores(),
+
+    def impression_jobs(self) -> list[tuple[int, int]]:
+        """``(task_id, score seed key)`` of every learned impression, in bank order (empty for
+        random impressions)."""
+        cfg = self.config
+        if cfg.impression_kind == "heterogeneous":
+            return [(t, t) for t in cfg.source_tasks()]
+        if cfg.impression_kind == "homogeneous":
+            return [(cfg.source_tasks()[0], i) for i in range(self.n)]
+        return []
+
+    def random_impressions(self) -> list[list[Tensor]]:
+        """The ``n`` random impressions (each a list of per-layer bool masks, on the CPU)."""
+        cfg, rule = self.config, self.config.rule()
+        per_layer = [
+            random_masks(
+                tuple(layer.weight.shape),
+                rule.for_shape(tuple(layer.weight.shape)),
+                self.n,
+                cfg.seed,
+                layer.layer_index,
+            )
+            for layer in self.layers
+        ]
+        return [[masks[i] for masks in per_layer] for i in range(self.n)]
+
+    def learn_mask(
+        self, trainer: MaskTrainer, task_id: int, seed_key: int, norm_key: str, description: str
+    ) -> list[Tensor]:
+        """Learn a SupSup mask on ``task_id`` (scores seeded by ``seed_key``), the impressions'
+        way; its batch-norm statistics are frozen under ``norm_key``. Returns the per-layer bool
+        masks; nothing is stored in the banks."""
+        self.begin_scores(seed_key)
+        with norm_stats(self.model, norm_key, learn=True):
+            trainer(self.scores(), task_id, self.config.impression_train(), description)
+        freeze_norm_stats(self.model, norm_key)
+        return [layer.end_scores() for layer in self.layers]
+
+    def prepare(self, trainer: MaskTrainer, num_tasks: int) -> None:
+        """Learn (or draw) the ``n`` impressions and store them in every layer's bank."""
+        self.check_stream(num_tasks)
+        if self.config.impression_kind == "random":
+            impressions = self.random_impressions()
+        else:
+            impressions = [
+                self.learn_mask(
+                    trainer,
                     task_id,
-                    cfg.impression_train(),
+                    seed_key,
+                    impression_key(i),
                     f"impression {i + 1}/{self.n} (task {task_id})",
                 )
-            freeze_norm_stats(self.model, impression_key(i))
-            for layer in self.layers:
-                layer.add_to_bank(layer.end_scores())
+                for i, (task_id, seed_key) in enumerate(self.impression_jobs())
+            ]
+        self.prepare_with(impressions)
+
+    def prepare_with(self, impressions: list[list[Tensor]]) -> None:
+        """Store ``impressions`` (each a list of per-layer bool masks, e.g. learned once and
+        shared by several methods) in every layer's bank, in order."""
+        if len(impressions) != self.n:
+            raise ValueError(f"got {len(impressions)} impressions, expected {self.n}")
+        for per_layer in impressions:
+            for layer, mask in zip(self.layers, per_layer, strict=True):
+                layer.add_to_bank(mask)
+
+    def learn_dedicated_mask(self, trainer: MaskTrainer, task_id: int) -> list[Tensor]:
+        """A SupSup mask of task ``task_id`` alone, for comparison (statistics under
+        ``DEDICATED_KEY``); the per-layer bool masks."""
+        return self.learn_mask(
+            trainer,
+            task_id,
+            DEDICATED_SEED_KEY + task_id,
+            DEDICATED_KEY,
+            f"dedicated mask (task {task_id})",
+        )
 
     def begin_scores(self, seed_key: int) -> None:
         """Start learning a SupSup mask in every layer (an impression or a comparison mask)."""
@@ -285,9 +343,8 @@ class ImpressLearn:
 
     def initial_alphas(self) -> list[Tensor]:
         """Alphas as a new task starts them: ``1/n`` everywhere."""
-        device = self.layers[0].weight.device
         return [
-            torch.full(self._alpha_shape(layer), 1.0 / self.n, device=device)
+            torch.full(self._alpha_shape(layer), 1.0 / self.n, device=self.device)
             for layer in self.layers
         ]
 
@@ -309,9 +366,8 @@ class ImpressLearn:
         else:  # a heterogeneous impression task: its own mask and statistics
             index = self.impression_of(task_id)
             copy_norm_stats(self.model, impression_key(index), task_id)
-            device = self.layers[0].weight.device
             self.alphas[task_id] = [
-                one_hot(index, self.n, device).expand(self._alpha_shape(layer)).clone()
+                one_hot(index, self.n, self.device).expand(self._alpha_shape(layer)).clone()
                 for layer in self.layers
             ]
         self._current = []
@@ -342,24 +398,17 @@ class ImpressLearn:
         if self.impression_of(task_id) is not None:
             return
         if self.config.impression_kind == "heterogeneous":
-            impression = one_hot(0, self.n, self.layers[0].weight.device)
+            impression = one_hot(0, self.n, self.device)
             with use_task(self.model, impression, impression_key(0)):
                 self.single_impression_accuracy[task_id] = evaluate()
         if self.config.dedicated_masks:
-            self.begin_scores(10_000 + task_id)
-            with norm_stats(self.model, DEDICATED_KEY, learn=True):
-                trainer(
-                    self.scores(),
-                    task_id,
-                    self.config.impression_train(),
-                    f"dedicated mask (task {task_id})",
-                )
-            freeze_norm_stats(self.model, DEDICATED_KEY)
-            with norm_stats(self.model, DEDICATED_KEY):  # the scores' mask: no coeffs are set
-                self.dedicated_accuracy[task_id] = evaluate()
+            mask = self.learn_dedicated_mask(trainer, task_id)
+            # The mask as an extra bank entry selected alone: exactly weight * mask.
+            with extra_masks(self.model, [mask]):
+                only = one_hot(self.n, self.n + 1, self.device)
+                with use_task(self.model, only, DEDICATED_KEY):
+                    self.dedicated_accuracy[task_id] = evaluate()
             drop_norm_stats(self.model, DEDICATED_KEY)
-            for layer in self.layers:
-                layer.end_scores()
 
     # -------------------------------------------------------------------------- checkpoint
 
@@ -376,7 +425,15 @@ class ImpressLearn:
         }
         return tensors, meta
 
+    def to(self, device: torch.device | str) -> ImpressLearn:
+        self.model.to(device)
+        self.alphas = {t: [a.to(device) for a in alphas] for t, alphas in self.alphas.items()}
+        self._current = [nn.Parameter(a.detach().to(device)) for a in self._current]
+        self._stacked = None
+        return self
+
     def restore_state(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+        self._stacked = None
         self.alphas = {
             int(t): [tensors[f"alpha.{t}.{i}"].clone() for i in range(len(self.layers))]
             for t in meta["tasks"]

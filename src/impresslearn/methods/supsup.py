@@ -10,12 +10,10 @@ task's running statistics with its mask (:mod:`impresslearn.layers.norm`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from torch import Tensor, nn
 
 from impresslearn.errors import ConfigError
@@ -28,7 +26,7 @@ from impresslearn.layers import (
     norm_stats_bytes,
     one_hot,
 )
-from impresslearn.methods.base import METHODS, MaskTrainer, begin_masks, use_task
+from impresslearn.methods.base import METHODS, Method, begin_masks, check_densities, use_task
 
 
 @dataclass(frozen=True)
@@ -61,7 +59,7 @@ class SupSupConfig:
 
 
 @METHODS.register("supsup")
-class SupSup:
+class SupSup(Method):
     """One supermask per task; the task's index in every layer's bank is its position here."""
 
     name = "supsup"
@@ -73,12 +71,10 @@ class SupSup:
         self.layers = masked_layers(model)
         if not self.layers:
             raise ConfigError("SupSup needs a backbone built from masked layers")
+        check_densities(self.layers, config.rule(), config.mask_kind)
         self.task_ids: list[int] = []  # bank index -> task_id
         self._scores: list[nn.Parameter] = []
         self._current_task: int | None = None
-
-    def prepare(self, trainer: MaskTrainer, num_tasks: int) -> None:
-        pass
 
     def begin_task(self, task_id: int) -> None:
         if task_id in self.task_ids:
@@ -94,9 +90,6 @@ class SupSup:
         # No coeffs set: the layers use the scores being learned; norms learn this task's stats.
         return norm_stats(self.model, self._current_task, learn=True)
 
-    def loss_regulariser(self) -> Tensor | None:
-        return None
-
     def end_task(self, task_id: int) -> None:
         for layer in self.layers:
             layer.add_to_bank(layer.end_scores())
@@ -107,8 +100,7 @@ class SupSup:
 
     def task_context(self, task_id: int) -> AbstractContextManager[None]:
         index = self.task_ids.index(task_id)
-        device = self.layers[0].weight.device
-        return use_task(self.model, one_hot(index, len(self.task_ids), device), task_id)
+        return use_task(self.model, one_hot(index, len(self.task_ids), self.device), task_id)
 
     def learned_tasks(self) -> list[int]:
         """Task ids in bank order (the order of beta's entries in task inference)."""
@@ -117,12 +109,6 @@ class SupSup:
     def mixed_coeffs(self, beta: Tensor) -> Tensor:
         """Coeffs superposing the learned tasks with weights ``beta``: beta itself."""
         return beta
-
-    def after_task(self, task_id: int, trainer: MaskTrainer, evaluate: Callable[[], float]) -> None:
-        pass
-
-    def extra_metrics(self, matrix: np.ndarray) -> dict[str, Any]:
-        return {}
 
     def checkpoint_state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
         return {}, {"task_ids": self.task_ids}

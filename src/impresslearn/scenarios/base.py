@@ -7,8 +7,8 @@ does not hold 250 permuted copies of MNIST in memory).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import torch
@@ -51,17 +51,48 @@ class ScenarioConfig:
 
 @dataclass(frozen=True, eq=False)
 class TaskData:
-    """Inputs ``x`` float ``(N, C, H, W)``, normalised, and labels ``y`` int64 ``(N,)``.
+    """One split of a task: stored inputs ``x``, labels ``y`` int64 ``(N,)``, and how a batch of
+    stored inputs becomes the model's input.
 
-    ``augment(x, generator)``, if given, transforms each training batch (drawing only from the
-    batch generator, so training stays deterministic)."""
+    ``x`` is what the scenario stores, usually the data set's uint8 images shared by every task
+    (no copy per task); ``prepare(x[rows])`` turns a batch of them into normalised float
+    ``(B, C, H, W)`` inputs (the task's permutation, rotation, ... applied), on the device the
+    images live on. ``prepare=None`` means ``x`` already holds the model's inputs. ``augment(x,
+    generator)``, if given, transforms each prepared training batch (drawing only from the batch
+    generator, so training stays deterministic)."""
 
     x: Tensor
     y: Tensor
+    prepare: Callable[[Tensor], Tensor] | None = None
     augment: Callable[[Tensor, torch.Generator], Tensor] | None = None
 
     def __len__(self) -> int:
         return len(self.y)
+
+    @property
+    def device(self) -> torch.device:
+        return self.x.device
+
+    def inputs(self, rows: slice | Tensor) -> Tensor:
+        """Model inputs of ``rows`` (a slice or an index tensor), not augmented."""
+        x = self.x[rows]
+        return x if self.prepare is None else self.prepare(x)
+
+    def batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """``(inputs, labels)`` of consecutive batches in order (evaluation)."""
+        for start in range(0, len(self), batch_size):
+            rows = slice(start, start + batch_size)
+            yield self.inputs(rows), self.y[rows]
+
+    def head(self, count: int) -> TaskData:
+        """The first ``count`` examples (all when ``count`` is 0 or more than there are)."""
+        if not count or count >= len(self):
+            return self
+        return replace(self, x=self.x[:count], y=self.y[:count])
+
+    def prepared(self) -> Tensor:
+        """Every input prepared at once (a float copy of the whole split: for small data)."""
+        return self.inputs(slice(None))
 
 
 class Scenario(Protocol):
@@ -84,11 +115,11 @@ SCENARIOS: Registry[type] = Registry("scenario")
 
 def normalise(images: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
     """uint8 ``(N, H, W)`` or ``(N, H, W, C)`` -> float ``(N, C, H, W)`` scaled to 0..1 and
-    normalised with the per-channel ``mean`` / ``std``."""
+    normalised with the per-channel ``mean`` / ``std``, on the images' device."""
     x = images.float().div_(255.0)
     x = x.unsqueeze(1) if x.dim() == 3 else x.permute(0, 3, 1, 2).contiguous()
-    m = torch.tensor(mean).view(1, -1, 1, 1)
-    s = torch.tensor(std).view(1, -1, 1, 1)
+    m = torch.tensor(mean).view(1, -1, 1, 1).to(x.device)
+    s = torch.tensor(std).view(1, -1, 1, 1).to(x.device)
     return x.sub_(m).div_(s)
 
 

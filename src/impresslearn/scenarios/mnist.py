@@ -30,7 +30,8 @@ from impresslearn.seeding import PURPOSE_TASK, generator
 
 
 class _MnistStream:
-    """Shared plumbing: the normalised base splits and the per-task transform hook."""
+    """Shared plumbing: the base splits (uint8, on the data's device, shared by every task) and
+    the per-task transform hook, which says how a batch of them becomes the task's inputs."""
 
     def __init__(self, config: ScenarioConfig, data: ImageData) -> None:
         if data.train.images.dim() != 3:
@@ -78,9 +79,13 @@ class PermutedMNIST(_MnistStream):
         )
 
     def _transform(self, task_id: int, images: Tensor, labels: Tensor) -> TaskData:
-        x = normalise(images, self.data.mean, self.data.std)
-        x = x.flatten(1)[:, self.permutation(task_id)].view(-1, *self.input_shape)
-        return TaskData(x, labels)
+        order = self.permutation(task_id).to(images.device)
+        mean, std, shape = self.data.mean, self.data.std, self.input_shape
+
+        def prepare(batch: Tensor) -> Tensor:
+            return normalise(batch, mean, std).flatten(1)[:, order].view(-1, *shape)
+
+        return TaskData(images, labels, prepare)
 
 
 def rotate(images: Tensor, degrees: float) -> Tensor:
@@ -91,7 +96,7 @@ def rotate(images: Tensor, degrees: float) -> Tensor:
     theta = math.radians(degrees)
     cos, sin = math.cos(theta), math.sin(theta)
     # affine_grid maps output to input coordinates: the inverse rotation.
-    matrix = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], dtype=images.dtype)
+    matrix = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], dtype=images.dtype).to(images.device)
     grid = F.affine_grid(matrix.expand(len(images), 2, 3), list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
@@ -107,11 +112,15 @@ class RotatedMNIST(_MnistStream):
         return task_id * self.config.rotation_step
 
     def _transform(self, task_id: int, images: Tensor, labels: Tensor) -> TaskData:
-        # Rotate the 0..1 pixels, so the area uncovered by the rotation is background (0), then
-        # normalise. One rotation of the whole split per call.
-        x = rotate(images.float().div_(255.0).unsqueeze(1), self.angle(task_id))
-        mean, std = self.data.mean[0], self.data.std[0]
-        return TaskData(x.sub_(mean).div_(std), labels)
+        angle, mean, std = self.angle(task_id), self.data.mean[0], self.data.std[0]
+
+        def prepare(batch: Tensor) -> Tensor:
+            # Rotate the 0..1 pixels, so the area uncovered by the rotation is background (0),
+            # then normalise. Every image is rotated on its own: a batch gives the same values as
+            # the whole split would.
+            return rotate(batch.float().div_(255.0).unsqueeze(1), angle).sub_(mean).div_(std)
+
+        return TaskData(images, labels, prepare)
 
 
 @SCENARIOS.register("split_mnist")
@@ -133,5 +142,5 @@ class SplitMNIST(_MnistStream):
 
     def _transform(self, task_id: int, images: Tensor, labels: Tensor) -> TaskData:
         keep = (labels == 2 * task_id) | (labels == 2 * task_id + 1)
-        x = normalise(images[keep], self.data.mean, self.data.std)
-        return TaskData(x, labels[keep] - 2 * task_id)
+        mean, std = self.data.mean, self.data.std
+        return TaskData(images[keep], labels[keep] - 2 * task_id, lambda b: normalise(b, mean, std))

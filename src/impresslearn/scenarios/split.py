@@ -70,23 +70,29 @@ class SplitImages:
         return "classes " + "/".join(str(c) for c in self.classes(task_id))
 
     def _select(self, task_id: int, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """The task's uint8 images and relabelled labels (a copy of its 1/k of the split)."""
         classes = torch.tensor(self.classes(task_id))
         # relabel[c] = position of class c in this task, -1 for other classes
         relabel = torch.full((self.data.num_classes,), -1, dtype=torch.int64)
         relabel[classes] = torch.arange(len(classes))
-        y = relabel[labels]
+        y = relabel.to(labels.device)[labels]
         keep = y >= 0
-        return normalise(images[keep], self.data.mean, self.data.std), y[keep]
+        return images[keep], y[keep]
+
+    def _prepare(self, batch: Tensor) -> Tensor:
+        return normalise(batch, self.data.mean, self.data.std)
 
     def _augment(self, x: Tensor, gen: torch.Generator) -> Tensor:
         return random_crop_flip(x, gen, padding=self.padding)
 
     def train_data(self, task_id: int) -> TaskData:
         x, y = self._select(task_id, self.data.train.images, self.data.train.labels)
-        return TaskData(x, y, augment=self._augment if self.config.augment else None)
+        augment = self._augment if self.config.augment else None
+        return TaskData(x, y, self._prepare, augment)
 
     def test_data(self, task_id: int) -> TaskData:
-        return TaskData(*self._select(task_id, self.data.test.images, self.data.test.labels))
+        x, y = self._select(task_id, self.data.test.images, self.data.test.labels)
+        return TaskData(x, y, self._prepare)
 
 
 @SCENARIOS.register("split_cifar100")

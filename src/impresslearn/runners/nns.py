@@ -12,14 +12,11 @@ with one candidate the rule would always fire.
 
 The objective (``eval.nns_objective``) is SupSup's output entropy H (``entropy``) or the training
 batch's cross-entropy over the real classes (``cross_entropy``): NNs has the labels, only the task
-ids are missing. With H the confidences of a real boundary and of the task being learned overlap on
-PermutedMNIST (LeNet-300-100, 20 tasks: boundaries read 1.02-1.47, the task being learned from
-1.04; with 10 outputs 44 false detections, with 500 outputs a threshold of 1.25 missed 6 of 19
-boundaries and 1.5 made 16 false detections). With the cross-entropy a boundary read 1.04-1.30
-and the task being learned 3.2 or more (10 or 500 outputs): every boundary found, no false
-detection, at threshold 2 (``supsup-nns-permuted-mnist``). Over the superfluous outputs too, the
-cross-entropy would favour any trained mask over an untrained one whatever the data. ``eval.objective``
-applies to the final task inference, which has no labels.
+ids are missing. Over the superfluous outputs too, the cross-entropy would favour any trained mask
+over an untrained one whatever the data, so it is taken over the real classes only.
+``eval.objective`` applies to the final task inference, which has no labels. How the two
+objectives separate real boundaries from the task being learned, and the thresholds the presets
+use, are measured in the project's docs (docs/results.md, "NNs").
 
 Differences from SupSup's reference code, chosen to keep every stored mask frozen (so nothing is
 ever forgotten): when a new task is detected the mask being learned is stored for good; when a
@@ -33,15 +30,13 @@ ImpressLearn (Bhardwaj et al. 2022) runs the same test in coefficient space: its
 the stored tasks' alphas, the alphas being learned, and, up to five, the untrained alphas (all
 ``1/n``); a new task gets new alphas. Its impressions are learned before the stream, as in GG
 (they need task data); in the stream every task, the impressions' own included, learns alphas
-(``method.train_impression_tasks=true``), since the learner cannot tell which task it sees. With H
-the test never fires in coefficient space (the alphas being learned explain every new permutation
-best, 1.24-1.89); with the cross-entropy a boundary read 1.06-1.97 and the alphas being learned
-3.39 or more, so ``impress-nns-permuted-mnist`` uses threshold 3 and finds every boundary.
+(``method.train_impression_tasks=true``), since the learner cannot tell which task it sees.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,13 +46,15 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from impresslearn.config import EvalConfig, ExperimentConfig
+from impresslearn.checkpoint import RunState
+from impresslearn.config import EvalConfig
 from impresslearn.inference import beta_gradient, infer_task
 from impresslearn.layers import extra_masks, masked_layers
 from impresslearn.methods.impress import ImpressLearn, random_masks
-from impresslearn.scenarios import Scenario, TaskData
+from impresslearn.runners.stream import Stream
+from impresslearn.scenarios import TaskData
 from impresslearn.seeding import PURPOSE_BATCHES, generator
-from impresslearn.train import accuracy, iterate_batches, make_optimizer
+from impresslearn.train import iterate_batches, make_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +124,7 @@ def detect(
     fill = random[: max(0, MIN_CANDIDATES - stored - len(learning))]
     with extra_masks(method.model, learning + fill):
         n = layers[0].num_masks  # SupSup's coeffs are beta itself, over every mask in the bank
-        beta = torch.full((n,), 1.0 / n)
+        beta = torch.full((n,), 1.0 / n, device=method.device)
         grad = beta_gradient(method, x, beta, e.nns_objective, num_classes, y)
     return decide(grad, stored + len(learning), e.nns_threshold)
 
@@ -143,19 +140,33 @@ def _detect_alphas(
     candidates = stored + learning + fill
     per_layer = [torch.stack([c[i] for c in candidates]) for i in range(len(method.layers))]
     n = len(candidates)
-    beta = torch.full((n,), 1.0 / n)
+    beta = torch.full((n,), 1.0 / n, device=method.device)
     mixture = _AlphaCandidates(method.model, per_layer)
     grad = beta_gradient(mixture, x, beta, e.nns_objective, num_classes, y)
     return decide(grad, len(stored) + len(learning), e.nns_threshold)
 
 
-def train_nns(
-    config: ExperimentConfig, method, scenario: Scenario, *, progress: bool = False
-) -> NNsLog:
-    """Train ``method`` (SupSup or ImpressLearn, prepared) on the whole stream without task
-    boundaries; returns the log."""
+def run_nns_stream(stream: Stream) -> tuple[RunState, dict[str, Any]]:
+    """The NNs run: prepare the method, train it on the whole stream without task ids, then
+    evaluate it. Returns the run state (one slot per detected task) and the NNs metrics."""
+    method, scenario = stream.method, stream.scenario
+    start = time.perf_counter()
+    method.prepare(stream.mask_trainer, scenario.num_tasks)
+    record = train_nns(stream)
+    seconds = time.perf_counter() - start
+    matrix, metrics = evaluate_nns(stream, record)
+    per_task = [seconds / scenario.num_tasks] * scenario.num_tasks
+    return RunState(len(record.detections), matrix, per_task, [], 0.0), metrics
+
+
+def train_nns(stream: Stream) -> NNsLog:
+    """Train the stream's method (SupSup or ImpressLearn, prepared) on the whole stream without
+    task boundaries; returns the log."""
+    config, method, scenario = stream.config, stream.method, stream.scenario
+    progress = stream.progress
     train = config.train
     random = [] if isinstance(method, ImpressLearn) else _random_candidates(method)
+    random = [[mask.to(method.device) for mask in masks] for masks in random]
     record = NNsLog()
     optimizer = None
     learning = False  # a mask is being learned (else the current batches belong to a stored task)
@@ -192,8 +203,8 @@ def train_nns(
                     learning = False
             if learning:
                 optimizer.zero_grad(set_to_none=True)
-                with method.training_context():
-                    F.cross_entropy(method.model(x), y).backward()
+                with method.training_context(), stream.runtime.autocast():
+                    F.cross_entropy(method.model(x).float(), y).backward()
                 optimizer.step()
                 record.slot_batches[-1][true_task] += 1
             else:
@@ -223,9 +234,7 @@ def _random_candidates(method) -> list[list[torch.Tensor]]:
     return [[masks[i] for masks in per_layer] for i in range(MIN_CANDIDATES)]
 
 
-def evaluate_nns(
-    config: ExperimentConfig, method, scenario: Scenario, record: NNsLog
-) -> tuple[np.ndarray, dict[str, Any]]:
+def evaluate_nns(stream: Stream, record: NNsLog) -> tuple[np.ndarray, dict[str, Any]]:
     """Final accuracies and detection metrics of an NNs run.
 
     Each detected slot is named after the true task it trained on most; each true task after the
@@ -234,6 +243,7 @@ def evaluate_nns(
     accuracy with the slot inferred per test batch (GNu: a batch counts only when the inferred slot
     belongs to the batch's task) and how well the task boundaries were detected.
     """
+    config, method, scenario = stream.config, stream.method, stream.scenario
     e = config.eval
     num_tasks = scenario.num_tasks
     slot_task = [counts.most_common(1)[0][0] if counts else -1 for counts in record.slot_batches]
@@ -254,7 +264,7 @@ def evaluate_nns(
         slot = task_slot[t]
         if slot is not None:
             with method.task_context(slot):
-                final[t] = accuracy(method.model, test, e.batch_size, scenario.num_classes)
+                final[t] = stream.accuracy(test)
         acc, right = _inferred(method, test, t, slot_task, e, scenario.num_classes)
         inferred_acc.append(acc)
         inferred_right.append(right)
@@ -282,8 +292,7 @@ def _inferred(
     method, data: TaskData, task: int, slot_task: list[int], e, num_classes: int
 ) -> tuple[float, float]:
     correct = right = 0
-    for start in range(0, len(data), e.inference_batch):
-        x, y = data.x[start : start + e.inference_batch], data.y[start : start + e.inference_batch]
+    for x, y in data.batches(e.inference_batch):
         slot, _ = infer_task(
             method,
             x[: e.inference_images],

@@ -19,11 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from impresslearn.config import ExperimentConfig
 from impresslearn.errors import CheckpointError, ConfigError
-from impresslearn.experiment import load_config_file, prepare_run_dir, run_experiment
 from impresslearn.plots import plot_seeds
+from impresslearn.runners.folder import RunFolderLock, start_run_folder
+from impresslearn.runners.saved import load_config_file
+from impresslearn.runners.stream import run_experiment
+from impresslearn.runtime import Runtime
 from impresslearn.storage import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -81,8 +85,11 @@ def run_seeds(
     *,
     overwrite: bool = False,
     progress: bool = False,
+    device: str | torch.device = "auto",
+    precision: str = "fp32",
 ) -> dict[str, Any]:
-    """Run ``config`` over ``num_seeds`` seeds into ``out_dir``; return what ``seeds.json`` holds.
+    """Run ``config`` over ``num_seeds`` seeds into ``out_dir`` on ``device``; return what
+    ``seeds.json`` holds. The folder of repeats is locked meanwhile, and each repeat's own.
 
     Raises:
         ConfigError: fewer than 2 seeds, a sweep config, or ``out_dir`` already holds a run
@@ -92,10 +99,12 @@ def run_seeds(
         raise ConfigError(f"--seeds needs at least 2 repeats, got {num_seeds}")
     if config.sweep.num_impressions:
         raise ConfigError("--seeds repeats a run, not a sweep: drop --seeds for sweep presets")
+    runtime = Runtime.create(device, precision)
     out = Path(out_dir)
-    prepare_run_dir(out, config, overwrite=overwrite)
-    atomic_write_json(out / SEEDS_NAME, {"num_seeds": num_seeds, "finished": False})
-    return _run(config, data_root, out, num_seeds, resume=False, progress=progress)
+    with RunFolderLock(out):
+        start_run_folder(out, config, overwrite=overwrite)
+        atomic_write_json(out / SEEDS_NAME, {"num_seeds": num_seeds, "finished": False})
+        return _run(config, data_root, out, num_seeds, runtime, resume=False, progress=progress)
 
 
 def load_seeds_record(out_dir: Path) -> dict[str, Any]:
@@ -115,16 +124,25 @@ def load_seeds_record(out_dir: Path) -> dict[str, Any]:
     return record
 
 
-def resume_seeds(out_dir: Path, data_root: Path | None, *, progress: bool = False) -> dict:
+def resume_seeds(
+    out_dir: Path,
+    data_root: Path | None,
+    *,
+    progress: bool = False,
+    device: str | torch.device = "auto",
+    precision: str = "fp32",
+) -> dict:
     """Finish the repeats in ``out_dir``: finished ones are kept, stopped ones resumed.
 
     Raises:
         CheckpointError: ``out_dir`` is not a folder of repeats, or its files are unreadable.
     """
+    runtime = Runtime.create(device, precision)
     out = Path(out_dir)
     num_seeds = load_seeds_record(out)["num_seeds"]
     config = load_config_file(out / "config.json")
-    return _run(config, data_root, out, num_seeds, resume=True, progress=progress)
+    with RunFolderLock(out):
+        return _run(config, data_root, out, num_seeds, runtime, resume=True, progress=progress)
 
 
 def is_seeds_folder(path: Path) -> bool:
@@ -136,6 +154,7 @@ def _run(
     data_root: Path | None,
     out: Path,
     num_seeds: int,
+    runtime: Runtime,
     *,
     resume: bool,
     progress: bool,
@@ -157,6 +176,8 @@ def _run(
             overwrite=not restart,
             resume=restart,
             progress=progress,
+            device=runtime.device,
+            precision=runtime.precision,
         )
         metrics.append(result.metrics)
     record = {

@@ -22,22 +22,22 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from impresslearn.backbones import build_backbone
 from impresslearn.config import ExperimentConfig, SweepConfig
-from impresslearn.data import load_dataset
 from impresslearn.errors import ConfigError
-from impresslearn.layers import masked_layers, one_hot, task_norms, use_coeffs
+from impresslearn.layers import extra_masks, one_hot, task_norms, use_coeffs
 from impresslearn.methods import ImpressLearn, ImpressLearnConfig
-from impresslearn.methods.impress import random_masks
+from impresslearn.methods.impress import impression_key
 from impresslearn.plots import plot_sweep
-from impresslearn.scenarios import build_scenario
-from impresslearn.seeding import PURPOSE_BATCHES, generator
+from impresslearn.runners.folder import RunFolderLock, start_run_folder
+from impresslearn.runners.stream import Stream, build_stream
+from impresslearn.runtime import Runtime
 from impresslearn.storage import atomic_write_json, atomic_write_text
-from impresslearn.train import accuracy, fit
 
 log = logging.getLogger(__name__)
+
+Masks = list[torch.Tensor]  # one bool mask per masked layer
 
 
 def run_sweep(
@@ -45,114 +45,102 @@ def run_sweep(
     data_root: Path | None,
     out_dir: Path | None,
     *,
+    overwrite: bool = False,
     progress: bool = False,
+    device: str | torch.device = "auto",
+    precision: str = "fp32",
 ) -> dict[str, Any]:
-    """Run the sweep of ``config.sweep``; write ``sweep.csv``, ``sweep.png`` and ``metrics.json``."""
+    """Run the sweep of ``config.sweep`` on ``device``; with ``out_dir``, write ``config.json``
+    first, then ``sweep.csv``, ``sweep.png`` and ``metrics.json`` (the folder locked meanwhile)."""
     sweep: SweepConfig = config.sweep
-    method_cfg = config.method
-    if not isinstance(method_cfg, ImpressLearnConfig):
+    if not isinstance(config.method, ImpressLearnConfig):
         raise ConfigError("a sweep needs method.name=impresslearn")
-    data = load_dataset(config.scenario.dataset, data_root)
-    scenario = build_scenario(config.scenario, data)
-    eval_tasks = sweep.resolved_eval_tasks(scenario.num_tasks)
-    num_classes, max_n = scenario.num_classes, max(sweep.num_impressions)
-    start = time.perf_counter()
-
-    if task_norms(build_backbone(config.backbone, scenario.input_shape, num_classes)):
+    runtime = Runtime.create(device, precision)
+    stream = build_stream(config, data_root, runtime, progress=progress)
+    eval_tasks = sweep.resolved_eval_tasks(stream.num_tasks)
+    if task_norms(stream.model):
         raise ConfigError(
             f"sweeps support backbones without batch norm (per-task statistics are not tracked "
             f"through a sweep); {config.backbone.name!r} has it: run impress-split-cifar100 "
             "with --set method.num_impressions=N instead"
         )
+    if out_dir is None:
+        return _sweep(stream, eval_tasks, None)
+    with RunFolderLock(Path(out_dir)):
+        start_run_folder(Path(out_dir), config, overwrite=overwrite)
+        return _sweep(stream, eval_tasks, Path(out_dir))
 
-    def new_model(stored: list[list[torch.Tensor]] = ()):
-        """A fresh backbone whose banks hold ``stored`` (masks, each a list of per-layer masks)."""
-        model = build_backbone(config.backbone, scenario.input_shape, num_classes)
-        for per_layer in stored:
-            for layer, mask in zip(masked_layers(model), per_layer, strict=True):
-                layer.add_to_bank(mask)
-        return model
 
-    def learn_mask(model, task_id: int, seed_key: int, description: str) -> list[torch.Tensor]:
-        method = ImpressLearn(model, method_cfg)
-        method.begin_scores(seed_key)
-        fit(
-            method.scores(),
-            lambda x, y: F.cross_entropy(model(x), y),
-            scenario.train_data(task_id),
-            method_cfg.impression_train(),
-            generator(config.train.seed, PURPOSE_BATCHES, task_id, 1),
-            progress=progress,
-            description=description,
+def _impressions(stream: Stream, kinds: tuple[str, ...], max_n: int) -> dict[str, list[Masks]]:
+    """The ``max_n`` impressions of every kind, learned (or drawn) once by the method's own code:
+    the first ``n`` of them are exactly what :class:`ImpressLearn` uses for ``n``. A mask shared
+    by two kinds (task 0's, seed key 0: heterogeneous and homogeneous) is learned once."""
+    learned: dict[tuple[int, int], Masks] = {}
+    masks: dict[str, list[Masks]] = {}
+    for kind in kinds:
+        cfg = replace(
+            stream.config.method, num_impressions=max_n, impression_kind=kind, impression_tasks=None
         )
-        return [layer.end_scores() for layer in masked_layers(model)]
+        method = ImpressLearn(stream.model, cfg)
+        if kind == "random":
+            masks[kind] = method.random_impressions()
+            continue
+        for i, (task_id, seed_key) in enumerate(method.impression_jobs()):
+            if (task_id, seed_key) not in learned:
+                learned[task_id, seed_key] = method.learn_mask(
+                    stream.mask_trainer,
+                    task_id,
+                    seed_key,
+                    impression_key(i),
+                    f"{kind} impression {i + 1}/{max_n} (task {task_id})",
+                )
+        masks[kind] = [learned[job] for job in method.impression_jobs()]
+    return masks
 
-    scratch = new_model()
-    masks: dict[str, list[list[torch.Tensor]]] = {}  # kind -> impression i -> per-layer mask
-    if "heterogeneous" in sweep.kinds or "homogeneous" in sweep.kinds:
-        masks["heterogeneous"] = [
-            learn_mask(scratch, t, t, f"impression task {t}") for t in range(max_n)
-        ]
-    if "homogeneous" in sweep.kinds:
-        masks["homogeneous"] = [masks["heterogeneous"][0]] + [
-            learn_mask(scratch, 0, i, f"homogeneous impression {i}") for i in range(1, max_n)
-        ]
-    if "random" in sweep.kinds:
-        layers = masked_layers(scratch)
-        per_layer = [
-            random_masks(
-                tuple(layer.weight.shape),
-                method_cfg.rule().for_shape(tuple(layer.weight.shape)),
-                max_n,
-                method_cfg.seed,
-                layer.layer_index,
-            )
-            for layer in layers
-        ]
-        masks["random"] = [[m[i] for m in per_layer] for i in range(max_n)]
+
+def _accuracy_of_mask(stream: Stream, mask: Masks, task_id: int) -> float:
+    """Accuracy on ``task_id`` of one mask alone (the stream's model has an empty bank)."""
+    with (
+        extra_masks(stream.model, [mask]),
+        use_coeffs(stream.model, one_hot(0, 1, stream.method.device)),
+    ):
+        return stream.accuracy(stream.scenario.test_data(task_id))
+
+
+def _sweep(stream: Stream, eval_tasks: tuple[int, ...], out_dir: Path | None) -> dict[str, Any]:
+    config, sweep = stream.config, stream.config.sweep
+    max_n = max(sweep.num_impressions)
+    start = time.perf_counter()
+    masks = _impressions(stream, sweep.kinds, max_n)
+    # One impression unchanged: task 0's mask (the first heterogeneous and homogeneous one).
+    first = next((masks[k][0] for k in ("heterogeneous", "homogeneous") if k in masks), None)
 
     # Reference lines: a dedicated SupSup mask per evaluation task; one impression unchanged.
     dedicated, single = {}, {}
     for t in eval_tasks:
-        model = new_model([learn_mask(scratch, t, 10_000 + t, f"dedicated mask task {t}")])
-        with use_coeffs(model, one_hot(0, 1)):
-            dedicated[t] = accuracy(
-                model, scenario.test_data(t), config.eval.batch_size, num_classes
-            )
-        if "heterogeneous" in masks:
-            model = new_model([masks["heterogeneous"][0]])
-            with use_coeffs(model, one_hot(0, 1)):
-                single[t] = accuracy(
-                    model, scenario.test_data(t), config.eval.batch_size, num_classes
-                )
+        mask = stream.method.learn_dedicated_mask(stream.mask_trainer, t)
+        dedicated[t] = _accuracy_of_mask(stream, mask, t)
+        if first is not None:
+            single[t] = _accuracy_of_mask(stream, first, t)
 
     rows: list[dict[str, Any]] = []
     for kind in sweep.kinds:
         for n in sweep.num_impressions:
-            model = new_model(masks[kind][:n])
+            model = build_backbone(
+                config.backbone, stream.scenario.input_shape, stream.num_classes
+            ).to(stream.runtime.device)
             method = ImpressLearn(
                 model,
-                replace(method_cfg, num_impressions=n, impression_kind=kind, impression_tasks=None),
+                replace(
+                    config.method, num_impressions=n, impression_kind=kind, impression_tasks=None
+                ),
             )
+            method.prepare_with(masks[kind][:n])
+            grid = Stream(config, stream.runtime, stream.scenario, model, method, stream.progress)
             for t in eval_tasks:
-                method.begin_task(t)
-                with method.training_context():
-                    fit(
-                        method.trainable_parameters(),
-                        lambda x, y, m=method, mo=model: (
-                            F.cross_entropy(mo(x), y) + m.loss_regulariser()
-                        ),
-                        scenario.train_data(t),
-                        config.train,
-                        generator(config.train.seed, PURPOSE_BATCHES, t),
-                        progress=progress,
-                        description=f"{kind} n={n} task {t}",
-                    )
-                method.end_task(t)
+                grid.learn_task(t, config.train, f"{kind} n={n} task {t}")
                 with method.task_context(t):
-                    acc = accuracy(
-                        model, scenario.test_data(t), config.eval.batch_size, num_classes
-                    )
+                    acc = grid.accuracy(stream.scenario.test_data(t))
                 rows.append({"kind": kind, "num_impressions": n, "task_id": t, "accuracy": acc})
             mean = np.mean(
                 [r["accuracy"] for r in rows if r["kind"] == kind and r["num_impressions"] == n]
@@ -191,6 +179,7 @@ def run_sweep(
         "dedicated_accuracy": {str(t): a for t, a in dedicated.items()},
         "rows": rows,
         "seconds": time.perf_counter() - start,
+        **stream.runtime.describe(),
     }
     if out_dir is not None:
         out_dir = Path(out_dir)

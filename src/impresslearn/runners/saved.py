@@ -1,0 +1,132 @@
+"""Saved runs: rebuild a run from its folder, on any device, and evaluate it again.
+
+A checkpoint holds everything a run learned (see :mod:`impresslearn.checkpoint`); the backbone's
+weights are regenerated from its seed. :func:`load_run` needs no data; evaluating a saved run
+loads the scenario's data again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from impresslearn.backbones import build_backbone
+from impresslearn.checkpoint import (
+    CHECKPOINT_NAME,
+    RunState,
+    checkpoint_config,
+    checkpoint_shape,
+    restore_checkpoint,
+)
+from impresslearn.config import EvalConfig, ExperimentConfig, config_from_dict
+from impresslearn.data import load_dataset
+from impresslearn.errors import ConfigError
+from impresslearn.methods import Method, build_method
+from impresslearn.runners.stream import evaluate_without_task_ids
+from impresslearn.runtime import Runtime
+from impresslearn.scenarios import Scenario, build_scenario
+from impresslearn.train import accuracy
+
+
+def load_config_file(path: Path) -> ExperimentConfig:
+    """Read a ``config.json`` written by a run (or by hand)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path} is not valid JSON: {e}") from None
+    return config_from_dict(data)
+
+
+@dataclass
+class LoadedRun:
+    """A saved run, rebuilt from its checkpoint on ``runtime.device``: predictions for a batch
+    with a given task."""
+
+    config: ExperimentConfig
+    model: torch.nn.Module
+    method: Method
+    state: RunState
+    num_classes: int
+    runtime: Runtime
+
+    @property
+    def device(self) -> torch.device:
+        return self.runtime.device
+
+    @property
+    def tasks(self) -> list[int]:
+        """Tasks the saved run has finished."""
+        return list(range(self.state.next_task))
+
+    @torch.no_grad()
+    def logits(self, x: torch.Tensor, task_id: int) -> torch.Tensor:
+        """Outputs (on the run's device) for inputs ``x`` (normalised like the scenario's, on
+        any device) with task ``task_id``."""
+        if task_id not in self.tasks:
+            raise ConfigError(
+                f"task {task_id} is not in this run (finished tasks: 0..{self.state.next_task - 1})"
+            )
+        with self.method.task_context(task_id), self.runtime.autocast():
+            return self.model(x.to(self.device))
+
+    def predict(self, x: torch.Tensor, task_id: int) -> torch.Tensor:
+        """Predicted classes for ``x`` with task ``task_id`` given."""
+        return self.logits(x, task_id)[:, : self.num_classes].argmax(1)
+
+    def scenario(self, data_root: Path | None) -> Scenario:
+        """The run's task stream, its data loaded from ``data_root`` onto the run's device."""
+        data = load_dataset(self.config.scenario.dataset, data_root).to(self.device)
+        return build_scenario(self.config.scenario, data)
+
+
+def load_run(
+    run_dir: Path, *, device: str | torch.device = "auto", precision: str = "fp32"
+) -> LoadedRun:
+    """Rebuild a saved run from ``run_dir/checkpoint.safetensors`` on ``device`` (no data
+    needed)."""
+    runtime = Runtime.create(device, precision)
+    path = Path(run_dir) / CHECKPOINT_NAME
+    config = checkpoint_config(path)
+    input_shape, num_classes = checkpoint_shape(path)
+    model = build_backbone(config.backbone, input_shape, num_classes).to(runtime.device)
+    method = build_method(model, config.method)
+    state = restore_checkpoint(path, config, model, method)
+    return LoadedRun(config, model, method, state, num_classes, runtime)
+
+
+def evaluate_run(run: LoadedRun, data_root: Path | None, *, progress: bool = False) -> list[float]:
+    """Accuracy of every finished task of a saved run, task ids given."""
+    scenario = run.scenario(data_root)
+    accs = []
+    for t in tqdm(run.tasks, desc="eval", disable=not progress, leave=False):
+        with run.method.task_context(t), run.runtime.autocast():
+            data = scenario.test_data(t)
+            accs.append(accuracy(run.model, data, run.config.eval.batch_size, run.num_classes))
+    return accs
+
+
+def evaluate_run_inferred(
+    run: LoadedRun, data_root: Path | None, eval_config: EvalConfig, *, progress: bool = False
+) -> dict[str, Any]:
+    """Evaluate a finished saved run with task ids hidden (GNs / GNu) under ``eval_config``, e.g.
+    to compare inference procedures on one trained model. Returns the metrics entries."""
+    if eval_config.scenario not in ("GNs", "GNu"):
+        raise ConfigError(
+            f"inference evaluation needs eval.scenario GNs or GNu, got {eval_config.scenario!r}"
+        )
+    scenario = run.scenario(data_root)
+    if run.state.next_task != scenario.num_tasks:
+        raise ConfigError(
+            f"the run finished {run.state.next_task} of {scenario.num_tasks} tasks; task inference "
+            "is evaluated on a finished stream (resume it first)"
+        )
+    config = dataclasses.replace(run.config, eval=eval_config)
+    return evaluate_without_task_ids(config, run.method, scenario, progress=progress)
