@@ -91,6 +91,23 @@ def test_run_refuses_folder_with_another_run(tmp_path, capsys):
         (["run", "quickstart", "--data-root", "/no/such/folder"], "/no/such/folder"),
         (["run", "quickstart", "--set", "scenario.dataset=cifar1000"], "unknown data set"),
         (["run", "quickstart", "--set", "backbone.name=vgg"], "unknown backbone 'vgg'"),
+        (
+            ["run", "quickstart", "--set", "method.density=0.0000001"],
+            "a mask must keep between 1 and 235200 weights",
+        ),
+        (
+            [
+                "run",
+                "quickstart",
+                "--set",
+                "eval.scenario=GNu",
+                "--set",
+                "eval.objective=superfluous",
+            ],
+            "needs more outputs than classes",
+        ),
+        (["run", "quickstart", "--device", "tpu"], "unsupported device 'tpu'"),
+        (["run", "quickstart", "--device", "cuda:banana"], "unknown device 'cuda:banana'"),
         (["show", "nope"], "unknown preset 'nope'"),
     ],
 )
