@@ -1,6 +1,7 @@
 """Devices and precision: resolution, clear errors, state that moves, runs that resume anywhere."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -14,11 +15,15 @@ from impresslearn.errors import ConfigError
 from impresslearn.inference import oneshot_gradient
 from impresslearn.layers import norm_stats
 from impresslearn.methods import ImpressLearn, ImpressLearnConfig, SupSup, SupSupConfig
-from impresslearn.runners import run_experiment
+from impresslearn.runners import load_run, run_experiment
 from impresslearn.runtime import Runtime, resolve_device
 
 TINY = ["scenario.dataset=mnist_embedded", "scenario.num_tasks=3", "train.iterations=30"]
 HAS_CUDA = torch.cuda.is_available()
+# The accelerator the device tests use: $IMPRESSLEARN_TEST_DEVICE (scripts/gpu_check.sh sets it),
+# else CUDA when present; without one they are skipped.
+ACCELERATOR = os.environ.get("IMPRESSLEARN_TEST_DEVICE") or ("cuda" if HAS_CUDA else "cpu")
+needs_accelerator = pytest.mark.skipif(ACCELERATOR == "cpu", reason="no GPU on this machine")
 
 
 def test_auto_is_cuda_when_available_else_cpu():
@@ -163,3 +168,34 @@ def test_bf16_run_on_cpu_learns(tmp_path):
     result = run_experiment(config, None, precision="bf16", device="cpu")
     assert result.metrics["precision"] == "bf16"
     assert result.accuracy_matrix[0, 0] > 0.5  # far above chance (10%)
+
+
+@needs_accelerator
+def test_a_stream_on_the_accelerator_matches_the_cpu_and_reloads_there(tmp_path):
+    """Same batches, same initial scores, same masks up to float summation order: the accuracy
+    matrices agree within a point, forgetting is exactly 0, and the saved run reloads on the CPU
+    with outputs equal to the accelerator's up to float tolerance."""
+    config = apply_overrides(ExperimentConfig(), TINY)
+    cpu = run_experiment(config, None, device="cpu")
+    gpu = run_experiment(config, None, tmp_path / "gpu", device=ACCELERATOR)
+    assert gpu.metrics["device"].startswith(ACCELERATOR.split(":")[0])
+    assert gpu.metrics["forgetting"] == 0
+    np.testing.assert_allclose(gpu.accuracy_matrix, cpu.accuracy_matrix, atol=0.01)
+    loaded = load_run(tmp_path / "gpu", device="cpu")
+    x = gpu.scenario.test_data(0).prepared()[:200]
+    for t in range(3):
+        with torch.no_grad(), gpu.method.task_context(t):
+            expected = gpu.method.model(x).cpu()
+        torch.testing.assert_close(loaded.logits(x.cpu(), t), expected, rtol=1e-4, atol=1e-4)
+
+
+@needs_accelerator
+def test_topk_masks_on_the_accelerator_equal_the_cpus_with_ties():
+    from impresslearn.layers import TopKSelector
+
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.randint(-20, 21, (300, 100), generator=gen).float() / 7  # many exact ties
+    k = 15_000
+    cpu = TopKSelector(scores.numel(), k)(scores).clone()
+    gpu = TopKSelector(scores.numel(), k)(scores.to(ACCELERATOR)).cpu()
+    assert int(cpu.sum()) == k and torch.equal(cpu, gpu)

@@ -47,8 +47,7 @@ HOW_TO_GET = (
     "run `impresslearn data fetch cifar100`, or put the six CIFAR-100 shards (cifar100-train-0.npz ... cifar100-train-4.npz, "
     "cifar100-test.npz) in a folder cifar100/, or the official python version (the folder "
     "cifar-100-python/ from https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz), under the "
-    "data root, and point --data-root or IMPRESSLEARN_DATA at it (in a project checkout: "
-    "IMPRESSLEARN_DATA=../shared/data)"
+    "data root, and point --data-root or IMPRESSLEARN_DATA at it"
 )
 
 # The only globals a CIFAR pickle refers to: numpy's array reconstruction, under its numpy 1 and

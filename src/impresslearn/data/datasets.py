@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 
 from impresslearn.data.cifar import load_cifar100
+from impresslearn.data.cifar_subset import load_cifar100_subset
 from impresslearn.data.embedded import load_embedded_mnist
 from impresslearn.data.idx_datasets import FASHION_MNIST, MNIST, load_idx_dataset
 from impresslearn.data.image_data import ImageData
@@ -28,6 +29,7 @@ _DATASETS: dict[str, DatasetLoader] = {
     "fashion_mnist": partial(load_idx_dataset, FASHION_MNIST),
     "mnist_embedded": load_embedded_mnist,
     "cifar100": load_cifar100,
+    "cifar100_subset": load_cifar100_subset,
 }
 
 FOLDER_PREFIX = "folder:"

@@ -66,8 +66,8 @@ MNIST = IdxDatasetSpec(
     how_to_get=(
         "run `impresslearn data fetch mnist`, or put the four MNIST idx files (.gz or "
         "uncompressed) in a folder mnist/ and point "
-        "--data-root or IMPRESSLEARN_DATA at the folder holding it (in a project checkout: "
-        "IMPRESSLEARN_DATA=../shared/data); the data set 'mnist_embedded' needs no files"
+        "--data-root or IMPRESSLEARN_DATA at the folder holding it; the data set "
+        "'mnist_embedded' needs no files"
     ),
 )
 

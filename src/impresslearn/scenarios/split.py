@@ -100,9 +100,17 @@ class SplitCIFAR100(SplitImages):
     """SplitCIFAR100: 20 tasks of 5 CIFAR-100 classes (class order permuted by the seed)."""
 
     def __init__(self, config: ScenarioConfig, data: ImageData) -> None:
-        if data.name != "cifar100":
+        if data.name not in ("cifar100", "cifar100_subset"):
             raise ConfigError(
                 f"split_cifar100 is built from CIFAR-100 (scenario.dataset=cifar100), got "
                 f"{data.name!r}; use split_images for other data sets"
             )
         super().__init__(config, data)
+        held = set(torch.unique(data.train.labels).tolist())
+        missing = [t for t in range(self.num_tasks) if not set(self.classes(t)) <= held]
+        if missing:
+            raise ConfigError(
+                f"the CIFAR-100 subset holds the classes of {min(missing)} task(s) only, not of "
+                f"task {min(missing)}: set scenario.num_tasks={min(missing)} or less, or write a "
+                "larger subset"
+            )
