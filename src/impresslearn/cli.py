@@ -26,6 +26,7 @@ import logging
 import os
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 from impresslearn import __version__
@@ -569,13 +570,62 @@ def _keep_freed_buffers() -> None:
     libc.mallopt(m_top_pad, 64 * 2**20)
 
 
+def _join_processes(args: argparse.Namespace) -> tuple[int, int] | None:
+    """Join the ``torch.distributed`` process group this process was launched in, by ``torchrun``
+    (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR``/``PORT``) or by SLURM's ``srun``
+    (``SLURM_NTASKS``, ``SLURM_PROCID``, ``SLURM_LOCALID``; the batch script exports
+    ``MASTER_ADDR`` and ``MASTER_PORT``). Process i uses ``cuda:LOCAL_RANK`` (nccl) when CUDA is
+    present, else the CPU (gloo). Returns (rank, processes), or None for a single process."""
+    env = os.environ
+    if "WORLD_SIZE" not in env and int(env.get("SLURM_NTASKS", "1")) > 1:
+        if "MASTER_ADDR" not in env:
+            raise ImpressLearnError(
+                "under srun, export MASTER_ADDR (the first node's host name, e.g. from "
+                "`scontrol show hostnames $SLURM_JOB_NODELIST | head -n1`) and MASTER_PORT in the "
+                "batch script"
+            )
+        env.setdefault("MASTER_PORT", "29500")
+        env["WORLD_SIZE"], env["RANK"] = env["SLURM_NTASKS"], env["SLURM_PROCID"]
+        env["LOCAL_RANK"] = env.get("SLURM_LOCALID", "0")
+    world = int(env.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return None
+    if args.command not in ("run", "eval"):
+        raise ImpressLearnError(
+            f"`impresslearn {args.command}` runs in one process: launch it without torchrun / srun "
+            "(run and eval use several)"
+        )
+    import torch
+    import torch.distributed as dist
+
+    local = int(env.get("LOCAL_RANK", "0"))
+    if args.device in ("auto", "cuda") and torch.cuda.is_available():
+        args.device = f"cuda:{local}"
+    use_nccl = str(args.device).startswith("cuda")
+    if use_nccl:
+        torch.cuda.set_device(torch.device(args.device))
+    # A peer that dies is noticed at once (its connection closes, and torchrun stops the rest);
+    # the timeout only bounds a process that hangs.
+    dist.init_process_group("nccl" if use_nccl else "gloo", timeout=timedelta(minutes=10))
+    return dist.get_rank(), world
+
+
 def main(argv: list[str] | None = None) -> int:
     _keep_freed_buffers()
     args = build_parser().parse_args(argv)
     quiet = getattr(args, "quiet", False) or getattr(args, "json", False)
+    try:
+        group = _join_processes(args)
+    except ImpressLearnError as e:
+        print(f"impresslearn: error: {e}", file=sys.stderr)
+        return 2
+    if group is not None and group[0] != 0:
+        # Rank 0 reports; the others only warn, with no progress bars and no tables.
+        quiet = args.quiet = True
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
     logging.basicConfig(
         level=logging.WARNING if quiet else logging.INFO,
-        format="%(message)s",
+        format="%(message)s" if group is None else f"[rank {group[0]}] %(message)s",
         stream=sys.stderr,
     )
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
@@ -584,11 +634,30 @@ def main(argv: list[str] | None = None) -> int:
     except ImpressLearnError as e:
         if args.debug:
             raise
-        print(f"impresslearn: error: {e}", file=sys.stderr)
+        where = "" if group is None else f"process {group[0]} of {group[1]}: "
+        print(f"impresslearn: error: {where}{e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("impresslearn: interrupted", file=sys.stderr)
         return 130
+    except RuntimeError as e:
+        if group is None or args.debug:
+            raise
+        # A collective failed: another process died or hung. The last complete checkpoint stays.
+        print(
+            f"impresslearn: error: process {group[0]} of {group[1]} lost contact with the run's "
+            f"other processes ({str(e).splitlines()[0][:200]}); the run stops. Its last complete "
+            "checkpoint is kept: resume it with `impresslearn run --resume DIR`, on any number of "
+            "processes",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        if group is not None:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Where a run executes: its device and numeric precision.
+"""Where a run executes: its device, numeric precision and processes.
 
 The runtime is not part of the experiment: the same config runs on a CPU, a CUDA GPU or Apple's
 MPS, and a run started on one resumes on another. Random numbers are always drawn on the CPU from
@@ -9,16 +9,29 @@ impressions do not depend on the device.
 :func:`torch.autocast` with bfloat16 (meant for the residual backbones on CUDA). The trainable
 scores and alphas, the stored masks and the batch-norm statistics stay float32 (autocast changes
 only the precision of the matrix products and convolutions), and task inference runs in float32.
+
+With a ``torch.distributed`` process group (launched by ``torchrun`` or SLURM's ``srun``; the
+command line sets it up), one run is spread over ``world_size`` processes, data parallel: every
+process draws the same batch and takes its contiguous slice (:meth:`Runtime.rows`), the gradients
+of the few trainable tensors are summed across processes every step
+(:meth:`Runtime.all_reduce_gradients`), evaluation is split into whole batches whose counts are
+summed, and only rank 0 writes. Without a process group every collective is a no-op.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
+import torch.distributed as dist
 
-from impresslearn.errors import ConfigError
+from impresslearn.errors import ConfigError, ImpressLearnError
+
+T = TypeVar("T")
 
 PRECISIONS = ("fp32", "bf16")
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
@@ -66,21 +79,141 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     raise ConfigError(f"unsupported device {spec!r}: use {DEVICE_CHOICES}")
 
 
+class RanksDisagree(ImpressLearnError):
+    """The processes of one run hold different state: they must never drift apart silently."""
+
+
 @dataclass(frozen=True)
 class Runtime:
-    """The device a run executes on and the precision of its forward passes."""
+    """The device a run executes on, the precision of its forward passes, and this process's
+    place among the run's processes (``rank`` of ``world_size``; 0 of 1 without a group)."""
 
     device: torch.device = torch.device("cpu")
     precision: str = "fp32"
+    rank: int = 0
+    world_size: int = 1
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}: use one of {PRECISIONS}")
 
     @classmethod
-    def create(cls, device: str | torch.device = "auto", precision: str = "fp32") -> Runtime:
-        """Resolve ``device`` (see :func:`resolve_device`) and check ``precision``."""
-        return cls(resolve_device(device), precision)
+    def create(
+        cls,
+        device: str | torch.device = "auto",
+        precision: str = "fp32",
+        *,
+        distributed: bool | None = None,
+    ) -> Runtime:
+        """Resolve ``device`` (see :func:`resolve_device`) and check ``precision``. With
+        ``distributed`` (default: whether a ``torch.distributed`` process group is initialised)
+        the runtime is this process's place in the group; with False, a run of its own."""
+        use_group = dist.is_available() and dist.is_initialized()
+        if distributed is not None:
+            use_group = use_group and distributed
+        if not use_group:
+            return cls(resolve_device(device), precision)
+        return cls(resolve_device(device), precision, dist.get_rank(), dist.get_world_size())
+
+    # ------------------------------------------------------------------------- processes
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_writer(self) -> bool:
+        """Whether this process writes files (rank 0 only)."""
+        return self.rank == 0
+
+    def alone(self) -> Runtime:
+        """This process's device and precision, as a run of its own (e.g. one repeat of many)."""
+        return Runtime(self.device, self.precision)
+
+    def rows(self, total: int) -> slice:
+        """This process's contiguous share of ``total`` rows (sizes differ by at most one; a share
+        may be empty): the shares of ranks 0, 1, ... joined are the rows in order."""
+        base, extra = divmod(total, self.world_size)
+        start = self.rank * base + min(self.rank, extra)
+        return slice(start, start + base + (self.rank < extra))
+
+    def mine(self, index: int) -> bool:
+        """Whether item ``index`` of a list dealt round-robin (batches, tasks) is this rank's."""
+        return index % self.world_size == self.rank
+
+    def all_reduce_gradients(self, params: Sequence[torch.nn.Parameter]) -> None:
+        """Sum the gradients of ``params`` over the processes, in place (one flat buffer); a
+        missing gradient (an empty share of the batch) counts as zero."""
+        if not self.distributed:
+            return
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        offset = 0
+        for p, g in zip(params, grads, strict=True):
+            p.grad = flat[offset : offset + g.numel()].view_as(p).clone()
+            offset += g.numel()
+
+    def sum(self, values: Sequence[float]) -> list[float]:
+        """Element-wise sum of ``values`` over the processes (float64)."""
+        if not self.distributed:
+            return [float(v) for v in values]
+        t = torch.tensor(list(values), dtype=torch.float64, device=self._comm_device())
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def average_(self, tensors: Sequence[torch.Tensor]) -> None:
+        """Replace each tensor by its mean over the processes, in place."""
+        if not self.distributed:
+            return
+        for t in tensors:
+            dist.all_reduce(t)
+            t.div_(self.world_size)
+
+    def gather(self, value: T) -> list[T]:
+        """Every process's ``value`` (any picklable object), in rank order."""
+        if not self.distributed:
+            return [value]
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, value)
+        return out
+
+    def on_writer(self, action: Callable[[], T]) -> T | None:
+        """Run ``action`` on rank 0 only; every process raises its error if it failed there (so
+        no rank waits forever for a writer that gave up)."""
+        if not self.distributed:
+            return action()
+        result, error = None, None
+        if self.is_writer:
+            try:
+                result = action()
+            except ImpressLearnError as e:
+                error = (type(e), str(e))
+        error = self.gather(error)[0]
+        if error is not None:
+            kind, message = error
+            raise kind(message)
+        return result
+
+    def check_same(self, digest: str, what: str) -> None:
+        """Fail loudly unless every process holds the same ``digest`` of its state."""
+        if not self.distributed:
+            return
+        digests = self.gather(digest)
+        if len(set(digests)) > 1:
+            ranks = ", ".join(f"rank {r}: {d[:12]}" for r, d in enumerate(digests))
+            raise RanksDisagree(
+                f"the processes hold different state after {what} ({ranks}); the run stops "
+                "rather than drift apart silently"
+            )
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def _comm_device(self) -> torch.device:
+        # nccl moves CUDA tensors only; gloo CPU tensors.
+        return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
 
     def autocast(self) -> AbstractContextManager:
         """The forward passes' precision for a block: nothing in fp32, bfloat16 autocast in bf16."""
@@ -113,8 +246,19 @@ class Runtime:
             "device": str(self.device),
             "device_name": self.device_name(),
             "precision": self.precision,
+            "processes": self.world_size,
             "torch_version": torch.__version__,
         }
         if self.device.type == "cuda":
             out["peak_device_memory_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
         return out
+
+
+def digest_tensors(tensors: Sequence[torch.Tensor]) -> str:
+    """SHA-256 of the bytes of ``tensors`` (moved to the CPU), to compare state across processes."""
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(str((tuple(t.shape), t.dtype)).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()

@@ -2,6 +2,12 @@
 
 Like minGPT's trainer: an ordinary function. Batches are drawn from an explicit generator, the
 optimiser and schedule come from :class:`TrainConfig`.
+
+Data parallel over the processes of a :class:`~impresslearn.runtime.Runtime`: every process draws
+the same global batch (the same generator), computes the loss on its contiguous share of the rows
+weighted by the share's size, and the gradients are summed across processes before each step. The
+weighted gradients add up to the global batch's mean gradient, so ``train.batch_size`` stays the
+global batch and a term the loss adds for every share (a regulariser) counts once in total.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from impresslearn.errors import ConfigError
+from impresslearn.runtime import Runtime
 from impresslearn.scenarios import TaskData
 
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
@@ -105,6 +112,34 @@ def iterate_batches(
             steps += 1
 
 
+def backward(
+    params: list[nn.Parameter],
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    x: Tensor,
+    y: Tensor,
+    parallel: Runtime | None = None,
+) -> Tensor:
+    """Gradients of ``loss_fn`` on the global batch ``(x, y)`` into ``params``' ``.grad``.
+
+    With ``parallel`` (several processes, each given the same global batch) this process takes
+    its contiguous share of the rows, weights its loss by the share's size over the batch's, and
+    the gradients are summed over the processes: the global batch's mean gradient, up to
+    summation order. Returns this process's (weighted) loss."""
+    if parallel is None or not parallel.distributed:
+        loss = loss_fn(x, y)
+        loss.backward()
+        return loss
+    total = len(y)
+    rows = parallel.rows(total)
+    x, y = x[rows], y[rows]
+    loss = torch.zeros((), device=y.device)
+    if len(y):  # a share may be empty (a global batch smaller than the processes)
+        loss = loss_fn(x, y) * (len(y) / total)
+        loss.backward()
+    parallel.all_reduce_gradients(params)
+    return loss
+
+
 @dataclass(frozen=True)
 class TrainStats:
     steps: int
@@ -120,8 +155,11 @@ def fit(
     *,
     progress: bool = False,
     description: str = "train",
+    runtime: Runtime | None = None,
 ) -> TrainStats:
-    """Minimise ``loss_fn(x, y)`` over ``params`` on batches of ``data``."""
+    """Minimise ``loss_fn(x, y)`` (a mean over the rows) over ``params`` on batches of ``data``;
+    data parallel over ``runtime``'s processes when it has several."""
+    parallel = runtime if runtime is not None and runtime.distributed else None
     steps = config.num_steps(len(data))
     optimizer = make_optimizer(params, config)
     scheduler = (
@@ -133,13 +171,12 @@ def fit(
     bar = tqdm(total=steps, desc=description, disable=not progress, leave=False, mininterval=0.5)
     for step, (x, y) in enumerate(iterate_batches(data, config.batch_size, steps, gen)):
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(x, y)
-        loss.backward()
+        loss = backward(params, loss_fn, x, y, parallel)
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
         if step % 50 == 0 or step == steps - 1:
-            loss_value = loss.item()
+            loss_value = loss.item() if parallel is None else sum(parallel.sum([loss.item()]))
             bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
         bar.update(1)
     bar.close()
@@ -147,15 +184,34 @@ def fit(
 
 
 @torch.no_grad()
-def count_correct(model: nn.Module, data: TaskData, batch_size: int, num_classes: int) -> int:
+def count_correct(
+    model: nn.Module,
+    data: TaskData,
+    batch_size: int,
+    num_classes: int,
+    runtime: Runtime | None = None,
+) -> int:
     """Examples of ``data`` classified correctly, among the first ``num_classes`` outputs (the
-    rest are SupSup's superfluous outputs, never targets)."""
+    rest are SupSup's superfluous outputs, never targets). With several processes each evaluates
+    whole batches dealt round-robin, so every batch is computed exactly as by one process, and
+    the counts are summed."""
     correct = 0
-    for x, y in data.batches(batch_size):
-        correct += int((model(x)[:, :num_classes].argmax(1) == y).sum())
+    for i, start in enumerate(range(0, len(data), batch_size)):
+        if runtime is None or runtime.mine(i):
+            rows = slice(start, start + batch_size)
+            logits = model(data.inputs(rows))
+            correct += int((logits[:, :num_classes].argmax(1) == data.y[rows]).sum())
+    if runtime is not None and runtime.distributed:
+        correct = int(runtime.sum([correct])[0])
     return correct
 
 
-def accuracy(model: nn.Module, data: TaskData, batch_size: int, num_classes: int) -> float:
+def accuracy(
+    model: nn.Module,
+    data: TaskData,
+    batch_size: int,
+    num_classes: int,
+    runtime: Runtime | None = None,
+) -> float:
     """Fraction of ``data`` classified correctly."""
-    return count_correct(model, data, batch_size, num_classes) / len(data)
+    return count_correct(model, data, batch_size, num_classes, runtime) / len(data)

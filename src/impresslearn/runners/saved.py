@@ -1,5 +1,8 @@
 """Saved runs: rebuild a run from its folder, on any device, and evaluate it again.
 
+Under ``torchrun`` the evaluation is shared among the processes (whole batches, or whole tasks
+for task inference) and the counts reduced: the numbers equal one process's exactly.
+
 A checkpoint holds everything a run learned (see :mod:`impresslearn.checkpoint`); the backbone's
 weights are regenerated from its seed. :func:`load_run` needs no data; evaluating a saved run
 loads the scenario's data again.
@@ -109,7 +112,8 @@ def evaluate_run(run: LoadedRun, data_root: Path | None, *, progress: bool = Fal
     for t in tqdm(run.tasks, desc="eval", disable=not progress, leave=False):
         with run.method.task_context(t), run.runtime.autocast():
             data = scenario.test_data(t)
-            accs.append(accuracy(run.model, data, run.config.eval.batch_size, run.num_classes))
+            batch = run.config.eval.batch_size
+            accs.append(accuracy(run.model, data, batch, run.num_classes, run.runtime))
     return accs
 
 
@@ -129,4 +133,6 @@ def evaluate_run_inferred(
             "is evaluated on a finished stream (resume it first)"
         )
     config = dataclasses.replace(run.config, eval=eval_config)
-    return evaluate_without_task_ids(config, run.method, scenario, progress=progress)
+    return evaluate_without_task_ids(
+        config, run.method, scenario, progress=progress, runtime=run.runtime
+    )

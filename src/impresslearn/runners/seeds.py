@@ -8,6 +8,10 @@ the whole protocol. Each repeat is a complete run folder ``OUT/seed-i`` (loadabl
 resumable on its own); ``OUT/seeds.json`` (and ``OUT/seeds.csv``) hold, per headline metric, the
 values per repeat, their mean, sample standard deviation, minimum and maximum; ``OUT/seeds.png``
 plots every task's final accuracy per repeat and its mean ± std.
+
+Under ``torchrun`` / ``srun`` the repeats are dealt among the processes, each running its share as
+runs of their own on its own device (a node of 4 GPUs runs 4 repeats at once); the summary is
+written once, by rank 0, when all are done, and ``--resume`` finishes whatever a stopped job left.
 """
 
 from __future__ import annotations
@@ -101,10 +105,18 @@ def run_seeds(
         raise ConfigError("--seeds repeats a run, not a sweep: drop --seeds for sweep presets")
     runtime = Runtime.create(device, precision)
     out = Path(out_dir)
-    with RunFolderLock(out):
+    lock = RunFolderLock(out)
+
+    def start() -> None:
+        lock.acquire()
         start_run_folder(out, config, overwrite=overwrite)
         atomic_write_json(out / SEEDS_NAME, {"num_seeds": num_seeds, "finished": False})
+
+    try:
+        runtime.on_writer(start)
         return _run(config, data_root, out, num_seeds, runtime, resume=False, progress=progress)
+    finally:
+        lock.release()
 
 
 def load_seeds_record(out_dir: Path) -> dict[str, Any]:
@@ -141,8 +153,12 @@ def resume_seeds(
     out = Path(out_dir)
     num_seeds = load_seeds_record(out)["num_seeds"]
     config = load_config_file(out / "config.json")
-    with RunFolderLock(out):
+    lock = RunFolderLock(out)
+    try:
+        runtime.on_writer(lock.acquire)
         return _run(config, data_root, out, num_seeds, runtime, resume=True, progress=progress)
+    finally:
+        lock.release()
 
 
 def is_seeds_folder(path: Path) -> bool:
@@ -159,11 +175,13 @@ def _run(
     resume: bool,
     progress: bool,
 ) -> dict[str, Any]:
-    metrics = []
+    done: dict[int, dict[str, Any]] = {}
     for i in range(num_seeds):
+        if not runtime.mine(i):  # another process runs this repeat
+            continue
         run_dir = out / f"seed-{i}"
         if resume and (run_dir / "metrics.json").is_file():  # written last: the repeat finished
-            metrics.append(json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")))
+            done[i] = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
             continue
         log.info(
             "%s: repeat %d of %d (seeds + %d) -> %s", config.name, i + 1, num_seeds, i, run_dir
@@ -176,10 +194,12 @@ def _run(
             overwrite=not restart,
             resume=restart,
             progress=progress,
-            device=runtime.device,
-            precision=runtime.precision,
+            runtime=runtime.alone(),
         )
-        metrics.append(result.metrics)
+        done[i] = result.metrics
+    for part in runtime.gather(done):  # waits until every process has finished its share
+        done.update(part)
+    metrics = [done[i] for i in range(num_seeds)]
     record = {
         "preset": config.name,
         "num_seeds": num_seeds,
@@ -189,13 +209,14 @@ def _run(
         "runs": [f"seed-{i}" for i in range(num_seeds)],
         "summary": summarize(metrics),
     }
-    atomic_write_json(out / SEEDS_NAME, record)
-    atomic_write_text(out / "seeds.csv", _csv(record["summary"], num_seeds))
-    series = {"task ids given": [m["final_accuracies"] for m in metrics]}
-    if all("accuracies_inferred" in m for m in metrics):
-        series["task inferred"] = [m["accuracies_inferred"] for m in metrics]
-    title = f"{config.name}: final accuracy per task over {num_seeds} seeds"
-    plot_seeds(series, out / "seeds.png", title)
+    if runtime.is_writer:
+        atomic_write_json(out / SEEDS_NAME, record)
+        atomic_write_text(out / "seeds.csv", _csv(record["summary"], num_seeds))
+        series = {"task ids given": [m["final_accuracies"] for m in metrics]}
+        if all("accuracies_inferred" in m for m in metrics):
+            series["task inferred"] = [m["accuracies_inferred"] for m in metrics]
+        title = f"{config.name}: final accuracy per task over {num_seeds} seeds"
+        plot_seeds(series, out / "seeds.png", title)
     return record
 
 

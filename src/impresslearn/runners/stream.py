@@ -38,6 +38,7 @@ from impresslearn.config import ExperimentConfig
 from impresslearn.data import load_dataset
 from impresslearn.errors import ConfigError
 from impresslearn.inference import check_inference, evaluate_inferred
+from impresslearn.layers import masked_layers, task_norms
 from impresslearn.methods import Method, build_method
 from impresslearn.metrics import (
     average_accuracy,
@@ -48,7 +49,7 @@ from impresslearn.metrics import (
 )
 from impresslearn.plots import plot_accuracy_matrix, plot_per_task
 from impresslearn.runners.folder import RunFolderLock, start_run_folder
-from impresslearn.runtime import Runtime
+from impresslearn.runtime import Runtime, digest_tensors
 from impresslearn.scenarios import Scenario, TaskData, build_scenario
 from impresslearn.seeding import PURPOSE_BATCHES, generator
 from impresslearn.storage import atomic_write_json, atomic_write_text
@@ -119,12 +120,24 @@ class Stream:
             generator(train.seed, PURPOSE_BATCHES, task_id, 1),
             progress=self.progress,
             description=description,
+            runtime=self.runtime,
         )
+        self.synchronise_norm_stats()
+
+    def synchronise_norm_stats(self) -> None:
+        """Average the batch-norm statistics just learned over the processes, so that every
+        process freezes the same ones (each saw only its share of every batch). The running
+        statistics are exponential averages, linear in the batches' statistics: averaging them
+        once at the end equals averaging them after every step."""
+        norms = task_norms(self.model)
+        self.runtime.average_([t for n in norms for t in (n.running_mean, n.running_var)])
 
     def accuracy(self, data: TaskData) -> float:
-        """Accuracy of the model as it stands (the caller selects the task) on ``data``."""
+        """Accuracy of the model as it stands (the caller selects the task) on ``data``
+        (evaluated in whole batches shared among the processes)."""
+        batch = self.config.eval.batch_size
         with self.runtime.autocast():
-            return accuracy(self.model, data, self.config.eval.batch_size, self.num_classes)
+            return accuracy(self.model, data, batch, self.num_classes, self.runtime)
 
     def evaluate_seen(self, upto: int, *, only: int | None = None) -> list[float]:
         """Accuracy on tasks ``0..upto`` (or on task ``only``) with each task id given."""
@@ -152,9 +165,19 @@ class Stream:
                     generator(train.seed, PURPOSE_BATCHES, task_id),
                     progress=self.progress,
                     description=description,
+                    runtime=self.runtime,
                 )
+            self.synchronise_norm_stats()
         method.end_task(task_id)
         return stats
+
+    def state_digest(self) -> str:
+        """A hash of everything the run has stored (banks, statistics, the method's state)."""
+        tensors = [layer.bank for layer in masked_layers(self.model)]
+        tensors += [n.stats[k] for n in task_norms(self.model) for k in sorted(n.stats)]
+        method_tensors, _ = self.method.checkpoint_state()
+        tensors += [method_tensors[k] for k in sorted(method_tensors)]
+        return digest_tensors(tensors)
 
 
 def build_stream(
@@ -167,9 +190,14 @@ def build_stream(
     model = build_backbone(config.backbone, scenario.input_shape, scenario.num_classes)
     method = build_method(model.to(runtime.device), config.method)
     method.check_stream(scenario.num_tasks)
+    if runtime.distributed and config.eval.scenario == "NNs":
+        raise ConfigError(
+            "an NNs run (new tasks detected while training) runs on one process: launch it "
+            "without torchrun / srun (or run several repeats at once with --seeds)"
+        )
     if config.eval.scenario != "GG":
         check_inference(config.eval, method, model, scenario.input_shape, scenario.num_classes)
-    return Stream(config, runtime, scenario, model, method, progress)
+    return Stream(config, runtime, scenario, model, method, progress and runtime.is_writer)
 
 
 def run_experiment(
@@ -182,6 +210,7 @@ def run_experiment(
     progress: bool = False,
     device: str | torch.device = "auto",
     precision: str = "fp32",
+    runtime: Runtime | None = None,
 ) -> RunResult:
     """Run ``config`` end to end on ``device``; with ``out_dir``, write the run folder as it goes.
 
@@ -191,11 +220,15 @@ def run_experiment(
     ``scenario.num_tasks`` than the saved one: the stream is extended, with the same results as a
     run started with the longer stream. The run folder is locked while this runs.
 
+    Inside a ``torch.distributed`` process group the run is data parallel over its processes
+    (``runtime``, default ``Runtime.create(device, precision)``, says which); rank 0 alone writes,
+    and the processes check after every task that they hold identical state.
+
     Raises:
         ConfigError: bad input (an unknown device included), before anything is written; or
             another process is writing ``out_dir``.
     """
-    runtime = Runtime.create(device, precision)
+    runtime = runtime or Runtime.create(device, precision)
     if resume and out_dir is None:
         raise ConfigError("resuming needs the run folder")
     if resume and config.eval.scenario == "NNs":
@@ -204,21 +237,31 @@ def run_experiment(
     runtime.reset_peak_memory()
     if out_dir is None:
         return _run(stream, None, resume=False, overwrite=False)
-    with RunFolderLock(Path(out_dir)):
+    lock = RunFolderLock(Path(out_dir))
+    try:
+        runtime.on_writer(lock.acquire)  # one writer per folder: rank 0's lock
         return _run(stream, Path(out_dir), resume=resume, overwrite=overwrite)
+    finally:
+        lock.release()
 
 
 def _run(stream: Stream, out: Path | None, *, resume: bool, overwrite: bool) -> RunResult:
-    config, method, scenario = stream.config, stream.method, stream.scenario
+    config, method, scenario, runtime = (
+        stream.config,
+        stream.method,
+        stream.scenario,
+        stream.runtime,
+    )
     if resume:
         state = restore_checkpoint(out / CHECKPOINT_NAME, config, stream.model, method)
         log.info("resuming %s at task %d/%d", config.name, state.next_task + 1, stream.num_tasks)
-        atomic_write_text(out / "config.json", config.to_json())  # a stream may have grown
+        # a stream may have grown
+        runtime.on_writer(lambda: atomic_write_text(out / "config.json", config.to_json()))
     elif out is not None:
-        start_run_folder(out, config, overwrite=overwrite)
+        runtime.on_writer(lambda: start_run_folder(out, config, overwrite=overwrite))
 
     def save(state: RunState) -> None:
-        if out is not None:
+        if out is not None and runtime.is_writer:
             shape = (scenario.input_shape, scenario.num_classes)
             size = save_checkpoint(
                 out / CHECKPOINT_NAME, config, stream.model, method, state, shape
@@ -250,7 +293,9 @@ def _run(stream: Stream, out: Path | None, *, resume: bool, overwrite: bool) -> 
         learn_tasks(stream, state, save)
         extra = {}
         if config.eval.scenario != "GG":
-            extra = evaluate_without_task_ids(config, method, scenario, progress=stream.progress)
+            extra = evaluate_without_task_ids(
+                config, method, scenario, progress=stream.progress, runtime=runtime
+            )
     return finish(stream, state, extra, out)
 
 
@@ -282,6 +327,7 @@ def learn_tasks(stream: Stream, state: RunState, save) -> None:
         }
         state.events.append(event)
         state.next_task = t + 1
+        stream.runtime.check_same(stream.state_digest(), f"task {t}")
         save(state)
         log.info(
             "task %d/%d (%s): accuracy %.2f%%, mean over seen %.2f%%, %.1fs",
@@ -302,7 +348,7 @@ def finish(stream: Stream, state: RunState, extra: dict[str, Any], out: Path | N
     metrics.update(extra)
     metrics["prepare_seconds"] = state.prepare_seconds
     metrics.update(stream.runtime.describe())
-    if out is not None:
+    if out is not None and stream.runtime.is_writer:
         # Measured: how much the checkpoint file grew per task of the stream (payload plus
         # safetensors headers and the event log), next to the payload in bytes_per_task.
         metrics["checkpoint_bytes"] = (out / CHECKPOINT_NAME).stat().st_size
@@ -314,15 +360,24 @@ def finish(stream: Stream, state: RunState, extra: dict[str, Any], out: Path | N
 
 
 def evaluate_without_task_ids(
-    config: ExperimentConfig, method: Method, scenario: Scenario, *, progress: bool = False
+    config: ExperimentConfig,
+    method: Method,
+    scenario: Scenario,
+    *,
+    progress: bool = False,
+    runtime: Runtime | None = None,
 ) -> dict[str, Any]:
-    """Final accuracy with the task inferred (GNs / GNu), and the task-inference accuracy."""
+    """Final accuracy with the task inferred (GNs / GNu), and the task-inference accuracy. With
+    several processes the tasks are dealt among them (each computed exactly as by one process)
+    and the results gathered."""
     e = config.eval
-    accs, inferred, fitted, margins = [], [], [], []
+    runtime = runtime or Runtime()
     start = time.perf_counter()
-    for t in tqdm(range(scenario.num_tasks), desc="infer", disable=not progress, leave=False):
+    results = {}
+    mine = [t for t in range(scenario.num_tasks) if runtime.mine(t)]
+    for t in tqdm(mine, desc="infer", disable=not progress, leave=False):
         test = scenario.test_data(t).head(e.inference_test_images)
-        result = evaluate_inferred(
+        results[t] = evaluate_inferred(
             method,
             test,
             t,
@@ -333,10 +388,13 @@ def evaluate_without_task_ids(
             images=e.inference_images,
             num_classes=scenario.num_classes,
         )
-        accs.append(result.accuracy)
-        inferred.append(result.task_accuracy)
-        fitted.append(result.fitted_accuracy)
-        margins.extend(result.margins)
+    for part in runtime.gather(results):
+        results.update(part)
+    ordered = [results[t] for t in range(scenario.num_tasks)]
+    accs = [r.accuracy for r in ordered]
+    inferred = [r.task_accuracy for r in ordered]
+    fitted = [r.fitted_accuracy for r in ordered]
+    margins = [m for r in ordered for m in r.margins]
     log.info(
         "%s: accuracy %.2f%% with the task inferred (task inference %.2f%%)",
         e.scenario,
@@ -346,6 +404,7 @@ def evaluate_without_task_ids(
     extra = {}
     if e.inference == "entropy_fit":
         extra["average_accuracy_fitted_alphas"] = float(np.mean(fitted))
+    margins = [m for m in margins if m == m]  # NaN: too few other tasks to measure a margin
     if margins:
         # How decisive one-shot inference was (inference.oneshot_margin): the median, and the
         # 5th percentile, i.e. the margin that 95% of the inferences exceeded.

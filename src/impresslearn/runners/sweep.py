@@ -55,8 +55,8 @@ def run_sweep(
     sweep: SweepConfig = config.sweep
     if not isinstance(config.method, ImpressLearnConfig):
         raise ConfigError("a sweep needs method.name=impresslearn")
-    runtime = Runtime.create(device, precision)
-    stream = build_stream(config, data_root, runtime, progress=progress)
+    group = Runtime.create(device, precision)  # the processes the sweep's pieces are dealt to
+    stream = build_stream(config, data_root, group.alone(), progress=progress and group.is_writer)
     eval_tasks = sweep.resolved_eval_tasks(stream.num_tasks)
     if task_norms(stream.model):
         raise ConfigError(
@@ -65,36 +65,80 @@ def run_sweep(
             "with --set method.num_impressions=N instead"
         )
     if out_dir is None:
-        return _sweep(stream, eval_tasks, None)
-    with RunFolderLock(Path(out_dir)):
-        start_run_folder(Path(out_dir), config, overwrite=overwrite)
-        return _sweep(stream, eval_tasks, Path(out_dir))
+        return _sweep(stream, group, eval_tasks, None)
+    out = Path(out_dir)
+    lock = RunFolderLock(out)
+
+    def start() -> None:
+        lock.acquire()
+        start_run_folder(out, config, overwrite=overwrite)
+
+    try:
+        group.on_writer(start)
+        return _sweep(stream, group, eval_tasks, out)
+    finally:
+        lock.release()
 
 
-def _impressions(stream: Stream, kinds: tuple[str, ...], max_n: int) -> dict[str, list[Masks]]:
+def _deal(group: Runtime, jobs: list, work) -> dict:
+    """``{job: work(job)}`` over ``jobs`` dealt round-robin among the processes, gathered (results
+    on the CPU); with one process, simply every job in order."""
+    mine = {job: work(job) for i, job in enumerate(jobs) if group.mine(i)}
+    if not group.distributed:
+        return mine
+    mine = {job: _to_cpu(value) for job, value in mine.items()}
+    done: dict = {}
+    for part in group.gather(mine):
+        done.update(part)
+    return {job: done[job] for job in jobs}
+
+
+def _to_cpu(value):
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, list):
+        return [_to_cpu(v) for v in value]
+    return value
+
+
+def _impressions(
+    stream: Stream, group: Runtime, kinds: tuple[str, ...], max_n: int
+) -> dict[str, list[Masks]]:
     """The ``max_n`` impressions of every kind, learned (or drawn) once by the method's own code:
     the first ``n`` of them are exactly what :class:`ImpressLearn` uses for ``n``. A mask shared
     by two kinds (task 0's, seed key 0: heterogeneous and homogeneous) is learned once."""
-    learned: dict[tuple[int, int], Masks] = {}
-    masks: dict[str, list[Masks]] = {}
-    for kind in kinds:
-        cfg = replace(
-            stream.config.method, num_impressions=max_n, impression_kind=kind, impression_tasks=None
+    methods = {
+        kind: ImpressLearn(
+            stream.model,
+            replace(
+                stream.config.method,
+                num_impressions=max_n,
+                impression_kind=kind,
+                impression_tasks=None,
+            ),
         )
-        method = ImpressLearn(stream.model, cfg)
+        for kind in kinds
+    }
+    jobs = list(dict.fromkeys(job for m in methods.values() for job in m.impression_jobs()))
+    any_method = next(iter(methods.values()))
+
+    def learn(job: tuple[int, int]) -> Masks:
+        task_id, seed_key = job
+        return any_method.learn_mask(
+            stream.mask_trainer,
+            task_id,
+            seed_key,
+            impression_key(0),
+            f"impression: task {task_id}, seed key {seed_key}",
+        )
+
+    learned = _deal(group, jobs, learn)
+    masks: dict[str, list[Masks]] = {}
+    for kind, method in methods.items():
         if kind == "random":
             masks[kind] = method.random_impressions()
-            continue
-        for i, (task_id, seed_key) in enumerate(method.impression_jobs()):
-            if (task_id, seed_key) not in learned:
-                learned[task_id, seed_key] = method.learn_mask(
-                    stream.mask_trainer,
-                    task_id,
-                    seed_key,
-                    impression_key(i),
-                    f"{kind} impression {i + 1}/{max_n} (task {task_id})",
-                )
-        masks[kind] = [learned[job] for job in method.impression_jobs()]
+        else:
+            masks[kind] = [learned[job] for job in method.impression_jobs()]
     return masks
 
 
@@ -107,51 +151,52 @@ def _accuracy_of_mask(stream: Stream, mask: Masks, task_id: int) -> float:
         return stream.accuracy(stream.scenario.test_data(task_id))
 
 
-def _sweep(stream: Stream, eval_tasks: tuple[int, ...], out_dir: Path | None) -> dict[str, Any]:
+def _sweep(
+    stream: Stream, group: Runtime, eval_tasks: tuple[int, ...], out_dir: Path | None
+) -> dict[str, Any]:
     config, sweep = stream.config, stream.config.sweep
     max_n = max(sweep.num_impressions)
     start = time.perf_counter()
-    masks = _impressions(stream, sweep.kinds, max_n)
+    masks = _impressions(stream, group, sweep.kinds, max_n)
     # One impression unchanged: task 0's mask (the first heterogeneous and homogeneous one).
     first = next((masks[k][0] for k in ("heterogeneous", "homogeneous") if k in masks), None)
 
     # Reference lines: a dedicated SupSup mask per evaluation task; one impression unchanged.
-    dedicated, single = {}, {}
-    for t in eval_tasks:
+    def reference(t: int) -> tuple[float, float | None]:
         mask = stream.method.learn_dedicated_mask(stream.mask_trainer, t)
-        dedicated[t] = _accuracy_of_mask(stream, mask, t)
-        if first is not None:
-            single[t] = _accuracy_of_mask(stream, first, t)
+        one = _accuracy_of_mask(stream, first, t) if first is not None else None
+        return _accuracy_of_mask(stream, mask, t), one
 
-    rows: list[dict[str, Any]] = []
-    for kind in sweep.kinds:
-        for n in sweep.num_impressions:
-            model = build_backbone(
-                config.backbone, stream.scenario.input_shape, stream.num_classes
-            ).to(stream.runtime.device)
-            method = ImpressLearn(
-                model,
-                replace(
-                    config.method, num_impressions=n, impression_kind=kind, impression_tasks=None
-                ),
-            )
-            method.prepare_with(masks[kind][:n])
-            grid = Stream(config, stream.runtime, stream.scenario, model, method, stream.progress)
-            for t in eval_tasks:
-                grid.learn_task(t, config.train, f"{kind} n={n} task {t}")
-                with method.task_context(t):
-                    acc = grid.accuracy(stream.scenario.test_data(t))
-                rows.append({"kind": kind, "num_impressions": n, "task_id": t, "accuracy": acc})
-            mean = np.mean(
-                [r["accuracy"] for r in rows if r["kind"] == kind and r["num_impressions"] == n]
-            )
-            log.info(
-                "%s, n=%d: mean accuracy on %d unseen tasks %.2f%%",
-                kind,
-                n,
-                len(eval_tasks),
-                100 * mean,
-            )
+    references = _deal(group, list(eval_tasks), reference)
+    dedicated = {t: references[t][0] for t in eval_tasks}
+    single = {t: references[t][1] for t in eval_tasks if references[t][1] is not None}
+
+    def grid_point(point: tuple[str, int]) -> list[dict[str, Any]]:
+        kind, n = point
+        model = build_backbone(config.backbone, stream.scenario.input_shape, stream.num_classes)
+        method = ImpressLearn(
+            model.to(stream.runtime.device),
+            replace(config.method, num_impressions=n, impression_kind=kind, impression_tasks=None),
+        )
+        method.prepare_with(masks[kind][:n])
+        grid = Stream(config, stream.runtime, stream.scenario, model, method, stream.progress)
+        rows = []
+        for t in eval_tasks:
+            grid.learn_task(t, config.train, f"{kind} n={n} task {t}")
+            with method.task_context(t):
+                acc = grid.accuracy(stream.scenario.test_data(t))
+            rows.append({"kind": kind, "num_impressions": n, "task_id": t, "accuracy": acc})
+        log.info(
+            "%s, n=%d: mean accuracy on %d unseen tasks %.2f%%",
+            kind,
+            n,
+            len(eval_tasks),
+            100 * np.mean([r["accuracy"] for r in rows]),
+        )
+        return rows
+
+    points = [(kind, n) for kind in sweep.kinds for n in sweep.num_impressions]
+    rows = [row for point_rows in _deal(group, points, grid_point).values() for row in point_rows]
 
     summary = {
         kind: {
@@ -179,9 +224,9 @@ def _sweep(stream: Stream, eval_tasks: tuple[int, ...], out_dir: Path | None) ->
         "dedicated_accuracy": {str(t): a for t, a in dedicated.items()},
         "rows": rows,
         "seconds": time.perf_counter() - start,
-        **stream.runtime.describe(),
+        **group.describe(),
     }
-    if out_dir is not None:
+    if out_dir is not None and group.is_writer:
         out_dir = Path(out_dir)
         lines = ["kind,num_impressions,task_id,accuracy"]
         lines += [
