@@ -268,7 +268,7 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"  images/s {key:<11} {value:8.0f}")
     for key, value in result.get("ratios", {}).items():
         lines.append(f"  ratio {key:<14} {value:8.3f}x")
-    for key in ("ratio", "threshold_ratio", "eval_ratio"):
+    for key in ("ratio", "ratio_vs_threads", "threshold_ratio", "eval_ratio"):
         if key in result:
             target = result.get("targets", {}).get(key)
             suffix = f"   (target <= {target})" if target else ""
@@ -432,3 +432,125 @@ def bench_inference(
     }
     result["targets"] = {"ratio": 1.5}
     return result
+
+
+def _data_parallel_worker(
+    rank: int,
+    world: int,
+    backbone: str,
+    batch_size: int,
+    steps: int,
+    threads: int,
+    init_file: str,
+    queue,
+) -> None:
+    """One process of :func:`bench_data_parallel`: masked training steps on its share of the
+    same global batch, gradients summed over the processes; rank 0 reports the step times."""
+    import torch.distributed as dist
+
+    from impresslearn.runtime import Runtime
+    from impresslearn.train import backward
+
+    torch.set_num_threads(threads)
+    if world > 1:
+        dist.init_process_group(
+            "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world
+        )
+    runtime = Runtime.create("cpu")
+    config, shape, x, y, _ = _setup(backbone, batch_size)
+    model = build_backbone(config, shape, 10)
+    rule = DENSITY.get(backbone, DensityRule("uniform", 0.5))
+    scores = [
+        layer.begin_scores(
+            rule.for_shape(tuple(layer.weight.shape)), "topk", generator(1, layer.layer_index)
+        )
+        for layer in masked_layers(model)
+    ]
+    optimizer = torch.optim.RMSprop(scores, lr=1e-4)
+
+    def loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(model(a), b)
+
+    times = []
+    with norm_stats(model, 0, learn=True):
+        for i in range(steps + max(2, steps // 10)):
+            runtime.barrier()
+            start = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            backward(scores, loss, x, y, runtime)
+            optimizer.step()
+            runtime.barrier()
+            if i >= max(2, steps // 10):  # warm-up steps are not timed
+                times.append(time.perf_counter() - start)
+    if rank == 0:
+        queue.put(statistics.median(times))
+    if world > 1:
+        dist.destroy_process_group()
+
+
+def _data_parallel_round(
+    backbone: str, batch_size: int, steps: int, world: int, threads: int
+) -> float:
+    """Median step seconds of ``world`` fresh processes of ``threads`` threads each."""
+    import multiprocessing
+    import tempfile
+
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    with tempfile.TemporaryDirectory() as folder:
+        init_file = str(Path(folder) / "rendezvous")
+        procs = [
+            ctx.Process(
+                target=_data_parallel_worker,
+                args=(r, world, backbone, batch_size, steps, threads, init_file, queue),
+            )
+            for r in range(world)
+        ]
+        for p in procs:
+            p.start()
+        seconds = queue.get(timeout=600)
+        for p in procs:
+            p.join()
+    return seconds
+
+
+@BENCHMARKS.register("data-parallel")
+def bench_data_parallel(
+    backbone: str = "lenet_300_100",
+    repeats: int | None = None,
+    batch_size: int = 128,
+    processes: int = 2,
+) -> dict[str, Any]:
+    """Masked training step on K CPU processes (gloo) vs one, on the same global batch.
+
+    Each round starts fresh processes for each contender, in turn (1 process of 1 thread, 1 of K
+    threads, K of 1 thread each), so the contenders share the machine's state alike; ``ratio`` is
+    the median step time of K processes over that of one process of one thread (below 1: faster),
+    ``ratio_vs_threads`` over one process with K threads. Every process draws the same batch and
+    computes its share; the gradients are summed with ``torch.distributed`` (gloo).
+    """
+    steps = repeats or (200 if backbone in ("lenet_300_100", "fc_1024_1024") else 15)
+    contenders = {
+        "1_process_1_thread": (1, 1),
+        f"1_process_{processes}_threads": (1, processes),
+        f"{processes}_processes_1_thread": (processes, 1),
+    }
+    rounds = 3
+    samples: dict[str, list[float]] = {k: [] for k in contenders}
+    for _ in range(rounds):
+        for name, (world, threads) in contenders.items():
+            samples[name].append(_data_parallel_round(backbone, batch_size, steps, world, threads))
+    medians = {k: statistics.median(v) for k, v in samples.items()}
+    parallel = medians[f"{processes}_processes_1_thread"]
+    return {
+        "benchmark": "data-parallel",
+        "backbone": backbone,
+        "batch_size": batch_size,
+        "repeats": steps,
+        "rounds": rounds,
+        "processes": processes,
+        "threads": 1,
+        "ratio": parallel / medians["1_process_1_thread"],
+        "ratio_vs_threads": parallel / medians[f"1_process_{processes}_threads"],
+        "median_ms": {k: 1e3 * v for k, v in medians.items()},
+    }

@@ -156,9 +156,11 @@ def fit(
     progress: bool = False,
     description: str = "train",
     runtime: Runtime | None = None,
+    on_loss: Callable[[int, float], None] | None = None,
 ) -> TrainStats:
     """Minimise ``loss_fn(x, y)`` (a mean over the rows) over ``params`` on batches of ``data``;
-    data parallel over ``runtime``'s processes when it has several."""
+    data parallel over ``runtime``'s processes when it has several. ``on_loss(step, loss)`` is
+    told the loss every 50 steps and at the last."""
     parallel = runtime if runtime is not None and runtime.distributed else None
     steps = config.num_steps(len(data))
     optimizer = make_optimizer(params, config)
@@ -178,6 +180,8 @@ def fit(
         if step % 50 == 0 or step == steps - 1:
             loss_value = loss.item() if parallel is None else sum(parallel.sum([loss.item()]))
             bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
+            if on_loss is not None:
+                on_loss(step, loss_value)
         bar.update(1)
     bar.close()
     return TrainStats(steps=steps, final_loss=loss_value)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import shutil
 from pathlib import Path
 from types import TracebackType
 
@@ -111,4 +112,5 @@ def start_run_folder(out_dir: Path, config: ExperimentConfig, *, overwrite: bool
     if overwrite:
         for name in RUN_FILES:
             (out_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(out_dir / "tensorboard", ignore_errors=True)
     atomic_write_text(out_dir / "config.json", config.to_json())

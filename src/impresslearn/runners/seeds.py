@@ -91,6 +91,7 @@ def run_seeds(
     progress: bool = False,
     device: str | torch.device = "auto",
     precision: str = "fp32",
+    log: str | None = None,
 ) -> dict[str, Any]:
     """Run ``config`` over ``num_seeds`` seeds into ``out_dir`` on ``device``; return what
     ``seeds.json`` holds. The folder of repeats is locked meanwhile, and each repeat's own.
@@ -114,7 +115,9 @@ def run_seeds(
 
     try:
         runtime.on_writer(start)
-        return _run(config, data_root, out, num_seeds, runtime, resume=False, progress=progress)
+        return _run(
+            config, data_root, out, num_seeds, runtime, resume=False, progress=progress, log=log
+        )
     finally:
         lock.release()
 
@@ -174,6 +177,7 @@ def _run(
     *,
     resume: bool,
     progress: bool,
+    log: str | None = None,
 ) -> dict[str, Any]:
     done: dict[int, dict[str, Any]] = {}
     for i in range(num_seeds):
@@ -195,6 +199,7 @@ def _run(
             resume=restart,
             progress=progress,
             runtime=runtime.alone(),
+            log=log,
         )
         done[i] = result.metrics
     for part in runtime.gather(done):  # waits until every process has finished its share

@@ -23,6 +23,7 @@ import resource
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ from impresslearn.metrics import (
 )
 from impresslearn.plots import plot_accuracy_matrix, plot_per_task
 from impresslearn.runners.folder import RunFolderLock, start_run_folder
+from impresslearn.runners.tensorboard import TensorBoardLog, check_log
 from impresslearn.runtime import Runtime, digest_tensors
 from impresslearn.scenarios import Scenario, TaskData, build_scenario
 from impresslearn.seeding import PURPOSE_BATCHES, generator
@@ -86,6 +88,7 @@ class Stream:
     model: torch.nn.Module
     method: Method
     progress: bool = False
+    log: Any = None  # a TensorBoardLog (rank 0 of a run with a folder and --log tensorboard)
 
     @property
     def num_tasks(self) -> int:
@@ -166,6 +169,7 @@ class Stream:
                     progress=self.progress,
                     description=description,
                     runtime=self.runtime,
+                    on_loss=None if self.log is None else partial(self.log.loss, task_id),
                 )
             self.synchronise_norm_stats()
         method.end_task(task_id)
@@ -211,6 +215,7 @@ def run_experiment(
     device: str | torch.device = "auto",
     precision: str = "fp32",
     runtime: Runtime | None = None,
+    log: str | None = None,
 ) -> RunResult:
     """Run ``config`` end to end on ``device``; with ``out_dir``, write the run folder as it goes.
 
@@ -222,13 +227,17 @@ def run_experiment(
 
     Inside a ``torch.distributed`` process group the run is data parallel over its processes
     (``runtime``, default ``Runtime.create(device, precision)``, says which); rank 0 alone writes,
-    and the processes check after every task that they hold identical state.
+    and the processes check after every task that they hold identical state. ``log="tensorboard"``
+    also writes TensorBoard event files into the run folder (:mod:`impresslearn.runners.tensorboard`).
 
     Raises:
         ConfigError: bad input (an unknown device included), before anything is written; or
             another process is writing ``out_dir``.
     """
     runtime = runtime or Runtime.create(device, precision)
+    check_log(log)
+    if log is not None and out_dir is None:
+        raise ConfigError("--log tensorboard writes into the run folder: give one (--out)")
     if resume and out_dir is None:
         raise ConfigError("resuming needs the run folder")
     if resume and config.eval.scenario == "NNs":
@@ -240,6 +249,8 @@ def run_experiment(
     lock = RunFolderLock(Path(out_dir))
     try:
         runtime.on_writer(lock.acquire)  # one writer per folder: rank 0's lock
+        if log is not None and runtime.is_writer:
+            stream.log = TensorBoardLog(Path(out_dir))
         return _run(stream, Path(out_dir), resume=resume, overwrite=overwrite)
     finally:
         lock.release()
@@ -329,6 +340,8 @@ def learn_tasks(stream: Stream, state: RunState, save) -> None:
         state.next_task = t + 1
         stream.runtime.check_same(stream.state_digest(), f"task {t}")
         save(state)
+        if stream.log is not None:
+            stream.log.task(event)
         log.info(
             "task %d/%d (%s): accuracy %.2f%%, mean over seen %.2f%%, %.1fs",
             t + 1,
@@ -356,6 +369,8 @@ def finish(stream: Stream, state: RunState, extra: dict[str, Any], out: Path | N
         if len(sizes) > 1:
             metrics["checkpoint_growth_per_task"] = (sizes[-1] - sizes[0]) / (len(sizes) - 1)
         write_results(out, config, state.matrix, metrics, names)
+    if stream.log is not None:
+        stream.log.finish(metrics, state.matrix)
     return RunResult(config, state.matrix, metrics, stream.method, scenario, out)
 
 
