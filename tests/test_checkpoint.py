@@ -86,7 +86,7 @@ def test_sigkill_at_random_points_then_resume_matches_uninterrupted(tmp_path):
     rng = random.Random(1234)
     for attempt in range(4):
         out = tmp_path / f"run{attempt}"
-        proc = _cli(["run", "quickstart", *sets, "--out", str(out), "--quiet"], tmp_path)
+        proc = _cli(["run", "quickstart-supsup", *sets, "--out", str(out), "--quiet"], tmp_path)
         time.sleep(rng.uniform(2.0, 8.0))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -94,7 +94,7 @@ def test_sigkill_at_random_points_then_resume_matches_uninterrupted(tmp_path):
             read_checkpoint(out / CHECKPOINT_NAME)  # never unreadable
             args = ["run", "--resume", str(out), "--quiet"]
         else:  # killed before the first checkpoint: start again
-            args = ["run", "quickstart", *sets, "--out", str(out), "--overwrite", "--quiet"]
+            args = ["run", "quickstart-supsup", *sets, "--out", str(out), "--overwrite", "--quiet"]
         finish = _cli(args, tmp_path)
         assert finish.wait(timeout=300) == 0, finish.stderr.read().decode()
         metrics = json.loads((out / "metrics.json").read_text())

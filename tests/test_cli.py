@@ -26,14 +26,14 @@ def test_list_names_every_registry(capsys):
 
 
 def test_show_prints_resolved_config(capsys):
-    code, out, _ = _run(["show", "quickstart", "--set", "train.lr=0.5"], capsys)
+    code, out, _ = _run(["show", "quickstart-supsup", "--set", "train.lr=0.5"], capsys)
     assert code == 0
     assert json.loads(out)["train"]["lr"] == 0.5
 
 
 def test_run_writes_run_folder_and_replays(tmp_path, capsys):
     out_dir = tmp_path / "run"
-    code, out, _ = _run(["run", "quickstart", *TINY, "--out", str(out_dir)], capsys)
+    code, out, _ = _run(["run", "quickstart-supsup", *TINY, "--out", str(out_dir)], capsys)
     assert code == 0
     assert "average accuracy" in out
     for name in (
@@ -74,31 +74,37 @@ def test_run_writes_run_folder_and_replays(tmp_path, capsys):
 
 def test_run_refuses_folder_with_another_run(tmp_path, capsys):
     out_dir = tmp_path / "run"
-    assert _run(["run", "quickstart", *TINY, "--out", str(out_dir)], capsys)[0] == 0
-    code, _, err = _run(["run", "quickstart", *TINY, "--out", str(out_dir)], capsys)
+    assert _run(["run", "quickstart-supsup", *TINY, "--out", str(out_dir)], capsys)[0] == 0
+    code, _, err = _run(["run", "quickstart-supsup", *TINY, "--out", str(out_dir)], capsys)
     assert code == 2 and "already holds a run" in err and "--overwrite" in err
-    assert _run(["run", "quickstart", *TINY, "--out", str(out_dir), "--overwrite"], capsys)[0] == 0
+    assert (
+        _run(["run", "quickstart-supsup", *TINY, "--out", str(out_dir), "--overwrite"], capsys)[0]
+        == 0
+    )
 
 
 @pytest.mark.parametrize(
     "argv, fragment",
     [
         (["run", "no-such-preset"], "unknown preset 'no-such-preset'"),
-        (["run", "quickstart", "--set", "train.speed=2"], "unknown override key 'train.speed'"),
-        (["run", "quickstart", "--set", "method.density=0"], "density must be in (0, 1]"),
-        (["run", "quickstart", "--set", "method.density=1.5"], "density must be in (0, 1]"),
-        (["run", "quickstart", "--set", "train.lr=abc"], "train.lr must be a number"),
-        (["run", "quickstart", "--data-root", "/no/such/folder"], "/no/such/folder"),
-        (["run", "quickstart", "--set", "scenario.dataset=cifar1000"], "unknown data set"),
-        (["run", "quickstart", "--set", "backbone.name=vgg"], "unknown backbone 'vgg'"),
         (
-            ["run", "quickstart", "--set", "method.density=0.0000001"],
+            ["run", "quickstart-supsup", "--set", "train.speed=2"],
+            "unknown override key 'train.speed'",
+        ),
+        (["run", "quickstart-supsup", "--set", "method.density=0"], "density must be in (0, 1]"),
+        (["run", "quickstart-supsup", "--set", "method.density=1.5"], "density must be in (0, 1]"),
+        (["run", "quickstart-supsup", "--set", "train.lr=abc"], "train.lr must be a number"),
+        (["run", "quickstart-supsup", "--data-root", "/no/such/folder"], "/no/such/folder"),
+        (["run", "quickstart-supsup", "--set", "scenario.dataset=cifar1000"], "unknown data set"),
+        (["run", "quickstart-supsup", "--set", "backbone.name=vgg"], "unknown backbone 'vgg'"),
+        (
+            ["run", "quickstart-supsup", "--set", "method.density=0.0000001"],
             "a mask must keep between 1 and 235200 weights",
         ),
         (
             [
                 "run",
-                "quickstart",
+                "quickstart-supsup",
                 "--set",
                 "eval.scenario=GNu",
                 "--set",
@@ -106,8 +112,8 @@ def test_run_refuses_folder_with_another_run(tmp_path, capsys):
             ],
             "needs more outputs than classes",
         ),
-        (["run", "quickstart", "--device", "tpu"], "unsupported device 'tpu'"),
-        (["run", "quickstart", "--device", "cuda:banana"], "unknown device 'cuda:banana'"),
+        (["run", "quickstart-supsup", "--device", "tpu"], "unsupported device 'tpu'"),
+        (["run", "quickstart-supsup", "--device", "cuda:banana"], "unknown device 'cuda:banana'"),
         (["show", "nope"], "unknown preset 'nope'"),
     ],
 )
@@ -169,7 +175,7 @@ def test_diagonal_matrix_evaluates_each_task_once_then_all(tmp_path, capsys):
         _run(
             [
                 "run",
-                "quickstart",
+                "quickstart-supsup",
                 *TINY,
                 "--set",
                 "scenario.num_tasks=3",
@@ -194,7 +200,9 @@ def test_diagonal_matrix_evaluates_each_task_once_then_all(tmp_path, capsys):
 
 def test_compare_table_and_plot(tmp_path, capsys):
     for name in ("a", "b"):
-        assert _run(["run", "quickstart", *TINY, "--out", str(tmp_path / name)], capsys)[0] == 0
+        assert (
+            _run(["run", "quickstart-supsup", *TINY, "--out", str(tmp_path / name)], capsys)[0] == 0
+        )
     plot = tmp_path / "cmp.png"
     per_task = tmp_path / "per_task.png"
     argv = ["compare", str(tmp_path / "a"), str(tmp_path / "b"), "--plot", str(plot)]

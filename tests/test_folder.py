@@ -45,7 +45,7 @@ def test_second_resume_is_refused_and_a_killed_writer_leaves_no_lock(tmp_path, c
         main(
             [
                 "run",
-                "quickstart",
+                "quickstart-supsup",
                 *SLOW,
                 "--set",
                 "scenario.num_tasks=1",
@@ -93,6 +93,8 @@ def test_second_resume_is_refused_and_a_killed_writer_leaves_no_lock(tmp_path, c
 def test_overwrite_keeps_the_lock_file_and_refuses_a_busy_folder(tmp_path, capsys):
     run = tmp_path / "run"
     with RunFolderLock(run):
-        code = main(["run", "quickstart", *TINY, "--out", str(run), "--overwrite", "--quiet"])
+        code = main(
+            ["run", "quickstart-supsup", *TINY, "--out", str(run), "--overwrite", "--quiet"]
+        )
         assert code == 2 and "being written by another" in capsys.readouterr().err
         assert not (run / "config.json").exists()

@@ -204,7 +204,7 @@ def test_bad_impress_configs(overrides, fragment):
 
 def test_sweep_writes_figure_and_csv(tmp_path, capsys):
     out = tmp_path / "sweep"
-    argv = ["run", "quickstart", "--quiet", "--out", str(out)]
+    argv = ["run", "quickstart-supsup", "--quiet", "--out", str(out)]
     for item in [
         *TINY,
         "scenario.num_tasks=4",

@@ -40,12 +40,12 @@ def test_summary_statistics():
 
 
 def test_repeats_are_independent_runs_and_repeat_zero_is_the_plain_run(tmp_path, capsys):
-    config = apply_overrides(get_preset("quickstart"), QUICK)
+    config = apply_overrides(get_preset("quickstart-supsup"), QUICK)
     out = tmp_path / "seeds"
-    argv = ["run", "quickstart", *[a for o in QUICK for a in ("--set", o)]]
+    argv = ["run", "quickstart-supsup", *[a for o in QUICK for a in ("--set", o)]]
     assert main([*argv, "--seeds", "3", "--out", str(out), "--quiet"]) == 0
     table = capsys.readouterr().out
-    assert "quickstart: 3 repeats" in table and "average accuracy" in table
+    assert "quickstart-supsup: 3 repeats" in table and "average accuracy" in table
     record = json.loads((out / "seeds.json").read_text())
     assert record["finished"] and record["runs"] == ["seed-0", "seed-1", "seed-2"]
     matrices = [
@@ -90,7 +90,7 @@ def test_repeats_are_independent_runs_and_repeat_zero_is_the_plain_run(tmp_path,
 
 
 def test_bad_repeats_are_refused(tmp_path):
-    config = apply_overrides(get_preset("quickstart"), QUICK)
+    config = apply_overrides(get_preset("quickstart-supsup"), QUICK)
     with pytest.raises(ConfigError, match="at least 2"):
         run_seeds(config, None, tmp_path / "a", 1)
     with pytest.raises(ConfigError, match="not a sweep"):

@@ -240,7 +240,7 @@ def _runtime(args: argparse.Namespace):
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from impresslearn.data import resolve_data_root
-    from impresslearn.report import summary_table
+    from impresslearn.report import impressions_table, summary_table
     from impresslearn.runners import run_experiment
 
     runtime = _runtime(args)
@@ -279,6 +279,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             config, data_root, out, overwrite=args.overwrite, progress=not args.quiet, **where
         )
         print(summary_table(result.metrics))
+        per_task = impressions_table(result.metrics)  # ImpressLearn: the per-task comparison
+        if per_task:
+            print(per_task)
     print(f"run folder: {out}")
     return 0
 

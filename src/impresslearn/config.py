@@ -20,7 +20,7 @@ from typing import Any
 from impresslearn.backbones import BACKBONES, BackboneConfig
 from impresslearn.data import is_known_dataset, list_datasets
 from impresslearn.errors import ConfigError
-from impresslearn.methods import SupSupConfig, method_config_class
+from impresslearn.methods import SupSupConfig, method_class, method_config_class
 from impresslearn.scenarios import SCENARIOS, ScenarioConfig
 from impresslearn.train import TrainConfig
 
@@ -228,21 +228,13 @@ def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
 
 
 def _check_registered(config: ExperimentConfig) -> None:
-    """Names that must be registered: refused at config time, not halfway into a run."""
+    """Names that must be registered, and what the method cannot run
+    (:meth:`~impresslearn.methods.Method.check_config`): refused at config time, not halfway into
+    a run."""
     BACKBONES.get(config.backbone.name)
     SCENARIOS.get(config.scenario.name)
+    method_class(config.method.name).check_config(config)
     if config.eval.scenario == "NNs":
-        m = config.method
-        if (
-            m.name == "impresslearn"
-            and m.impression_kind == "heterogeneous"
-            and not m.train_impression_tasks
-        ):
-            raise ConfigError(
-                "eval.scenario=NNs with ImpressLearn: the learner cannot tell which stream task "
-                "an impression came from, so every task must learn alphas; set "
-                "method.train_impression_tasks=true"
-            )
         if config.train.schedule != "constant":
             raise ConfigError(
                 "eval.scenario=NNs: the learner does not know when a task ends, so a per-task "

@@ -6,10 +6,11 @@ SupSup (Wortsman et al. 2020, section 3): superpose every learned task with a mi
 * **one-shot**: one forward/backward; the task is the argmin of d(objective)/d(beta);
 * **binary**: repeatedly keep the half of the candidates with the most negative gradient until
   one remains (ceil(log2 T) rounds).
-* **entropy_fit** (ImpressLearn only): fit a fresh coefficient vector per layer to the unlabelled
-  batch by a few Adam steps of entropy minimisation in alpha space (starting from the mean of the
-  stored alphas), then pick the stored task whose alphas are nearest; the fitted alphas can also
-  classify the batch directly.
+* **entropy_fit** (methods with coefficient vectors per task: ImpressLearn): fit a fresh
+  coefficient vector per layer to the unlabelled batch by a few Adam steps of entropy minimisation
+  in alpha space (starting from ``method.entropy_fit_start()``, ImpressLearn's mean of the stored
+  alphas), then pick the stored task whose alphas are nearest (``method.nearest_task``); the
+  fitted alphas can also classify the batch directly.
 
 Objectives: ``entropy`` (H, mean output entropy) and ``superfluous`` (G: with extra output neurons
 that are never targets, the mean logsumexp of the logits with the real-class logits detached).
@@ -40,7 +41,9 @@ PROCEDURES = ("oneshot", "binary", "entropy_fit")
 
 def check_inference(eval_config, method, model, input_shape, num_classes: int) -> None:
     """Refuse, before a run starts, inference settings that would fail after the stream: the G
-    objective without superfluous outputs, ``entropy_fit`` without coefficient vectors."""
+    objective without superfluous outputs, and what the method cannot do
+    (:meth:`~impresslearn.methods.Method.check_eval`: ``entropy_fit`` without coefficient
+    vectors, NNs without new-task candidates)."""
     if eval_config.scenario not in ("GNs", "GNu", "NNs"):
         return
     if eval_config.objective == "superfluous":
@@ -50,10 +53,7 @@ def check_inference(eval_config, method, model, input_shape, num_classes: int) -
                 "the 'superfluous' objective needs more outputs than classes: set "
                 "backbone.num_outputs (e.g. 100 or 500)"
             )
-    if eval_config.inference == "entropy_fit" and not hasattr(method, "alphas"):
-        raise ConfigError(
-            "entropy_fit inference needs coefficient vectors: use method.name=impresslearn"
-        )
+    method.check_eval(eval_config)
 
 
 def objective_value(
@@ -95,15 +95,9 @@ def beta_gradient(
 def fit_alphas(
     method, x: Tensor, objective: str, num_classes: int, steps: int = 20, lr: float = 0.05
 ) -> list[Tensor]:
-    """Per-layer alphas fitted to the unlabelled batch ``x`` by entropy minimisation."""
-    if not hasattr(method, "alphas"):
-        raise ConfigError(
-            "entropy_fit inference needs coefficient vectors: use method.name=impresslearn"
-        )
-    tasks = method.learned_tasks()
-    start = [
-        torch.stack([method.alphas[t][i] for t in tasks]).mean(0) for i in range(len(method.layers))
-    ]
+    """Per-layer alphas fitted to the unlabelled batch ``x`` by entropy minimisation, from
+    ``method.entropy_fit_start()`` (a ConfigError for methods without coefficient vectors)."""
+    start = method.entropy_fit_start()
     params = [torch.nn.Parameter(a.clone()) for a in start]
     optimizer = torch.optim.Adam(params, lr=lr)
     with torch.enable_grad():
@@ -116,13 +110,9 @@ def fit_alphas(
 
 
 def nearest_task(method, fitted: list[Tensor]) -> int:
-    """The stored task whose alphas are nearest (squared L2 over all layers) to ``fitted``."""
-    tasks = method.learned_tasks()
-    distances = [
-        sum(float((method.alphas[t][i] - f).square().sum()) for i, f in enumerate(fitted))
-        for t in tasks
-    ]
-    return tasks[min(range(len(tasks)), key=distances.__getitem__)]
+    """The stored task whose coeffs are nearest to ``fitted`` (``method.nearest_task``;
+    ImpressLearn: squared L2 over all layers)."""
+    return method.nearest_task(fitted)
 
 
 def oneshot_gradient(method, x: Tensor, objective: str, num_classes: int) -> Tensor:

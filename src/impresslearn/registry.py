@@ -1,4 +1,8 @@
-"""A tiny name -> object registry, one per kind (backbones, scenarios, methods, presets)."""
+"""A tiny name -> object registry, one per kind (backbones, scenarios, methods, data sets, presets).
+
+Registries are the extension points: a new backbone, scenario, method, data set or preset is one
+``@REGISTRY.register("name")`` away (see docs/extending.md), and ``impresslearn list`` shows it.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +31,13 @@ class Registry(Generic[T]):
             return obj
 
         return add
+
+    def unregister(self, name: str) -> T:
+        """Remove ``name`` and return what was registered (e.g. to undo a test's registration)."""
+        try:
+            return self._items.pop(name)
+        except KeyError:
+            raise ConfigError(f"{self.kind} {name!r} is not registered") from None
 
     def get(self, name: str) -> T:
         """The object registered as ``name``; a clear error listing the known names otherwise."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any
 
 
@@ -74,6 +75,104 @@ def summary_table(metrics: dict[str, Any]) -> str:
         lines.append(f"{'final accuracy':<{width}}  " + " ".join(f"{100 * a:.1f}" for a in finals))
     rule = "-" * max(len(line) for line in lines)
     return "\n".join([rule, *lines, rule])
+
+
+def _count(n: float) -> str:
+    return f"{n:,.0f} B"
+
+
+def impressions_table(metrics: dict[str, Any]) -> str | None:
+    """ImpressLearn's per-task comparison, side by side: for every task that is not an
+    impression, the learned combination's accuracy, a dedicated SupSup mask's on the same task
+    (``method.dedicated_masks``), one impression applied unchanged, and the bytes the task costs
+    (its coefficients) against a SupSup mask; impression tasks use their own mask. None when the
+    metrics hold no such comparison (runs of other methods, NNs runs)."""
+    if "unseen_tasks" not in metrics or "impression_tasks" not in metrics:
+        return None
+    if metrics.get("eval_scenario") == "NNs":
+        return None  # the slots of an NNs run are not the stream's tasks
+    finals = metrics["final_accuracies"]
+    names = metrics.get("task_names") or [f"task {t}" for t in range(len(finals))]
+    impressions = list(metrics["impression_tasks"])
+    unseen = list(metrics["unseen_tasks"])
+    dedicated = metrics.get("dedicated_accuracy", {})
+    single = metrics.get("single_impression_accuracy", {})
+    b = metrics["bytes_per_task"]
+    mask = metrics.get("bytes_per_mask")
+    supsup_task = None if mask is None else mask + b.get("norm_stats", 0)
+
+    def pct(value: float | None) -> str:
+        return "-" if value is None else f"{100 * value:.2f}%"
+
+    head = (
+        "task",
+        "learned as",
+        "accuracy",
+        "dedicated mask",
+        "one impression",
+        "bytes per task",
+    )
+    rows = []
+    for t in range(len(finals)):
+        if t in impressions:
+            kind = f"impression {impressions.index(t) + 1}/{len(impressions)}"
+            cost = "(impression)"
+            rows.append((names[t], kind, pct(finals[t]), "-", "-", cost))
+        elif t in unseen:
+            rows.append(
+                (
+                    names[t],
+                    "combination",
+                    pct(finals[t]),
+                    pct(dedicated.get(str(t))),
+                    pct(single.get(str(t))),
+                    _count(b["total"]),
+                )
+            )
+    if unseen:
+
+        def mean(values: list[float | None]) -> float | None:
+            known = [v for v in values if v is not None]
+            return sum(known) / len(known) if known and len(known) == len(values) else None
+
+        rows.append(
+            (
+                f"mean of the {len(unseen)} unseen",
+                "combination",
+                pct(metrics.get("average_accuracy_unseen")),
+                pct(mean([dedicated.get(str(t)) for t in unseen])),
+                pct(mean([single.get(str(t)) for t in unseen])),
+                _count(b["total"]),
+            )
+        )
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+
+    def line(cells: tuple[str, ...]) -> str:
+        left = [c.ljust(w) for c, w in zip(cells[:2], widths[:2], strict=True)]
+        right = [c.rjust(w) for c, w in zip(cells[2:], widths[2:], strict=True)]
+        return "  ".join(left + right)
+
+    lines = [line(head), *(line(r) for r in rows)]
+    width = max(len(x) for x in lines)
+    notes = ["final accuracy per task, task ids given"]
+    if supsup_task is not None:
+        times = supsup_task / b["total"] if b["total"] else None
+        ratio = "" if times is None else f" ({times:,.{1 if times < 10 else 0}f}x more)"
+        notes.append(
+            f"bytes per task: a combination {_count(b['total'])} (coeffs "
+            f"{_count(b['coeffs'])}), a SupSup mask {_count(supsup_task)}{ratio}"
+        )
+    shared = metrics.get("shared_bytes", {}).get("impressions")
+    if shared is not None:
+        notes.append(f"the {len(impressions)} impressions: {_count(shared)}, stored once")
+    notes.append(
+        "dedicated mask: a SupSup mask learned on the task, only for comparison; "
+        "one impression: impression 1 applied unchanged"
+    )
+    notes.append(f"forgetting: {100 * metrics['forgetting']:.2f} points")
+    wrapped = [w for note in notes for w in textwrap.wrap(note, width, subsequent_indent="  ")]
+    rule = "-" * max(len(x) for x in lines + wrapped)
+    return "\n".join([rule, *lines, rule, *wrapped, rule])
 
 
 def margin_text(metrics: dict[str, Any]) -> str:

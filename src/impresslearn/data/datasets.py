@@ -1,10 +1,12 @@
 """The data set registry: load any known data set by name.
 
-A tiny name -> loader dict; ``impresslearn list`` and the scenarios read it through
+:data:`DATASETS` maps a name to a loader; ``impresslearn list`` and the scenarios read it through
 :func:`list_datasets` and :func:`load_dataset`. Every loader takes the data root and the
-system-wide folders to search, so tests can point both at folders they control. Besides the fixed
-names, ``folder:PATH[@SIZE]`` names any tree of class folders (see
-:func:`~impresslearn.data.image_folder.load_image_folder`).
+system-wide folders to search (so tests can point both at folders they control) and returns a
+verified :class:`~impresslearn.data.image_data.ImageData`. A new data set is one
+:func:`register_dataset` call (or ``@DATASETS.register("name")`` on its loader); see
+docs/extending.md. Besides the registered names, ``folder:PATH[@SIZE]`` names any tree of class
+folders (see :func:`~impresslearn.data.image_folder.load_image_folder`).
 """
 
 from __future__ import annotations
@@ -21,28 +23,46 @@ from impresslearn.data.idx_datasets import FASHION_MNIST, MNIST, load_idx_datase
 from impresslearn.data.image_data import ImageData
 from impresslearn.data.image_folder import load_image_folder
 from impresslearn.errors import ConfigError, DataError
+from impresslearn.registry import Registry
 
+# ``loader(root, system_dirs)``: the data set, verified, from under the data root ``root`` (None:
+# only the system-wide folders) and ``system_dirs`` (None: the data set's own default folders).
 DatasetLoader = Callable[[Path | None, Sequence[Path] | None], ImageData]
 
-_DATASETS: dict[str, DatasetLoader] = {
-    "mnist": partial(load_idx_dataset, MNIST),
-    "fashion_mnist": partial(load_idx_dataset, FASHION_MNIST),
-    "mnist_embedded": load_embedded_mnist,
-    "cifar100": load_cifar100,
-    "cifar100_subset": load_cifar100_subset,
-}
+DATASETS: Registry[DatasetLoader] = Registry("data set")
 
 FOLDER_PREFIX = "folder:"
 
 
+def register_dataset(name: str, loader: DatasetLoader | None = None):
+    """Register ``loader`` as the data set ``name`` (``scenario.dataset=name``); without
+    ``loader``, a decorator: ``@register_dataset("my_data") def load(root, system_dirs): ...``.
+
+    Raises:
+        ValueError: ``name`` is taken, or it starts with ``folder:`` (reserved for image folders).
+    """
+    if name.startswith(FOLDER_PREFIX):
+        raise ValueError(f"data set names cannot start with {FOLDER_PREFIX!r}: {name!r}")
+    if loader is None:
+        return DATASETS.register(name)
+    return DATASETS.register(name)(loader)
+
+
+register_dataset("mnist", partial(load_idx_dataset, MNIST))
+register_dataset("fashion_mnist", partial(load_idx_dataset, FASHION_MNIST))
+register_dataset("mnist_embedded", load_embedded_mnist)
+register_dataset("cifar100", load_cifar100)
+register_dataset("cifar100_subset", load_cifar100_subset)
+
+
 def list_datasets() -> list[str]:
     """Return the names of the known data sets, sorted (without the ``folder:PATH`` form)."""
-    return sorted(_DATASETS)
+    return DATASETS.names()
 
 
 def is_known_dataset(name: str) -> bool:
     """Whether ``name`` is one of :func:`list_datasets` or of the form ``folder:PATH[@SIZE]``."""
-    return name in _DATASETS or (name.startswith(FOLDER_PREFIX) and len(name) > len(FOLDER_PREFIX))
+    return name in DATASETS or (name.startswith(FOLDER_PREFIX) and len(name) > len(FOLDER_PREFIX))
 
 
 def load_dataset(
@@ -70,13 +90,13 @@ def load_dataset(
         path_text, image_size = _parse_folder_name(name)
         data = load_image_folder(_resolve_folder(path_text, root), image_size=image_size)
         return replace(data, name=name)
-    if name not in _DATASETS:
+    if name not in DATASETS:
         raise ConfigError(
             f"unknown data set {name!r}; known: {', '.join(list_datasets())}, or "
             "folder:PATH[@SIZE] for a tree of class folders PATH/<class>/<images> (resized to "
             "SIZE x SIZE when given)"
         )
-    return _DATASETS[name](root, system_dirs)
+    return DATASETS.get(name)(root, system_dirs)
 
 
 def _parse_folder_name(name: str) -> tuple[str, int | None]:

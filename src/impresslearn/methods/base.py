@@ -3,13 +3,19 @@
 A method is a small role: it is told when a task begins and ends, hands the training loop the
 parameters to optimise, and selects a task's state for evaluation through a context manager.
 :class:`Method` states the role; its optional hooks have defaults there, so a new method writes
-only what it changes, in one file of this package plus its registration.
+only what it changes, in one file of this package plus its registration
+(``@METHODS.register("name")`` on the class, whose ``config_class`` is a frozen dataclass with a
+``name`` field). Nothing outside this package asks which method it holds: what differs between
+methods (config checks, new-task detection in scenario NNs, ``entropy_fit`` inference) is a hook
+here. How to add one: docs/extending.md.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,13 +32,32 @@ from impresslearn.layers import (
     use_coeffs,
 )
 from impresslearn.registry import Registry
-from impresslearn.seeding import PURPOSE_SCORES, generator
+from impresslearn.seeding import PURPOSE_RANDOM_MASK, PURPOSE_SCORES, generator
 from impresslearn.train import TrainConfig
 
 # Trains the given scores on a task's training data with plain cross-entropy and ``TrainConfig``:
 # ``trainer(params, task_id, train_config, description)``. The runner provides it, so methods
 # that learn masks outside the stream (ImpressLearn's impressions) need no data plumbing.
 MaskTrainer = Callable[[list[nn.Parameter], int, TrainConfig, str], None]
+
+
+@dataclass
+class Candidates:
+    """Candidate tasks superposed with a mixing vector beta, for new-task detection (scenario NNs).
+
+    ``count`` candidates (beta has that many entries), of which the first ``num_known`` are
+    learned (stored, or being learned) and the rest untrained; ``mix(beta)`` gives the coeffs (for
+    :func:`~impresslearn.layers.use_coeffs`) of their superposition. Quacks like a method for
+    :func:`impresslearn.inference.beta_gradient` (``model`` and ``mixed_coeffs``).
+    """
+
+    model: nn.Module
+    count: int
+    num_known: int
+    mix: Callable[[Tensor], Tensor | list[Tensor]]
+
+    def mixed_coeffs(self, beta: Tensor) -> Tensor | list[Tensor]:
+        return self.mix(beta)
 
 
 class Method:
@@ -85,6 +110,47 @@ class Method:
 
     # ------------------------------------------------------------- optional hooks (defaults)
 
+    @classmethod
+    def check_config(cls, config: Any) -> None:
+        """Refuse an experiment (an :class:`~impresslearn.config.ExperimentConfig`) this method
+        cannot run; called whenever a config is built, before anything runs or is written. The
+        default refuses evaluation settings whose hooks the method lacks (:meth:`check_eval`); an
+        override adds its own checks and calls ``super().check_config(config)``."""
+        cls.check_eval(config.eval)
+
+    @classmethod
+    def check_eval(cls, eval_config: Any) -> None:
+        """Refuse evaluation settings (an :class:`~impresslearn.config.EvalConfig`) that need a
+        hook this method does not override: ``entropy_fit`` inference (:meth:`entropy_fit_start`
+        and :meth:`nearest_task`) and scenario NNs (:meth:`new_task_candidates`)."""
+        if eval_config.scenario not in ("GNs", "GNu", "NNs"):
+            return
+        if eval_config.inference == "entropy_fit" and not (
+            cls._overrides("entropy_fit_start") and cls._overrides("nearest_task")
+        ):
+            raise ConfigError(_no_entropy_fit(cls.name))
+        if eval_config.scenario == "NNs" and not cls._overrides("new_task_candidates"):
+            raise ConfigError(_no_nns(cls.name))
+
+    @classmethod
+    def _overrides(cls, hook: str) -> bool:
+        return getattr(cls, hook) is not getattr(Method, hook)
+
+    def new_task_candidates(self, min_candidates: int) -> AbstractContextManager[Candidates]:
+        """Scenario NNs: within the block, the candidates the new-task test superposes: every
+        stored task, the one being learned (if any) and enough untrained ones to make at least
+        ``min_candidates`` (SupSup: masks; ImpressLearn: coefficient vectors)."""
+        raise ConfigError(_no_nns(self.name))
+
+    def entropy_fit_start(self) -> list[Tensor]:
+        """``entropy_fit`` inference: per-layer coeffs to start the fit from (then fitted to an
+        unlabelled batch by entropy minimisation: :func:`impresslearn.inference.fit_alphas`)."""
+        raise ConfigError(_no_entropy_fit(self.name))
+
+    def nearest_task(self, coeffs: list[Tensor]) -> int:
+        """``entropy_fit`` inference: the learned task whose coeffs are nearest to ``coeffs``."""
+        raise ConfigError(_no_entropy_fit(self.name))
+
     def check_stream(self, num_tasks: int) -> None:
         """Refuse a stream of ``num_tasks`` tasks this method cannot learn (called before a run
         writes anything)."""
@@ -122,6 +188,20 @@ class Method:
         return self
 
 
+def _no_entropy_fit(name: str) -> str:
+    return (
+        f"entropy_fit inference needs coefficient vectors per task, which method {name!r} does "
+        "not have: use method.name=impresslearn, or eval.inference=oneshot or binary"
+    )
+
+
+def _no_nns(name: str) -> str:
+    return (
+        f"method {name!r} cannot detect new tasks (eval.scenario=NNs needs its "
+        "new_task_candidates hook): use method.name=supsup or impresslearn"
+    )
+
+
 def check_densities(layers: list[MaskedLayer], rule: DensityRule, kind: str) -> None:
     """Refuse a density that leaves some layer's top-k mask empty (or over-full), naming the layer,
     before anything is trained or written."""
@@ -155,6 +235,19 @@ def begin_masks(
         )
         for layer in layers
     ]
+
+
+def random_masks(
+    shape: tuple[int, ...], density: float, count: int, seed: int, layer: int
+) -> Tensor:
+    """``count`` seeded random bool masks of ``shape``, each keeping exactly round(density * n)."""
+    numel = math.prod(shape)
+    k = num_kept(density, numel)
+    masks = torch.zeros((count, numel), dtype=torch.bool)
+    for i in range(count):
+        order = torch.randperm(numel, generator=generator(seed, PURPOSE_RANDOM_MASK, layer, i))
+        masks[i, order[:k]] = True
+    return masks.view(count, *shape)
 
 
 @contextmanager

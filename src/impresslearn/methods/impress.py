@@ -23,8 +23,8 @@ are trained; a task that reuses its impression unchanged reuses the impression's
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,18 +43,18 @@ from impresslearn.layers import (
     masked_layers,
     norm_stats,
     norm_stats_bytes,
-    num_kept,
     one_hot,
 )
 from impresslearn.methods.base import (
     METHODS,
+    Candidates,
     MaskTrainer,
     Method,
     begin_masks,
     check_densities,
+    random_masks,
     use_task,
 )
-from impresslearn.seeding import PURPOSE_RANDOM_MASK, generator
 from impresslearn.train import TrainConfig
 
 IMPRESSION_KINDS = ("heterogeneous", "homogeneous", "random")
@@ -177,19 +177,6 @@ def impression_key(index: int) -> str:
     return f"impression.{index}"
 
 
-def random_masks(
-    shape: tuple[int, ...], density: float, count: int, seed: int, layer: int
-) -> Tensor:
-    """``count`` seeded random bool masks of ``shape``, each keeping exactly round(density * n)."""
-    numel = math.prod(shape)
-    k = num_kept(density, numel)
-    masks = torch.zeros((count, numel), dtype=torch.bool)
-    for i in range(count):
-        order = torch.randperm(numel, generator=generator(seed, PURPOSE_RANDOM_MASK, layer, i))
-        masks[i, order[:k]] = True
-    return masks.view(count, *shape)
-
-
 @METHODS.register("impresslearn")
 class ImpressLearn(Method):
     """Impressions in every layer's bank; per task, per layer, a coefficient vector over them."""
@@ -223,6 +210,21 @@ class ImpressLearn(Method):
             return None
         tasks = self.config.source_tasks()
         return tasks.index(task_id) if task_id in tasks else None
+
+    @classmethod
+    def check_config(cls, config: Any) -> None:
+        super().check_config(config)
+        m = config.method
+        if (
+            config.eval.scenario == "NNs"
+            and m.impression_kind == "heterogeneous"
+            and not m.train_impression_tasks
+        ):
+            raise ConfigError(
+                "eval.scenario=NNs with ImpressLearn: the learner cannot tell which stream task "
+                "an impression came from, so every task must learn alphas; set "
+                "method.train_impression_tasks=true"
+            )
 
     def check_stream(self, num_tasks: int) -> None:
         cfg = self.config
@@ -391,6 +393,41 @@ class ImpressLearn(Method):
             self._stacked = (len(self.alphas), per_layer)  # (T, n) or (T, out, n) per layer
         return [torch.tensordot(beta, a, dims=1) for a in self._stacked[1]]
 
+    # ----------------------------------------------------------- task inference, detection
+
+    def entropy_fit_start(self) -> list[Tensor]:
+        """``entropy_fit`` starts from the mean of the stored tasks' alphas, per layer."""
+        tasks = self.learned_tasks()
+        return [
+            torch.stack([self.alphas[t][i] for t in tasks]).mean(0) for i in range(len(self.layers))
+        ]
+
+    def nearest_task(self, coeffs: list[Tensor]) -> int:
+        """The stored task whose alphas are nearest (squared L2 over all layers) to ``coeffs``."""
+        tasks = self.learned_tasks()
+        distances = [
+            sum(float((self.alphas[t][i] - f).square().sum()) for i, f in enumerate(coeffs))
+            for t in tasks
+        ]
+        return tasks[min(range(len(tasks)), key=distances.__getitem__)]
+
+    @contextmanager
+    def new_task_candidates(self, min_candidates: int) -> Iterator[Candidates]:
+        """Scenario NNs in coefficient space: the stored tasks' alphas, the alphas being learned,
+        and, up to ``min_candidates``, untrained alphas (all ``1/n``); ``coeffs[l] = beta @
+        alphas[l]`` over the candidates."""
+        stored = [self.alphas[t] for t in self.learned_tasks()]
+        current = self.current_alphas()
+        learning = [current] if current is not None else []
+        fill = [self.initial_alphas()] * max(0, min_candidates - len(stored) - len(learning))
+        candidates = stored + learning + fill
+        per_layer = [torch.stack([c[i] for c in candidates]) for i in range(len(self.layers))]
+
+        def mix(beta: Tensor) -> list[Tensor]:
+            return [torch.tensordot(beta, a, dims=1) for a in per_layer]
+
+        yield Candidates(self.model, len(candidates), len(stored) + len(learning), mix)
+
     def after_task(self, task_id: int, trainer: MaskTrainer, evaluate: Callable[[], float]) -> None:
         """Reference numbers for a task that is not an impression: the accuracy of its dedicated
         SupSup mask (when ``dedicated_masks``), and of one impression applied unchanged (the
@@ -449,9 +486,14 @@ class ImpressLearn(Method):
         coeffs = sum(4 * math.prod(self._alpha_shape(layer)) for layer in self.layers)
         return {"mask": 0, "coeffs": coeffs, "norm_stats": norm_stats_bytes(self.model)}
 
+    def mask_bytes(self) -> int:
+        """Bytes of one binary mask over every layer (1 bit per weight): an impression, or what
+        a SupSup task stores."""
+        return sum((layer.weight.numel() + 7) // 8 for layer in self.layers)
+
     def shared_bytes(self) -> int:
         """Bytes of the impressions, stored once for all tasks (1 bit per weight)."""
-        return self.n * sum((layer.weight.numel() + 7) // 8 for layer in self.layers)
+        return self.n * self.mask_bytes()
 
     def extra_metrics(self, matrix: np.ndarray) -> dict[str, Any]:
         final = matrix[-1]
@@ -463,6 +505,7 @@ class ImpressLearn(Method):
             "unseen_tasks": unseen,
             "average_accuracy_unseen": float(np.mean(final[unseen])) if unseen else None,
             "shared_bytes": {"impressions": self.shared_bytes()},
+            "bytes_per_mask": self.mask_bytes(),
         }
         if self.dedicated_accuracy:
             ded = [self.dedicated_accuracy[t] for t in unseen if t in self.dedicated_accuracy]

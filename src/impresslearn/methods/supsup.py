@@ -10,23 +10,36 @@ task's running statistics with its mask (:mod:`impresslearn.layers.norm`).
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from impresslearn.errors import ConfigError
 from impresslearn.layers import (
     MASK_KINDS,
     DensityRule,
+    extra_masks,
     freeze_norm_stats,
     masked_layers,
     norm_stats,
     norm_stats_bytes,
     one_hot,
 )
-from impresslearn.methods.base import METHODS, Method, begin_masks, check_densities, use_task
+from impresslearn.methods.base import (
+    METHODS,
+    Candidates,
+    Method,
+    begin_masks,
+    check_densities,
+    random_masks,
+    use_task,
+)
+
+RANDOM_CANDIDATE_SEED = 20_000  # seed shift of NNs' random candidate masks, apart from the scores
 
 
 @dataclass(frozen=True)
@@ -75,6 +88,7 @@ class SupSup(Method):
         self.task_ids: list[int] = []  # bank index -> task_id
         self._scores: list[nn.Parameter] = []
         self._current_task: int | None = None
+        self._random: tuple[torch.device, list[list[Tensor]]] | None = None  # NNs fill masks
 
     def begin_task(self, task_id: int) -> None:
         if task_id in self.task_ids:
@@ -109,6 +123,41 @@ class SupSup(Method):
     def mixed_coeffs(self, beta: Tensor) -> Tensor:
         """Coeffs superposing the learned tasks with weights ``beta``: beta itself."""
         return beta
+
+    @contextmanager
+    def new_task_candidates(self, min_candidates: int) -> Iterator[Candidates]:
+        """Scenario NNs: the stored masks, the mask being learned (if any) and, up to
+        ``min_candidates``, seeded random masks at the same densities (SupSup's reference code
+        superposes at least five masks, the unlearned ones random), all in the banks for the
+        block; the coeffs are beta itself."""
+        learning = (
+            [[layer.current_mask() for layer in self.layers]]
+            if self.layers[0].scores is not None
+            else []
+        )
+        stored = self.layers[0].num_masks
+        fill = self._random_candidates(min_candidates)
+        fill = fill[: max(0, min_candidates - stored - len(learning))]
+        with extra_masks(self.model, learning + fill):
+            count = self.layers[0].num_masks
+            yield Candidates(self.model, count, stored + len(learning), lambda beta: beta)
+
+    def _random_candidates(self, count: int) -> list[list[Tensor]]:
+        """``count`` seeded random masks (per-layer lists) on the model's device, made once."""
+        if self._random is None or self._random[0] != self.device or len(self._random[1]) < count:
+            rule = self.config.rule()
+            per_layer = [
+                random_masks(
+                    tuple(layer.weight.shape),
+                    rule.for_shape(tuple(layer.weight.shape)),
+                    count,
+                    self.config.seed + RANDOM_CANDIDATE_SEED,
+                    layer.layer_index,
+                ).to(self.device)
+                for layer in self.layers
+            ]
+            self._random = (self.device, [[m[i] for m in per_layer] for i in range(count)])
+        return self._random[1][:count]
 
     def checkpoint_state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
         return {}, {"task_ids": self.task_ids}

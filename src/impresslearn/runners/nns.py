@@ -49,8 +49,6 @@ from tqdm.auto import tqdm
 from impresslearn.checkpoint import RunState
 from impresslearn.config import EvalConfig
 from impresslearn.inference import beta_gradient, infer_task
-from impresslearn.layers import extra_masks, masked_layers
-from impresslearn.methods.impress import ImpressLearn, random_masks
 from impresslearn.runners.stream import Stream
 from impresslearn.scenarios import TaskData
 from impresslearn.seeding import PURPOSE_BATCHES, generator
@@ -61,7 +59,6 @@ log = logging.getLogger(__name__)
 CHECK_EVERY = 100
 MIN_TRAINED = 2 * CHECK_EVERY  # batches a new mask trains before its task can be declared over
 MIN_CANDIDATES = 5
-RANDOM_MASK_SEED = 20_000  # seed key of the random candidates, apart from the tasks' scores
 
 
 @dataclass
@@ -93,57 +90,14 @@ class NNsLog:
     checks: list[tuple[int, float, bool]] = field(default_factory=list)  # (batch, conf, new)
 
 
-@dataclass
-class _AlphaCandidates:
-    """A superposition of coefficient sets: ``coeffs[l] = beta @ alphas[l]`` (``alphas[l]`` stacks
-    the candidates' coeffs of layer ``l``); quacks like a method for :func:`beta_gradient`."""
-
-    model: torch.nn.Module
-    alphas: list[torch.Tensor]
-
-    def mixed_coeffs(self, beta: torch.Tensor) -> list[torch.Tensor]:
-        return [torch.tensordot(beta, a, dims=1) for a in self.alphas]
-
-
-def detect(
-    method,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    random: list[list[torch.Tensor]],
-    e: EvalConfig,
-    num_classes: int,
-) -> Detection:
-    """SupSup's new-task test on batch ``x`` over the stored tasks, the one being learned (if any)
-    and enough untrained candidates (``random`` masks for SupSup, initial alphas for ImpressLearn)
-    to make at least ``MIN_CANDIDATES``."""
-    if isinstance(method, ImpressLearn):
-        return _detect_alphas(method, x, y, e, num_classes)
-    layers = masked_layers(method.model)
-    learning = [[layer.current_mask() for layer in layers]] if layers[0].scores is not None else []
-    stored = layers[0].num_masks
-    fill = random[: max(0, MIN_CANDIDATES - stored - len(learning))]
-    with extra_masks(method.model, learning + fill):
-        n = layers[0].num_masks  # SupSup's coeffs are beta itself, over every mask in the bank
-        beta = torch.full((n,), 1.0 / n, device=method.device)
-        grad = beta_gradient(method, x, beta, e.nns_objective, num_classes, y)
-    return decide(grad, stored + len(learning), e.nns_threshold)
-
-
-def _detect_alphas(
-    method, x: torch.Tensor, y: torch.Tensor, e: EvalConfig, num_classes: int
-) -> Detection:
-    stored = [method.alphas[t] for t in method.learned_tasks()]
-    current = method.current_alphas()
-    learning = [current] if current is not None else []
-    num_fill = max(0, MIN_CANDIDATES - len(stored) - len(learning))
-    fill = [method.initial_alphas()] * num_fill
-    candidates = stored + learning + fill
-    per_layer = [torch.stack([c[i] for c in candidates]) for i in range(len(method.layers))]
-    n = len(candidates)
-    beta = torch.full((n,), 1.0 / n, device=method.device)
-    mixture = _AlphaCandidates(method.model, per_layer)
-    grad = beta_gradient(mixture, x, beta, e.nns_objective, num_classes, y)
-    return decide(grad, len(stored) + len(learning), e.nns_threshold)
+def detect(method, x: torch.Tensor, y: torch.Tensor, e: EvalConfig, num_classes: int) -> Detection:
+    """SupSup's new-task test on batch ``x`` over the method's candidates
+    (:meth:`~impresslearn.methods.Method.new_task_candidates`: the stored tasks, the one being
+    learned, if any, and enough untrained candidates to make at least ``MIN_CANDIDATES``)."""
+    with method.new_task_candidates(MIN_CANDIDATES) as candidates:
+        beta = torch.full((candidates.count,), 1.0 / candidates.count, device=method.device)
+        grad = beta_gradient(candidates, x, beta, e.nns_objective, num_classes, y)
+    return decide(grad, candidates.num_known, e.nns_threshold)
 
 
 def run_nns_stream(stream: Stream) -> tuple[RunState, dict[str, Any]]:
@@ -165,8 +119,6 @@ def train_nns(stream: Stream) -> NNsLog:
     config, method, scenario = stream.config, stream.method, stream.scenario
     progress = stream.progress
     train = config.train
-    random = [] if isinstance(method, ImpressLearn) else _random_candidates(method)
-    random = [[mask.to(method.device) for mask in masks] for masks in random]
     record = NNsLog()
     optimizer = None
     learning = False  # a mask is being learned (else the current batches belong to a stored task)
@@ -194,7 +146,7 @@ def train_nns(stream: Stream) -> NNsLog:
             elif step % CHECK_EVERY == 0 and (
                 not learning or step - record.detections[-1] >= MIN_TRAINED
             ):
-                found = detect(method, x, y, random, config.eval, scenario.num_classes)
+                found = detect(method, x, y, config.eval, scenario.num_classes)
                 record.checks.append((step, found.confidence, found.new))
                 if found.new:
                     new_slot()
@@ -216,22 +168,6 @@ def train_nns(stream: Stream) -> NNsLog:
         method.end_task(len(record.detections) - 1)
     log.info("NNs: %d tasks detected in a stream of %d", len(record.detections), scenario.num_tasks)
     return record
-
-
-def _random_candidates(method) -> list[list[torch.Tensor]]:
-    """``MIN_CANDIDATES`` seeded random masks (per-layer lists) at the method's densities."""
-    rule = method.config.rule()
-    per_layer = [
-        random_masks(
-            tuple(layer.weight.shape),
-            rule.for_shape(tuple(layer.weight.shape)),
-            MIN_CANDIDATES,
-            method.config.seed + RANDOM_MASK_SEED,
-            layer.layer_index,
-        )
-        for layer in masked_layers(method.model)
-    ]
-    return [[masks[i] for masks in per_layer] for i in range(MIN_CANDIDATES)]
 
 
 def evaluate_nns(stream: Stream, record: NNsLog) -> tuple[np.ndarray, dict[str, Any]]:
