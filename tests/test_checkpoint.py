@@ -23,8 +23,8 @@ from impresslearn.checkpoint import (
 from impresslearn.cli import main
 from impresslearn.config import ExperimentConfig, apply_overrides
 from impresslearn.errors import CheckpointError
-from impresslearn.runners import load_run, run_experiment
 from impresslearn.methods import build_method
+from impresslearn.runners import load_run, run_experiment
 
 SUPSUP = ["scenario.dataset=mnist_embedded", "scenario.num_tasks=3", "train.iterations=40"]
 IMPRESS = [

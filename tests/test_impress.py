@@ -12,10 +12,10 @@ from impresslearn.cli import main
 from impresslearn.config import ExperimentConfig, apply_overrides
 from impresslearn.data import load_dataset
 from impresslearn.errors import ConfigError
-from impresslearn.runners import run_experiment
 from impresslearn.layers import masked_layers, use_coeffs
 from impresslearn.methods import ImpressLearn, ImpressLearnConfig
 from impresslearn.methods.impress import random_masks
+from impresslearn.runners import run_experiment
 from impresslearn.scenarios import build_scenario
 
 TINY = [

@@ -8,10 +8,10 @@ import torch
 from impresslearn.backbones import BackboneConfig, build_backbone
 from impresslearn.config import ExperimentConfig, apply_overrides
 from impresslearn.errors import ConfigError
-from impresslearn.runners import run_experiment
 from impresslearn.inference import beta_gradient, infer_task, objective_value, oneshot_margin
 from impresslearn.layers import masked_layers
 from impresslearn.methods import ImpressLearn, ImpressLearnConfig, SupSup, SupSupConfig
+from impresslearn.runners import run_experiment
 
 THREE_TASKS = [
     "scenario.dataset=mnist_embedded",
@@ -162,9 +162,13 @@ def test_bench_inference_reports_times_memory_and_ratios():
         for t in (2, 6):
             assert result["median_ms"][f"{name}_T{t}"] > 0
             assert result["peak_memory_mb"][f"{name}_T{t}"] > 0
+            assert result["median_ms"][f"{name}_shortlist_T{t}"] > 0
     impress = result["median_ms"]
     assert result["ratio"] == pytest.approx(impress["impresslearn_T6"] / impress["impresslearn_T2"])
-    assert result["targets"] == {"ratio": 1.5}
+    assert result["shortlist_ratio"] == pytest.approx(
+        impress["impresslearn_shortlist_T6"] / impress["impresslearn_shortlist_T2"]
+    )
+    assert result["targets"] == {"ratio": 1.5, "shortlist_ratio": 2.0}
 
 
 def test_repeated_oneshot_reuses_the_mixed_bank_and_gives_the_same_gradient(monkeypatch):

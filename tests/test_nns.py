@@ -6,9 +6,9 @@ import torch
 from impresslearn.backbones import BackboneConfig, build_backbone
 from impresslearn.config import ExperimentConfig, apply_overrides
 from impresslearn.errors import ConfigError
-from impresslearn.runners import load_run, run_experiment
 from impresslearn.inference import objective_value
 from impresslearn.layers import extra_masks, masked_layers, one_hot, use_coeffs
+from impresslearn.runners import load_run, run_experiment
 
 NNS = [
     "scenario.dataset=mnist_embedded",

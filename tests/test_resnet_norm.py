@@ -9,7 +9,6 @@ from impresslearn.backbones import BackboneConfig, build_backbone
 from impresslearn.config import ExperimentConfig, apply_overrides
 from impresslearn.data import export_image_folder, load_dataset
 from impresslearn.errors import ConfigError
-from impresslearn.runners import load_run, run_experiment
 from impresslearn.layers import (
     TaskBatchNorm2d,
     freeze_norm_stats,
@@ -20,6 +19,7 @@ from impresslearn.layers import (
     task_norms,
     use_coeffs,
 )
+from impresslearn.runners import load_run, run_experiment
 from impresslearn.scenarios import ScenarioConfig, build_scenario
 from impresslearn.scenarios.base import normalise
 

@@ -10,8 +10,8 @@ import pytest
 from impresslearn.cli import main
 from impresslearn.config import ExperimentConfig, apply_overrides
 from impresslearn.errors import ConfigError
-from impresslearn.runners import run_experiment
 from impresslearn.presets import get_preset
+from impresslearn.runners import run_experiment
 from impresslearn.runners.seeds import run_seeds, seeded, summarize
 
 QUICK = ["scenario.dataset=mnist_embedded", "scenario.num_tasks=2", "train.iterations=30"]

@@ -7,9 +7,9 @@ import torch
 from impresslearn.backbones import BackboneConfig, build_backbone
 from impresslearn.config import ExperimentConfig, apply_overrides
 from impresslearn.data import load_dataset
-from impresslearn.runners import run_experiment
 from impresslearn.layers import masked_layers
 from impresslearn.methods import SupSup, SupSupConfig
+from impresslearn.runners import run_experiment
 from impresslearn.scenarios import ScenarioConfig, build_scenario
 from impresslearn.seeding import generator
 from impresslearn.train import TrainConfig, accuracy, fit

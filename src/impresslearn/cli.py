@@ -124,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
         "the mean ± std of the headline numbers (OUT/seeds.json)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-task lines")
+    p.add_argument(
+        "--log",
+        choices=("tensorboard",),
+        help="also write TensorBoard event files into the run folder (RUN/tensorboard: loss, "
+        "per-task accuracy, the accuracy matrix); needs pip install 'impresslearn[tensorboard]'",
+    )
     _add_runtime_args(p)
 
     sub.add_parser(
@@ -263,6 +269,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             args.seeds,
             overwrite=args.overwrite,
             progress=not args.quiet,
+            log=args.log,
             **where,
         )
         print(seeds_table(record))
@@ -270,13 +277,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from impresslearn.report import sweep_table
         from impresslearn.runners.sweep import run_sweep
 
+        if args.log:
+            raise ImpressLearnError("--log tensorboard logs runs and repeats, not sweeps: drop it")
         metrics = run_sweep(
             config, data_root, out, overwrite=args.overwrite, progress=not args.quiet, **where
         )
         print(sweep_table(metrics))
     else:
         result = run_experiment(
-            config, data_root, out, overwrite=args.overwrite, progress=not args.quiet, **where
+            config,
+            data_root,
+            out,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+            log=args.log,
+            **where,
         )
         print(summary_table(result.metrics))
         per_task = impressions_table(result.metrics)  # ImpressLearn: the per-task comparison
@@ -318,7 +333,7 @@ def _resume(args: argparse.Namespace, runtime) -> int:
     config = _resolve_config(args) if args.preset else apply_overrides(saved, args.overrides)
     data_root = resolve_data_root(args.data_root, os.environ)
     result = run_experiment(
-        config, data_root, run_dir, resume=True, progress=not args.quiet, **where
+        config, data_root, run_dir, resume=True, progress=not args.quiet, log=args.log, **where
     )
     print(summary_table(result.metrics))
     print(f"run folder: {run_dir}")
@@ -401,6 +416,9 @@ def _eval_run(
             print(f"the fitted alphas themselves classify {100 * fitted:.2f}%")
         if "task_inference_margin_median" in metrics:
             print(f"one-shot margin {margin_text(metrics)}")
+        if "shortlist_recall" in metrics:
+            recall = 100 * metrics["shortlist_recall"]
+            print(f"the shortlist of {e.shortlist_size} held the true task for {recall:.2f}%")
         return metrics
     accs = evaluate_run(run, data_root, progress=not quiet)
     average = sum(accs) / len(accs) if accs else float("nan")

@@ -35,7 +35,9 @@ class EvalConfig:
     ids given at test time) or, after the stream, also ``GNs`` / ``GNu`` (SupSup's taxonomy): the
     task is inferred once per test batch of ``inference_batch`` images, from its first
     ``inference_images`` images (1 = one-shot from a single image), by ``inference``
-    (``oneshot``, ``binary``, or ImpressLearn's ``entropy_fit``) on ``objective`` (``entropy`` = H, ``superfluous`` = G). GNu counts
+    (``oneshot``, ``binary``, ImpressLearn's ``entropy_fit``, ``shortlist``: the
+    ``shortlist_size`` tasks the one-shot gradient ranks best, each verified by its own model, or
+    ``exhaustive``: every task verified) on ``objective`` (``entropy`` = H, ``superfluous`` = G). GNu counts
     the whole batch wrong when the task is wrong; GNs classifies it with the inferred task. NNs
     trains without task ids too: the learner detects new tasks itself (:mod:`impresslearn.nns`):
     a new task when ``N * max(softmax(-grad)) < nns_threshold`` (SupSup: ``1 + 2^-3``), the
@@ -58,6 +60,7 @@ class EvalConfig:
     nns_threshold: float = 1.125
     nns_objective: str = "entropy"
     inference_test_images: int = 0
+    shortlist_size: int = 5
 
     def __post_init__(self) -> None:
         if self.inference_test_images < 0:
@@ -80,10 +83,13 @@ class EvalConfig:
             raise ConfigError(f"eval.batch_size must be >= 1, got {self.batch_size}")
         if self.scenario not in ("GG", "GNs", "GNu", "NNs"):
             raise ConfigError(f"eval.scenario={self.scenario!r}: use GG, GNs, GNu or NNs")
-        if self.inference not in ("oneshot", "binary", "entropy_fit"):
+        if self.inference not in ("oneshot", "binary", "entropy_fit", "shortlist", "exhaustive"):
             raise ConfigError(
-                f"eval.inference={self.inference!r}: use oneshot, binary or entropy_fit"
+                f"eval.inference={self.inference!r}: use oneshot, binary, entropy_fit, shortlist "
+                "or exhaustive"
             )
+        if self.shortlist_size < 1:
+            raise ConfigError(f"eval.shortlist_size must be >= 1, got {self.shortlist_size}")
         if self.objective not in ("entropy", "superfluous"):
             raise ConfigError(f"eval.objective={self.objective!r}: use entropy or superfluous")
         if not 1 <= self.inference_images <= self.inference_batch:

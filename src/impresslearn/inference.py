@@ -6,6 +6,13 @@ SupSup (Wortsman et al. 2020, section 3): superpose every learned task with a mi
 * **one-shot**: one forward/backward; the task is the argmin of d(objective)/d(beta);
 * **binary**: repeatedly keep the half of the candidates with the most negative gradient until
   one remains (ceil(log2 T) rounds).
+* **shortlist**: the one-shot gradient ranks all tasks in one pass; the ``k`` best
+  (``eval.shortlist_size``) are then *verified*: each candidate's own model (its mask, or its
+  alphas, and its batch-norm statistics) classifies the batch, and the candidate whose outputs
+  score best on the objective wins. One forward/backward pass plus ``k`` forward passes, whatever
+  the number of tasks T (for ImpressLearn every pass mixes its ``n`` impressions only).
+* **exhaustive**: every task verified (T forward passes): the accuracy reference for the
+  shortlist, which tells how much of an error is the shortlist's and how much the objective's.
 * **entropy_fit** (methods with coefficient vectors per task: ImpressLearn): fit a fresh
   coefficient vector per layer to the unlabelled batch by a few Adam steps of entropy minimisation
   in alpha space (starting from ``method.entropy_fit_start()``, ImpressLearn's mean of the stored
@@ -36,7 +43,7 @@ from impresslearn.layers import use_coeffs
 
 Objective = Literal["entropy", "superfluous"]
 OBJECTIVES = ("entropy", "superfluous")
-PROCEDURES = ("oneshot", "binary", "entropy_fit")
+PROCEDURES = ("oneshot", "binary", "entropy_fit", "shortlist", "exhaustive")
 
 
 def check_inference(eval_config, method, model, input_shape, num_classes: int) -> None:
@@ -134,6 +141,34 @@ def oneshot_margin(grad: Tensor, true_index: int) -> float:
     return float((others.mean() - grad[true_index]) / others.std().clamp_min(1e-30))
 
 
+def verification_value(logits: Tensor, objective: str, num_classes: int) -> Tensor:
+    """How badly one task's own outputs explain a batch (lower is better): the mean output entropy
+    (``entropy``), or the mean log-probability the outputs put on the superfluous outputs, which
+    no task ever trains as targets (``superfluous``)."""
+    if objective == "superfluous":
+        return (logits[:, num_classes:].logsumexp(1) - logits.logsumexp(1)).mean()
+    return objective_value(logits, "entropy", num_classes)
+
+
+@torch.no_grad()
+def verify(method, x: Tensor, candidates: list[int], objective: str, num_classes: int) -> Tensor:
+    """:func:`verification_value` of each candidate task's own model on ``x``: one forward pass
+    per candidate, with its stored masks or coeffs and its batch-norm statistics."""
+    values = []
+    for task in candidates:
+        with method.task_context(task):
+            values.append(verification_value(method.model(x).float(), objective, num_classes))
+    return torch.stack(values)
+
+
+def shortlist(method, x: Tensor, objective: str, num_classes: int, size: int) -> list[int]:
+    """The ``size`` tasks the one-shot gradient ranks best (most negative first), task ids."""
+    tasks = method.learned_tasks()
+    grad = oneshot_gradient(method, x, objective, num_classes)
+    order = torch.argsort(grad, stable=True)[: min(size, len(tasks))]
+    return [tasks[int(i)] for i in order]
+
+
 def infer_task(
     method,
     x: Tensor,
@@ -141,6 +176,7 @@ def infer_task(
     procedure: str = "oneshot",
     objective: str = "entropy",
     num_classes: int,
+    shortlist_size: int = 5,
 ) -> tuple[int, int]:
     """The task id inferred for the batch ``x``, and the number of gradient rounds used."""
     tasks = method.learned_tasks()
@@ -149,6 +185,13 @@ def infer_task(
     num = len(tasks)
     if num == 1:
         return tasks[0], 0
+    if procedure in ("shortlist", "exhaustive"):
+        rounds = 0
+        candidates = tasks
+        if procedure == "shortlist":
+            candidates, rounds = shortlist(method, x, objective, num_classes, shortlist_size), 1
+        values = verify(method, x, candidates, objective, num_classes)
+        return candidates[int(torch.argmin(values))], rounds
     if procedure == "entropy_fit":
         steps = 20
         return nearest_task(method, fit_alphas(method, x, objective, num_classes, steps)), steps
@@ -177,12 +220,14 @@ class InferredEvaluation:
     whose task is wrong counts as all wrong); ``task_accuracy``: fraction of the images whose batch
     got the right task; ``fitted_accuracy``: accuracy of the fitted alphas themselves
     (``entropy_fit`` only, else None); ``margins``: :func:`oneshot_margin` of every inference
-    (``oneshot`` only, else empty)."""
+    (``oneshot`` only, else empty); ``shortlisted``: fraction of the images whose batch's
+    shortlist held the true task (``shortlist`` only, else None)."""
 
     accuracy: float
     task_accuracy: float
     fitted_accuracy: float | None = None
     margins: tuple[float, ...] = ()
+    shortlisted: float | None = None
 
 
 def evaluate_inferred(
@@ -196,11 +241,12 @@ def evaluate_inferred(
     batch: int,
     images: int,
     num_classes: int,
+    shortlist_size: int = 5,
 ) -> InferredEvaluation:
     """Evaluate ``data`` of task ``true_task`` with the task inferred once per batch of ``batch``
     images from its first ``images`` images. In GNu a batch whose task is wrong counts as all
     wrong; in GNs it is classified with the inferred task."""
-    correct = right_task = fitted_correct = 0
+    correct = right_task = fitted_correct = listed = 0
     margins: list[float] = []
     tasks = method.learned_tasks()
     for x, y in data.batches(batch):
@@ -215,6 +261,11 @@ def evaluate_inferred(
             task = tasks[int(grad.argmin())]
             if true_task in tasks:
                 margins.append(oneshot_margin(grad, tasks.index(true_task)))
+        elif procedure == "shortlist" and len(tasks) > 1:
+            candidates = shortlist(method, x[:images], objective, num_classes, shortlist_size)
+            values = verify(method, x[:images], candidates, objective, num_classes)
+            task = candidates[int(torch.argmin(values))]
+            listed += len(y) if true_task in candidates else 0
         else:
             task, _ = infer_task(
                 method,
@@ -222,6 +273,7 @@ def evaluate_inferred(
                 procedure=procedure,
                 objective=objective,
                 num_classes=num_classes,
+                shortlist_size=shortlist_size,
             )
         if task == true_task:
             right_task += len(y)
@@ -231,4 +283,7 @@ def evaluate_inferred(
             correct += int((pred == y).sum())
     n = len(data)
     fitted_accuracy = fitted_correct / n if procedure == "entropy_fit" else None
-    return InferredEvaluation(correct / n, right_task / n, fitted_accuracy, tuple(margins))
+    shortlisted = listed / n if procedure == "shortlist" and len(tasks) > 1 else None
+    return InferredEvaluation(
+        correct / n, right_task / n, fitted_accuracy, tuple(margins), shortlisted
+    )

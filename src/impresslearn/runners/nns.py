@@ -235,6 +235,7 @@ def _inferred(
             procedure=e.inference,
             objective=e.objective,
             num_classes=num_classes,
+            shortlist_size=e.shortlist_size,
         )
         if slot_task[slot] == task:
             right += len(y)

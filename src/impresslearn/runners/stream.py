@@ -402,6 +402,7 @@ def evaluate_without_task_ids(
             batch=e.inference_batch,
             images=e.inference_images,
             num_classes=scenario.num_classes,
+            shortlist_size=e.shortlist_size,
         )
     for part in runtime.gather(results):
         results.update(part)
@@ -410,6 +411,7 @@ def evaluate_without_task_ids(
     inferred = [r.task_accuracy for r in ordered]
     fitted = [r.fitted_accuracy for r in ordered]
     margins = [m for r in ordered for m in r.margins]
+    listed = [r.shortlisted for r in ordered]
     log.info(
         "%s: accuracy %.2f%% with the task inferred (task inference %.2f%%)",
         e.scenario,
@@ -419,6 +421,9 @@ def evaluate_without_task_ids(
     extra = {}
     if e.inference == "entropy_fit":
         extra["average_accuracy_fitted_alphas"] = float(np.mean(fitted))
+    if all(v is not None for v in listed):
+        # How often the shortlist held the true task: the rest of the errors are the objective's.
+        extra["shortlist_recall"] = float(np.mean(listed))
     margins = [m for m in margins if m == m]  # NaN: too few other tasks to measure a margin
     if margins:
         # How decisive one-shot inference was (inference.oneshot_margin): the median, and the
