@@ -353,17 +353,19 @@ def supsup_gnu_rotated_mnist() -> ExperimentConfig:
 
 @register_preset("impress-gnu-permuted-mnist")
 def impress_gnu_permuted_mnist() -> ExperimentConfig:
-    """ImpressLearn, scenario GNu, PermutedMNIST (20 tasks), one-shot from one image, basis space.
+    """ImpressLearn, scenario GNu, PermutedMNIST (20 tasks), shortlist from one image.
 
-    10 impressions, 500 outputs; the task is inferred with one pass over the impressions for all
-    tasks (beta enters through gamma = beta @ alpha).
+    10 impressions, 500 outputs; the task of each test batch is inferred from one image: one
+    one-shot pass over the impressions ranks all tasks (beta enters through gamma = beta @ alpha),
+    then the 5 best are verified by their own alphas with the superfluous-output objective G
+    (``eval.inference=shortlist``; the one-shot ranking alone: ``--set eval.inference=oneshot``).
     Run: ``impresslearn run impress-gnu-permuted-mnist``.
     """
     return replace(
         impress_permuted_mnist(),
         backbone=BackboneConfig(name="lenet_300_100", num_outputs=500),
         method=replace(impress_permuted_mnist().method, dedicated_masks=False),
-        eval=GNU_ONE_IMAGE,
+        eval=replace(GNU_ONE_IMAGE, inference="shortlist"),
     )
 
 
