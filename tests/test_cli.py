@@ -112,7 +112,7 @@ def test_run_refuses_folder_with_another_run(tmp_path, capsys):
             ],
             "needs more outputs than classes",
         ),
-        (["run", "quickstart-supsup", "--device", "tpu"], "unsupported device 'tpu'"),
+        (["run", "quickstart-supsup", "--device", "tpu"], "unknown device 'tpu'"),
         (["run", "quickstart-supsup", "--device", "cuda:banana"], "unknown device 'cuda:banana'"),
         (["show", "nope"], "unknown preset 'nope'"),
     ],

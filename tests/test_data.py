@@ -199,7 +199,13 @@ def test_resolve_data_root_rejects_missing_roots(tmp_path):
 
 
 def test_list_datasets_and_unknown_name():
-    assert list_datasets() == ["cifar100", "fashion_mnist", "mnist", "mnist_embedded"]
+    assert list_datasets() == [
+        "cifar100",
+        "cifar100_subset",
+        "fashion_mnist",
+        "mnist",
+        "mnist_embedded",
+    ]
     with pytest.raises(ConfigError) as info:
         load_dataset("cifar1000", None)
     assert all(name in str(info.value) for name in list_datasets())
