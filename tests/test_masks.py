@@ -4,6 +4,7 @@ gradients, bank mixing and bit packing."""
 import math
 from fractions import Fraction
 
+import numpy as np
 import pytest
 import torch
 
@@ -19,6 +20,7 @@ from impresslearn.layers import (
     unpack_bits,
 )
 from impresslearn.layers.masked import one_hot
+from impresslearn.layers.masks import exact_topk_mask
 
 
 def reference_topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -27,6 +29,21 @@ def reference_topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     mask = torch.zeros_like(flat)
     mask[torch.topk(flat, k).indices] = 1.0
     return mask.view_as(scores)
+
+
+def rule_topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """The top-k of ``|scores|`` by the documented tie rule, from a plain stable sort: the k
+    first in the order (largest ``|score|`` first, then smallest flat position)."""
+    a = scores.detach().abs().reshape(-1).double().numpy()
+    mask = torch.zeros(a.size)
+    mask[np.argsort(-a, kind="stable")[:k]] = 1.0
+    return mask.view(scores.shape)
+
+
+def tied_scores(shape, levels: int, gen: torch.Generator) -> torch.Tensor:
+    """Scores drawn from a handful of values (both signs), so that many ties straddle any cut."""
+    values = torch.randint(-levels, levels + 1, shape, generator=gen).float() / 8.0
+    return values
 
 
 # ----------------------------------------------------------------------------------- top-k
@@ -102,6 +119,132 @@ def test_topk_selector_keeps_exactly_k_with_ties_straddling_the_cut():
     # All scores equal: exactly k of them, the first k.
     selector = TopKSelector(8, 3)
     assert torch.equal(selector(torch.zeros(8)), torch.tensor([1.0, 1.0, 1.0] + [0.0] * 5))
+
+
+@pytest.mark.parametrize("numel", [10, 999, 5000, 12_000])
+@pytest.mark.parametrize("density", [0.1, 0.5, 0.9])
+def test_numpy_and_torch_paths_break_many_ties_alike(numel, density):
+    """Scores from a few distinct values: the NumPy path (float32 on CPU) and the torch path
+    (float64 scores, and exact_topk_mask called directly) give the same mask, bit for bit, with
+    exactly k ones, and it is the rule's: above the cut, then the first equal ones by position."""
+    gen = torch.Generator().manual_seed(numel)
+    k = num_kept(density, numel)
+    for levels in (1, 2, 5):
+        scores = tied_scores((numel,), levels, gen)
+        by_numpy = TopKSelector(numel, k)(scores).clone()
+        by_torch = TopKSelector(numel, k)(scores.double())
+        direct = exact_topk_mask(scores.abs(), k)
+        assert by_torch.dtype == torch.float64 and direct.dtype == torch.float32
+        assert int(by_numpy.sum()) == k
+        assert torch.equal(by_numpy, rule_topk_mask(scores, k))
+        assert torch.equal(by_torch.float(), by_numpy)
+        assert torch.equal(direct, by_numpy)
+        half = TopKSelector(numel, k)(scores.to(torch.bfloat16))  # (values exact in bfloat16)
+        assert torch.equal(half.float(), by_numpy)
+
+
+def test_exact_topk_mask_on_a_worked_example_and_edge_ks():
+    values = torch.tensor([1.0, 3.0, 2.0, 3.0, 3.0, 0.0])
+    assert exact_topk_mask(values, 2).tolist() == [0, 1, 0, 1, 0, 0]  # two of the three 3s
+    assert exact_topk_mask(values, 4).tolist() == [0, 1, 1, 1, 1, 0]
+    assert exact_topk_mask(values, 5).tolist() == [1, 1, 1, 1, 1, 0]
+    assert exact_topk_mask(values, 6).tolist() == [1] * 6
+    assert exact_topk_mask(torch.zeros(5), 2).tolist() == [1, 1, 0, 0, 0]
+
+
+@pytest.mark.parametrize(("numel", "density"), [(3000, 0.5), (30_000, 0.5), (30_000, 0.03)])
+def test_fast_selector_equals_a_full_selection_over_many_small_updates(numel, density):
+    """Many optimiser-like steps (small updates, now and then quantised scores full of ties, a
+    large jump): the fast selector equals the plain full selection on every step."""
+    gen = torch.Generator().manual_seed(numel + int(100 * density))
+    k = num_kept(density, numel)
+    selector = TopKSelector(numel, k)
+    scores = torch.randn(numel, generator=gen)
+    for step in range(60):
+        if step % 20 == 10:  # quantise: ties at the cut, in the band
+            scores = torch.round(scores * 64.0) / 64.0
+        elif step % 20 == 15:
+            scores = scores + 0.5 * torch.randn(numel, generator=gen)  # the band misses
+        else:
+            scores = scores + 10.0 ** -(2 + step % 4) * torch.randn(numel, generator=gen)
+        assert torch.equal(selector(scores), rule_topk_mask(scores, k)), step
+
+
+def test_masked_weight_reuses_buffers_without_clobbering_live_results():
+    """The CPU path reuses its buffers only once nothing else holds them: an effective weight
+    kept by the caller, two forwards before one backward, a gradient kept by the optimiser, or an
+    output modified in place do not change any result."""
+    gen = torch.Generator().manual_seed(9)
+    shape, k = (80, 100), 4000  # large enough for the reused buffers
+    weight = torch.randn(shape, generator=gen)
+    scores = torch.randn(shape, generator=gen).requires_grad_()
+    selector = TopKSelector(8000, k)
+
+    def expected(s):
+        return weight * rule_topk_mask(s, k)
+
+    kept_results = []
+    for _ in range(4):
+        with torch.no_grad():
+            scores.add_(1e-3 * torch.randn(shape, generator=gen))
+        kept_results.append((topk_masked_weight(scores, weight, selector), expected(scores)))
+    for result, value in kept_results:
+        assert torch.equal(result, value)
+
+    # Memory is reused once released, never while held.
+    with torch.no_grad():
+        address = topk_masked_weight(scores, weight, selector).data_ptr()
+        held = topk_masked_weight(scores, weight, selector)
+        assert held.data_ptr() == address
+        assert topk_masked_weight(scores, weight, selector).data_ptr() != address
+        del held
+
+    with torch.no_grad():  # an output modified in place, then dropped
+        topk_masked_weight(scores, weight, selector).mul_(2.0)
+    assert torch.equal(topk_masked_weight(scores, weight, selector), expected(scores))
+
+    # Two forwards and one backward: both products and the summed gradient are exact.
+    upstream = torch.randn(shape, generator=gen)
+    first = topk_masked_weight(scores, weight, selector)
+    second = topk_masked_weight(scores, weight, selector)
+    assert torch.equal(first, expected(scores)) and torch.equal(second, expected(scores))
+    ((first + 2.0 * second) * upstream).sum().backward()
+    straight = upstream * weight * scores.detach().sign()
+    assert torch.equal(scores.grad, straight + 2.0 * straight)
+
+    # Gradients kept across steps (zero_grad without set_to_none) accumulate correctly.
+    held = scores.grad
+    for _ in range(3):
+        scores.grad.zero_()
+        (topk_masked_weight(scores, weight, selector) * upstream).sum().backward()
+        assert scores.grad is held
+        assert torch.equal(scores.grad, straight)
+    scores.grad = None
+    for _ in range(3):
+        (topk_masked_weight(scores, weight, selector) * upstream).sum().backward()
+        grad, scores.grad = scores.grad, None
+        assert torch.equal(grad, straight)
+    assert torch.equal(grad, straight)  # not overwritten by the later steps
+
+
+def test_straight_through_gradient_is_bitwise_the_product_with_the_sign():
+    """``sign(s) * w * g`` in one buffer is bitwise ``g * w * sign(s)``, signed zeros included."""
+    gen = torch.Generator().manual_seed(5)
+    for shape in ((8, 16), (80, 64)):  # a small layer, and one with reused buffers
+        scores = torch.randn(shape, generator=gen)
+        scores[::7, ::3] = 0.0
+        scores[1::7, ::5] = -0.0
+        scores.requires_grad_()
+        weight = torch.randn(shape, generator=gen)
+        weight[::11] = 0.0
+        upstream = torch.randn(shape, generator=gen)
+        upstream[:, ::13] = -0.0
+        selector = TopKSelector(scores.numel(), scores.numel() // 3)
+        for _ in range(2):  # the second time in the reused gradient buffer
+            scores.grad = None
+            (topk_masked_weight(scores, weight, selector) * upstream).sum().backward()
+            reference = upstream * weight * scores.detach().sign()
+            assert torch.equal(scores.grad.view(torch.int32), reference.view(torch.int32))
 
 
 @pytest.mark.parametrize("k", [0, 11, -1])
@@ -195,6 +338,40 @@ def test_threshold_masked_weight_forward_and_straight_through_gradient():
     assert torch.equal(effective, weight * mask)
     (effective * upstream).sum().backward()
     assert torch.equal(scores.grad, upstream * weight)
+
+
+def test_threshold_masked_weight_on_a_large_layer_is_exact_in_reused_buffers():
+    """Above a few thousand weights the threshold mask works in buffers reused per scores tensor:
+    results held by the caller stay intact, every step is exact, and the buffers go with the
+    scores."""
+    from impresslearn.layers.masks import _ThresholdBuffers
+
+    gen = torch.Generator().manual_seed(8)
+    shape = (80, 100)
+    weight = torch.randn(shape, generator=gen)
+    scores = torch.randn(shape, generator=gen)
+    scores[::9, ::4] = 0.0
+    scores[1::9, ::4] = -0.0
+    scores.requires_grad_()
+    upstream = torch.randn(shape, generator=gen)
+    held = []
+    for step in range(3):
+        scores.grad = None
+        effective = threshold_masked_weight(scores, weight)
+        expected = weight * (scores.detach() >= 0).float()
+        assert torch.equal(effective.view(torch.int32), expected.view(torch.int32))
+        (effective * upstream * (step + 1)).sum().backward()
+        assert torch.equal(scores.grad, upstream * (step + 1) * weight)
+        held.append((effective, expected, scores.grad, step))
+        with torch.no_grad():
+            scores.add_(0.05 * torch.randn(shape, generator=gen))
+    for effective, expected, grad, step in held:  # none overwritten by a later step
+        assert torch.equal(effective, expected)
+        assert torch.equal(grad, upstream * (step + 1) * weight)
+    key = id(scores)
+    assert key in _ThresholdBuffers._of
+    del scores, held, effective, expected, grad  # (a graph holds its leaf scores)
+    assert key not in _ThresholdBuffers._of
 
 
 def test_masked_weight_gives_the_weight_no_gradient():

@@ -13,14 +13,16 @@ ImpressLearn authors' code does) is O(n log n) and even a quickselect (``torch.k
 about two dense LeNet training steps. :class:`TopKSelector` exploits that scores move little from
 one step to the next: it keeps the previous threshold and only partially sorts the scores in a
 narrow band around it, falling back to a full selection when the band misses. The result is the
-exact top-k, identical to a full selection, at a fraction of the cost.
+exact top-k, identical to a full selection, at a fraction of the cost, with ties broken by one
+rule on every device (:func:`exact_topk_mask` is the torch version of the rule).
 """
 
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -30,6 +32,8 @@ from impresslearn.errors import ConfigError
 
 MaskKind = Literal["topk", "threshold"]
 MASK_KINDS: tuple[str, ...] = ("topk", "threshold")
+_TINY = 1e-6  # the band's least half-width, relative to the threshold
+_EIGHT = np.arange(8)
 
 
 # --------------------------------------------------------------------------------------- density
@@ -75,27 +79,97 @@ class DensityRule:
 # ----------------------------------------------------------------------------- learning a mask
 
 
+def _storage_users(t: Tensor) -> int | None:
+    """How many holders ``t``'s memory has (tensors sharing it, storage objects); ``None`` where
+    torch does not say, and then nothing is reused."""
+    try:
+        return torch._C._storage_Use_Count(t.untyped_storage()._cdata)
+    except Exception:  # a private torch function: should it go away, allocate afresh
+        return None
+
+
+class _Reusable:
+    """A CPU buffer handed out again once nothing else holds its memory.
+
+    A masked training step makes two weight-sized tensors, the effective weight and the scores'
+    gradient. Allocated afresh each step, their memory often went back to the system and was
+    faulted in again: some 600 page faults per LeNet-300-100 step, which cost about as much as
+    all the rest of the masked step's overhead. The buffer is reused only when its storage has no
+    other holder (the last step's graph has released the effective weight, the optimiser's
+    ``zero_grad`` has dropped the gradient); otherwise a fresh one replaces it, so a result never
+    shares memory with anything still alive. Callers hand out aliases of it (``detach()``: a new
+    tensor on the same memory, which counts as a holder).
+    """
+
+    def __init__(self) -> None:
+        self._buffer: Tensor | None = None
+        self._alone: int | None = None  # the holder count of the buffer held by this alone
+
+    def get(self, like: Tensor) -> tuple[Tensor, bool]:
+        """A contiguous CPU tensor of ``like``'s shape and dtype, and whether it is the buffer
+        handed out last time (then it holds what was written there, unless a view of it was
+        modified in place: that shows in its ``_version``); otherwise it is uninitialised."""
+        buffer = self._buffer
+        if (
+            buffer is not None
+            and buffer.shape == like.shape
+            and buffer.dtype == like.dtype
+            and _storage_users(buffer) == self._alone
+        ):
+            return buffer, True
+        buffer = torch.empty(like.shape, dtype=like.dtype, device="cpu")
+        self._alone = _storage_users(buffer)
+        self._buffer = buffer if self._alone is not None else None
+        return buffer, False
+
+
 class _MaskedWeight(torch.autograd.Function):
     """``weight * mask`` where ``mask`` was selected from ``scores``; straight-through gradient.
 
     The backward pass treats the binarisation as the identity: the gradient of the effective
     weight times ``weight`` reaches the scores unchanged (threshold masks) or through ``|scores|``
     (top-k masks, which rank ``|scores|``). One fused function instead of a chain of autograd ops
-    saves two passes over the weight per step.
+    saves passes over the weight per step. ``mask`` is a tensor, or the :class:`TopKSelector` or
+    :class:`_ThresholdBuffers` that computes it here, with ``weight * mask`` and the scores'
+    gradient in buffers reused from step to step.
     """
 
     @staticmethod
-    def forward(ctx, scores: Tensor, weight: Tensor, mask: Tensor, through_abs: bool) -> Tensor:
+    def forward(
+        ctx,
+        scores: Tensor,
+        weight: Tensor,
+        mask: Tensor | TopKSelector | _ThresholdBuffers,
+        through_abs: bool,
+    ) -> Tensor:
         ctx.save_for_backward(scores, weight)
         ctx.through_abs = through_abs
+        if isinstance(mask, TopKSelector):
+            large = scores.device.type == "cpu" and mask.numel > mask._SMALL
+            ctx.reusable = mask._grad_buffer if large else None
+            return mask.masked(scores, weight)
+        if isinstance(mask, _ThresholdBuffers):
+            ctx.reusable = mask.grad_buffer
+            return mask.masked(scores, weight)
+        ctx.reusable = None
         return weight * mask
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None]:
         scores, weight = ctx.saved_tensors
-        grad_scores = grad * weight
-        if ctx.through_abs:
-            grad_scores.mul_(scores.sign())
+        out = None  # a reused buffer, except when the backward pass builds a graph (create_graph)
+        if ctx.reusable is not None and not torch.is_grad_enabled():
+            out = ctx.reusable.get(scores)[0]
+        if not ctx.through_abs:
+            if out is None:
+                return grad * weight, None, None, None
+            return torch.mul(grad, weight, out=out).detach(), None, None, None
+        # grad * weight * sign(scores), computed as sign(scores) * weight * grad in the tensor
+        # that is returned: the same bits (multiplying by -1, 0 or 1 is exact, and the sign of a
+        # zero product does not depend on the order), in one buffer instead of three.
+        grad_scores = torch.sign(scores) if out is None else torch.sign(scores, out=out).detach()
+        grad_scores.mul_(weight)
+        grad_scores.mul_(grad)
         return grad_scores, None, None, None
 
 
@@ -103,13 +177,26 @@ class TopKSelector:
     """Exact top-k of ``|scores|`` as a float 0/1 mask, fast when called step after step.
 
     The returned mask may share memory with the selector: use it before the next call.
+    :meth:`masked` gives ``weight * mask`` directly (what a training step needs).
 
-    Keeps the last threshold and a band half-width ``delta``. Each call counts the values above the
-    band and partially sorts only the values inside it (NumPy, on CPU). If the k-th largest value
-    has left the band, it falls back to a full ``np.partition`` and widens the band. Either way the
-    mask holds exactly ``k`` ones; ties at the threshold (measure zero for continuous scores) are
-    broken by a full ``torch.topk``.
+    Ties are broken deterministically, the same way on every path and device: the mask keeps every
+    value above the k-th largest, then the values equal to the k-th largest that come first by
+    flat position, so that it holds exactly ``k`` ones.
+
+    On CPU with float32 scores it works in NumPy on reused buffers (no weight-sized allocation)
+    and keeps the threshold ``t`` that separated the last mask. Scores move little from one step
+    to the next, so ``|scores| > t`` is almost the new mask: one pass counts it, and when it holds
+    ``c != k`` values, only the values in a narrow band on the side of ``t`` that must change
+    (``(t, t + d]`` to drop ``c - k`` of them, ``[t - d, t]`` to add ``k - c``) are gathered and
+    partially sorted, and the ``|c - k|`` crossing positions are set. The half-width ``d`` follows
+    how far the cut moves; a band too narrow is widened and gathered again, and a full
+    ``np.partition`` is the last resort (and the rule for small layers, where it is cheapest).
+    Other devices and dtypes use :func:`exact_topk_mask` (torch ops).
     """
+
+    _MAX_WIDENINGS = 6
+    _SMALL = 4096  # layers up to this size take a full partition on every call
+    _WORDS = 65536  # layers from this size find set flags 8 at a time
 
     def __init__(self, numel: int, k: int) -> None:
         if not 0 < k <= numel:
@@ -118,81 +205,269 @@ class TopKSelector:
             )
         self.numel = numel
         self.k = k
-        self._threshold: float | None = None
+        self._threshold: np.float32 | None = None  # |scores| > threshold held the last mask
         self._delta = 0.0
         self._band_target = max(256, numel // 128)
-        self._buffer: np.ndarray | None = None  # the returned mask; valid until the next call
+        self._abs: np.ndarray | None = None  # buffers, made on the first CPU float32 call
+        # For a training step on the CPU: the effective weight and the scores' gradient.
+        self._weight_buffer = _Reusable()
+        self._grad_buffer = _Reusable()
+        # What the weight buffer holds: weight * _product_mask for (weight, its version, the
+        # buffer's version) when it was written.
+        self._product_of: tuple[weakref.ref, int, int] | None = None
 
     def __call__(self, scores: Tensor) -> Tensor:
         if self.k == self.numel:
             return torch.ones_like(scores)
+        kept = self._select(scores)
+        if kept is None:
+            return exact_topk_mask(scores.detach().reshape(-1).abs(), self.k).view_as(scores)
+        np.copyto(self._mask, kept, casting="unsafe")
+        return self._mask_torch.view_as(scores)
+
+    def masked(self, scores: Tensor, weight: Tensor) -> Tensor:
+        """``weight * self(scores)`` (no autograd graph), the same bits. On the CPU path the
+        product is kept in a buffer reused from step to step (see :class:`_Reusable`) and only
+        the weights whose mask changed since it was computed are rewritten."""
+        if (
+            self.k < self.numel
+            and weight.dtype == torch.float32
+            and weight.device.type == "cpu"
+            and weight.shape == scores.shape
+        ):
+            kept = self._select(scores)
+            if kept is not None:
+                if self.numel <= self._SMALL:  # a few KB: plain products are cheapest
+                    out = torch.empty(weight.shape, dtype=weight.dtype)
+                    np.multiply(
+                        weight.detach().numpy(), kept.reshape(weight.shape), out=out.numpy()
+                    )
+                    return out
+                return self._masked_cpu(weight, kept)
+        return weight * self(scores)
+
+    def _masked_cpu(self, weight: Tensor, kept: np.ndarray) -> Tensor:
+        out, reused = self._weight_buffer.get(weight)
+        product = out.numpy().reshape(-1)
+        w = weight.detach().numpy().reshape(-1)
+        last = self._product_of
+        if (
+            reused
+            and last is not None
+            and last[0]() is weight
+            and last[1] == weight._version
+            and last[2] == out._version
+        ):
+            np.not_equal(kept, self._product_mask, out=self._flags)
+            changed = self._flag_positions()
+            if changed.size <= self.numel // 16:
+                product[changed] = w[changed] * kept[changed]  # w * 1 or w * 0, as weight * mask
+                self._product_mask[changed] = kept[changed]
+                return out.detach()
+        np.copyto(self._mask, kept, casting="unsafe")
+        np.multiply(w, self._mask, out=product)
+        np.copyto(self._product_mask, kept)
+        self._product_of = (weakref.ref(weight), weight._version, out._version)
+        return out.detach()
+
+    def _select(self, scores: Tensor) -> np.ndarray | None:
+        """The boolean top-k of the flattened scores (a reused buffer), or ``None`` where the
+        NumPy path does not apply (another device or dtype)."""
         flat = scores.detach().reshape(-1)
         if flat.device.type != "cpu" or flat.dtype != torch.float32:
-            return self._exact_torch(flat.abs()).view_as(scores)
-        if self._buffer is None:  # reused every call: no allocation of weight-sized arrays
-            self._buffer = np.empty(self.numel, dtype=np.float32)  # the mask
-            self._abs = np.empty(self.numel, dtype=np.float32)
-            self._diff = np.empty(self.numel, dtype=np.float32)
-            self._flags = np.empty(self.numel, dtype=bool)
-        a = np.abs(flat.numpy(), out=self._abs)
-        cut = self._band_select(a) if self._threshold is not None else None
-        if cut is None:
-            cut = self._full_select(a)
-        kth, below = cut  # k-th largest and (k+1)-th largest
-        self._threshold = 0.5 * (kth + below)
-        if kth != below:
-            np.greater(a, np.float32(below), out=self._buffer, casting="unsafe")
-        else:
-            # Equal values straddle the cut (float32 scores collide now and then): keep all
-            # values above it and the first of the equal ones by position, deterministically.
-            np.greater(a, np.float32(kth), out=self._buffer, casting="unsafe")
-            missing = self.k - int(np.count_nonzero(self._buffer))
-            self._buffer[np.flatnonzero(a == np.float32(kth))[:missing]] = 1.0
-        return torch.from_numpy(self._buffer).view_as(scores)
+            self._threshold = None
+            return None
+        if self._abs is None:
+            self._make_buffers()
+        s = flat.numpy()
+        if self.numel <= self._SMALL or self._threshold is None or not self._band_select(s):
+            self._full_select(np.abs(s, out=self._abs))
+        return self._kept
 
-    def _full_select(self, a: np.ndarray) -> tuple[float, float]:
+    def _make_buffers(self) -> None:
+        n = self.numel
+        padded = -(-n // 8) * 8  # flags are also read 8 at a time, as uint64 words
+        self._abs = np.empty(n, dtype=np.float32)  # |scores|, for a full selection
+        self._kept = np.zeros(n, dtype=bool)  # the mask
+        self._flags_padded = np.zeros(padded, dtype=bool)  # the padding stays False
+        self._flags = self._flags_padded[:n]
+        self._more_flags = np.empty(n, dtype=bool)
+        self._flag_words = self._flags_padded.view(np.uint64)
+        self._word_flags = np.empty(padded // 8, dtype=bool)
+        self._mask = np.empty(n, dtype=np.float32)  # the float mask __call__ returns
+        self._product_mask = np.zeros(n, dtype=bool)
+        self._mask_torch = torch.from_numpy(self._mask)
+
+    def _full_select(self, a: np.ndarray) -> None:
+        """Sets ``_kept`` to the top-k of ``a`` by a full partition, and a fresh band."""
         n, k = self.numel, self.k
         part = np.partition(a, (n - k - 1, n - k))
-        kth, below = float(part[n - k]), float(part[n - k - 1])
-        # Start with a band that would hold about ``_band_target`` values for uniform scores.
-        spread = float(part[-1] - part[0]) if n > 1 else 1.0
-        self._delta = max(self._delta * 4.0, spread * self._band_target / n, 1e-12)
-        return kth, below
+        kth, below = part[n - k], part[n - k - 1]
+        kept = np.greater(a, below if kth != below else kth, out=self._kept)
+        if kth == below:  # ties at the cut: the first of the equal values by position
+            missing = k - int(np.count_nonzero(kept))
+            kept[np.flatnonzero(a == kth)[:missing]] = True
+        if n > self._SMALL:  # the next call starts from here
+            self._set_threshold(kth, below)
+            # A band that would hold about ``_band_target`` values for uniform scores.
+            spread = float(part[-1] - part[0])
+            self._delta = max(self._delta * 4.0, spread * self._band_target / n, 1e-12)
 
-    def _band_select(self, a: np.ndarray) -> tuple[float, float] | None:
-        # Both sets come from the same rounded differences z, which are monotone in a, so they
-        # are disjoint and everything in ``band`` ranks below everything counted in ``above``.
-        d = np.float32(self._delta)
-        z = np.subtract(a, np.float32(self._threshold), out=self._diff)
-        above = np.count_nonzero(np.greater(z, d, out=self._flags))
-        band = a[np.less_equal(np.abs(z, out=z), d, out=self._flags)]
-        need = self.k - above  # how many band values are kept
-        b = band.size
-        if b < self._band_target // 4:
-            self._delta *= 1.5
-        elif b > 4 * self._band_target:
-            self._delta *= 0.7
-        if not 1 <= need <= b - 1:
-            return None
-        part = np.partition(band, (b - need - 1, b - need))
-        return float(part[b - need]), float(part[b - need - 1])
+    def _band_select(self, s: np.ndarray) -> bool:
+        """Sets ``_kept`` to the top-k of ``|s|`` from the last threshold; ``False`` if the band
+        could not hold the cut (then ``_kept`` is to be recomputed).
 
-    def _exact_torch(self, values: Tensor) -> Tensor:
-        mask = torch.zeros_like(values)
-        mask[torch.topk(values, self.k, sorted=False).indices] = 1.0
-        self._threshold = None
-        return mask
+        It compares the signed scores with ``+-t`` rather than making ``|s|``: the passes then
+        read one array, which stays in cache, and write only flags (a step is memory-bound).
+        """
+        k, t = self.k, self._threshold
+        kept, flags, more = self._kept, self._flags, self._more_flags
+        np.greater(s, t, out=kept)
+        np.logical_or(kept, np.less(s, -t, out=more), out=kept)  # |s| > t
+        count = int(np.count_nonzero(kept))
+        if count == k:  # exactly k values above t: the top-k, and no tie at the cut
+            return True
+        dropping = count > k
+        change = count - k if dropping else k - count  # values that cross the cut
+        for _ in range(self._MAX_WIDENINGS):
+            # The candidates: kept values with |s| <= t + d (the smallest may be dropped), or
+            # values not kept with |s| >= t - d (the largest may be added). Comparisons of the
+            # same float32 numbers with the same +-t as ``kept`` keep the sets exactly apart.
+            if dropping:
+                edge = np.float32(t + self._delta)
+                np.less_equal(s, edge, out=flags)
+                np.logical_and(flags, np.greater_equal(s, -edge, out=more), out=flags)
+                np.logical_and(flags, kept, out=flags)
+            else:
+                edge = np.float32(t - self._delta)
+                if edge > 0:
+                    np.greater_equal(s, edge, out=flags)
+                    np.logical_or(flags, np.less_equal(s, -edge, out=more), out=flags)
+                    np.greater(flags, kept, out=flags)  # flags and not kept
+                else:
+                    np.logical_not(kept, out=flags)
+            where = self._flag_positions()
+            if where.size > change:
+                break
+            self._delta *= 4.0
+        else:
+            return False
+        values = np.abs(s[where])
+        # Ascending ranks: dropping removes the ``change`` smallest candidates, adding takes the
+        # ``change`` largest; ``kth`` is the k-th largest of all, ``below`` the (k+1)-th.
+        lo = change - 1 if dropping else where.size - change - 1
+        part = np.partition(values, (lo, lo + 1))
+        below, kth = part[lo], part[lo + 1]
+        if kth != below:
+            if dropping:
+                kept[where[values <= below]] = False
+            else:
+                kept[where[values >= kth]] = True
+        else:
+            # Equal values straddle the cut (float32 scores collide now and then); all of them are
+            # candidates. Keep every value above it and the first of the equal ones by position.
+            if dropping:
+                kept[where[values <= kth]] = False
+            else:
+                kept[where[values > kth]] = True
+            missing = k - int(np.count_nonzero(kept))
+            kept[where[values == kth][:missing]] = True
+        # Follow how far the cut moves: a band a few times that wide holds it next time.
+        self._delta = max(0.8 * self._delta, 4.0 * float(abs(kth - t)), _TINY * float(t))
+        self._set_threshold(kth, below)
+        return True
+
+    def _flag_positions(self) -> np.ndarray:
+        """Ascending positions of the set ``_flags``. In a large layer they are few and found 8
+        at a time (uint64 words that are not zero), twice as fast as ``np.flatnonzero``."""
+        if self.numel < self._WORDS:
+            return np.flatnonzero(self._flags)
+        words = np.flatnonzero(np.not_equal(self._flag_words, 0, out=self._word_flags))
+        if 8 * words.size > self.numel // 8:  # not few: the plain way is faster
+            return np.flatnonzero(self._flags)
+        where = (words[:, None] * 8 + _EIGHT).reshape(-1)
+        return where[self._flags_padded[where]]
+
+    def _set_threshold(self, kth: np.float32, below: np.float32) -> None:
+        # Any t with below <= t < kth separates the mask; the midpoint stays valid longest.
+        mid = np.float32(0.5 * (float(kth) + float(below)))
+        self._threshold = mid if below <= mid < kth else below
+
+
+def exact_topk_mask(values: Tensor, k: int) -> Tensor:
+    """The top-k of the 1-D ``values`` as a 0/1 mask of their dtype, with torch ops on any device.
+
+    Exactly ``k`` ones with the tie rule of :class:`TopKSelector`: every value above the k-th
+    largest, then the values equal to it that come first by position (a cumulative count picks
+    them, without a sort and without reading a number back from the device).
+    """
+    n = values.numel()
+    if k >= n:
+        return torch.ones_like(values)
+    if k <= n - k:
+        kth = torch.topk(values, k, sorted=False).values.min()
+    else:  # the (n - k + 1)-th smallest: the shorter selection
+        kth = torch.topk(values, n - k + 1, largest=False, sorted=False).values.max()
+    above = values > kth
+    tied = values == kth
+    missing = k - above.sum()
+    keep = above | (tied & (torch.cumsum(tied, 0) <= missing))
+    return keep.to(values.dtype)
 
 
 def topk_masked_weight(scores: Tensor, weight: Tensor, selector: TopKSelector) -> Tensor:
     """``weight * topk(|scores|)`` with a straight-through gradient to ``scores``."""
-    return _MaskedWeight.apply(scores, weight, selector(scores), True)
+    return _MaskedWeight.apply(scores, weight, selector, True)
 
 
 def threshold_masked_weight(scores: Tensor, weight: Tensor) -> Tensor:
     """``weight * (scores >= 0)`` with a straight-through gradient (SupSup's MNIST masks)."""
+    if (
+        scores.device.type == "cpu"
+        and scores.dtype == weight.dtype == torch.float32
+        and weight.device.type == "cpu"
+        and scores.shape == weight.shape
+        and scores.numel() > TopKSelector._SMALL
+    ):
+        return _MaskedWeight.apply(scores, weight, _ThresholdBuffers.of(scores), False)
     mask = (scores.detach() >= 0).to(weight.dtype)
     return _MaskedWeight.apply(scores, weight, mask, False)
+
+
+class _ThresholdBuffers:
+    """The reused buffers of a threshold mask learned on the CPU, one set per scores tensor (kept
+    while it lives), so that its training step allocates no weight-sized tensor either."""
+
+    _of: ClassVar[dict[int, tuple[weakref.ref, _ThresholdBuffers]]] = {}  # by id(scores)
+
+    def __init__(self, numel: int) -> None:
+        self.kept = np.empty(numel, dtype=bool)
+        self.mask = np.empty(numel, dtype=np.float32)
+        self.mask_torch = torch.from_numpy(self.mask)
+        self.weight_buffer = _Reusable()
+        self.grad_buffer = _Reusable()
+
+    @classmethod
+    def of(cls, scores: Tensor) -> _ThresholdBuffers:
+        key = id(scores)
+        entry = cls._of.get(key)
+        if entry is not None and entry[0]() is scores:
+            return entry[1]
+
+        def forget(ref: weakref.ref, key: int = key) -> None:
+            if cls._of.get(key, (None,))[0] is ref:
+                del cls._of[key]
+
+        buffers = cls(scores.numel())
+        cls._of[key] = (weakref.ref(scores, forget), buffers)
+        return buffers
+
+    def masked(self, scores: Tensor, weight: Tensor) -> Tensor:
+        """``weight * (scores >= 0)`` in the reused buffer, the same bits."""
+        np.greater_equal(scores.detach().reshape(-1).numpy(), 0, out=self.kept)
+        np.copyto(self.mask, self.kept, casting="unsafe")
+        out = self.weight_buffer.get(weight)[0]
+        return torch.mul(weight.detach(), self.mask_torch.view(weight.shape), out=out).detach()
 
 
 # ------------------------------------------------------------------------------ mixing a bank
