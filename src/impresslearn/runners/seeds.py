@@ -34,7 +34,7 @@ from impresslearn.runners.stream import run_experiment
 from impresslearn.runtime import Runtime
 from impresslearn.storage import atomic_write_json, atomic_write_text
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 SEEDS_NAME = "seeds.json"
 SEEDED_SECTIONS = ("scenario", "backbone", "method", "train")
@@ -187,7 +187,7 @@ def _run(
         if resume and (run_dir / "metrics.json").is_file():  # written last: the repeat finished
             done[i] = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
             continue
-        log.info(
+        logger.info(
             "%s: repeat %d of %d (seeds + %d) -> %s", config.name, i + 1, num_seeds, i, run_dir
         )
         restart = resume and (run_dir / "checkpoint.safetensors").is_file()
