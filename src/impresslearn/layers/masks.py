@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import weakref
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -129,9 +129,9 @@ class _MaskedWeight(torch.autograd.Function):
     The backward pass treats the binarisation as the identity: the gradient of the effective
     weight times ``weight`` reaches the scores unchanged (threshold masks) or through ``|scores|``
     (top-k masks, which rank ``|scores|``). One fused function instead of a chain of autograd ops
-    saves passes over the weight per step. ``mask`` is a tensor, or the :class:`TopKSelector` or
-    :class:`_ThresholdBuffers` that computes it here, with ``weight * mask`` and the scores'
-    gradient in buffers reused from step to step.
+    saves passes over the weight per step. ``mask`` is a tensor, or the :class:`TopKSelector`
+    that selects it here, with ``weight * mask`` and the scores' gradient in buffers reused from
+    step to step.
     """
 
     @staticmethod
@@ -139,7 +139,7 @@ class _MaskedWeight(torch.autograd.Function):
         ctx,
         scores: Tensor,
         weight: Tensor,
-        mask: Tensor | TopKSelector | _ThresholdBuffers,
+        mask: Tensor | TopKSelector,
         through_abs: bool,
     ) -> Tensor:
         ctx.save_for_backward(scores, weight)
@@ -147,9 +147,6 @@ class _MaskedWeight(torch.autograd.Function):
         if isinstance(mask, TopKSelector):
             large = scores.device.type == "cpu" and mask.numel > mask._SMALL
             ctx.reusable = mask._grad_buffer if large else None
-            return mask.masked(scores, weight)
-        if isinstance(mask, _ThresholdBuffers):
-            ctx.reusable = mask.grad_buffer
             return mask.masked(scores, weight)
         ctx.reusable = None
         return weight * mask
@@ -279,19 +276,20 @@ class TopKSelector:
             return None
         if self._abs is None:
             self._make_buffers()
-        s = flat.numpy()
-        if self.numel <= self._SMALL or self._threshold is None or not self._band_select(s):
-            self._full_select(np.abs(s, out=self._abs))
+        a = self._abs
+        torch.abs(flat, out=self._abs_torch)  # (torch's threads; NumPy has one)
+        if self.numel <= self._SMALL or self._threshold is None or not self._band_select(a):
+            self._full_select(a)
         return self._kept
 
     def _make_buffers(self) -> None:
         n = self.numel
         padded = -(-n // 8) * 8  # flags are also read 8 at a time, as uint64 words
-        self._abs = np.empty(n, dtype=np.float32)  # |scores|, for a full selection
+        self._abs = np.empty(n, dtype=np.float32)  # |scores|
+        self._abs_torch = torch.from_numpy(self._abs)
         self._kept = np.zeros(n, dtype=bool)  # the mask
         self._flags_padded = np.zeros(padded, dtype=bool)  # the padding stays False
         self._flags = self._flags_padded[:n]
-        self._more_flags = np.empty(n, dtype=bool)
         self._flag_words = self._flags_padded.view(np.uint64)
         self._word_flags = np.empty(padded // 8, dtype=bool)
         self._mask = np.empty(n, dtype=np.float32)  # the float mask __call__ returns
@@ -313,46 +311,34 @@ class TopKSelector:
             spread = float(part[-1] - part[0])
             self._delta = max(self._delta * 4.0, spread * self._band_target / n, 1e-12)
 
-    def _band_select(self, s: np.ndarray) -> bool:
-        """Sets ``_kept`` to the top-k of ``|s|`` from the last threshold; ``False`` if the band
-        could not hold the cut (then ``_kept`` is to be recomputed).
-
-        It compares the signed scores with ``+-t`` rather than making ``|s|``: the passes then
-        read one array, which stays in cache, and write only flags (a step is memory-bound).
-        """
+    def _band_select(self, a: np.ndarray) -> bool:
+        """Sets ``_kept`` to the top-k of ``a`` from the last threshold; ``False`` if the band
+        could not hold the cut (then ``_kept`` is to be recomputed)."""
         k, t = self.k, self._threshold
-        kept, flags, more = self._kept, self._flags, self._more_flags
-        np.greater(s, t, out=kept)
-        np.logical_or(kept, np.less(s, -t, out=more), out=kept)  # |s| > t
+        kept, flags = self._kept, self._flags
+        np.greater(a, t, out=kept)
         count = int(np.count_nonzero(kept))
         if count == k:  # exactly k values above t: the top-k, and no tie at the cut
             return True
         dropping = count > k
         change = count - k if dropping else k - count  # values that cross the cut
         for _ in range(self._MAX_WIDENINGS):
-            # The candidates: kept values with |s| <= t + d (the smallest may be dropped), or
-            # values not kept with |s| >= t - d (the largest may be added). Comparisons of the
-            # same float32 numbers with the same +-t as ``kept`` keep the sets exactly apart.
+            # The candidates: kept values at most t + d (the smallest may be dropped), or values
+            # not kept and at least t - d (the largest may be added). Comparing the same float32
+            # numbers with the same t as ``kept`` keeps the two sets exactly complementary.
             if dropping:
-                edge = np.float32(t + self._delta)
-                np.less_equal(s, edge, out=flags)
-                np.logical_and(flags, np.greater_equal(s, -edge, out=more), out=flags)
+                np.less_equal(a, np.float32(t + self._delta), out=flags)
                 np.logical_and(flags, kept, out=flags)
             else:
-                edge = np.float32(t - self._delta)
-                if edge > 0:
-                    np.greater_equal(s, edge, out=flags)
-                    np.logical_or(flags, np.less_equal(s, -edge, out=more), out=flags)
-                    np.greater(flags, kept, out=flags)  # flags and not kept
-                else:
-                    np.logical_not(kept, out=flags)
+                np.greater_equal(a, np.float32(t - self._delta), out=flags)
+                np.greater(flags, kept, out=flags)  # flags and not kept
             where = self._flag_positions()
             if where.size > change:
                 break
             self._delta *= 4.0
         else:
             return False
-        values = np.abs(s[where])
+        values = a[where]
         # Ascending ranks: dropping removes the ``change`` smallest candidates, adding takes the
         # ``change`` largest; ``kth`` is the k-th largest of all, ``below`` the (k+1)-th.
         lo = change - 1 if dropping else where.size - change - 1
@@ -422,52 +408,8 @@ def topk_masked_weight(scores: Tensor, weight: Tensor, selector: TopKSelector) -
 
 def threshold_masked_weight(scores: Tensor, weight: Tensor) -> Tensor:
     """``weight * (scores >= 0)`` with a straight-through gradient (SupSup's MNIST masks)."""
-    if (
-        scores.device.type == "cpu"
-        and scores.dtype == weight.dtype == torch.float32
-        and weight.device.type == "cpu"
-        and scores.shape == weight.shape
-        and scores.numel() > TopKSelector._SMALL
-    ):
-        return _MaskedWeight.apply(scores, weight, _ThresholdBuffers.of(scores), False)
     mask = (scores.detach() >= 0).to(weight.dtype)
     return _MaskedWeight.apply(scores, weight, mask, False)
-
-
-class _ThresholdBuffers:
-    """The reused buffers of a threshold mask learned on the CPU, one set per scores tensor (kept
-    while it lives), so that its training step allocates no weight-sized tensor either."""
-
-    _of: ClassVar[dict[int, tuple[weakref.ref, _ThresholdBuffers]]] = {}  # by id(scores)
-
-    def __init__(self, numel: int) -> None:
-        self.kept = np.empty(numel, dtype=bool)
-        self.mask = np.empty(numel, dtype=np.float32)
-        self.mask_torch = torch.from_numpy(self.mask)
-        self.weight_buffer = _Reusable()
-        self.grad_buffer = _Reusable()
-
-    @classmethod
-    def of(cls, scores: Tensor) -> _ThresholdBuffers:
-        key = id(scores)
-        entry = cls._of.get(key)
-        if entry is not None and entry[0]() is scores:
-            return entry[1]
-
-        def forget(ref: weakref.ref, key: int = key) -> None:
-            if cls._of.get(key, (None,))[0] is ref:
-                del cls._of[key]
-
-        buffers = cls(scores.numel())
-        cls._of[key] = (weakref.ref(scores, forget), buffers)
-        return buffers
-
-    def masked(self, scores: Tensor, weight: Tensor) -> Tensor:
-        """``weight * (scores >= 0)`` in the reused buffer, the same bits."""
-        np.greater_equal(scores.detach().reshape(-1).numpy(), 0, out=self.kept)
-        np.copyto(self.mask, self.kept, casting="unsafe")
-        out = self.weight_buffer.get(weight)[0]
-        return torch.mul(weight.detach(), self.mask_torch.view(weight.shape), out=out).detach()
 
 
 # ------------------------------------------------------------------------------ mixing a bank
