@@ -35,7 +35,7 @@ from impresslearn.errors import ImpressLearnError
 EPILOG = """\
 examples:
   impresslearn run quickstart
-  impresslearn run supsup-permuted-mnist --set scenario.num_tasks=10 --data-root ../shared/data
+  impresslearn run supsup-permuted-mnist --set scenario.num_tasks=10 --data-root ~/data
   impresslearn run supsup-split-cifar100 --set scenario.num_tasks=2 --set train.epochs=1
   impresslearn show supsup-rotated-mnist --set train.lr=3e-4
   impresslearn eval runs/NAME --set eval.scenario=GNu --set eval.inference=binary
