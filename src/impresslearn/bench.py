@@ -105,6 +105,16 @@ def _setup(backbone: str, batch_size: int, device: torch.device | str = "cpu"):
     return BackboneConfig(name=backbone), shape, x, y, gen
 
 
+def _begin_scores(model, rule: DensityRule, kind: str) -> list[torch.nn.Parameter]:
+    """Fresh seeded scores in every masked layer of ``model`` at the densities of ``rule``."""
+    return [
+        layer.begin_scores(
+            rule.for_shape(tuple(layer.weight.shape)), kind, generator(1, layer.layer_index)
+        )
+        for layer in masked_layers(model)
+    ]
+
+
 def _learning_norms(model, step: Callable[[], None]) -> Callable[[], None]:
     """``step`` run with the model's per-task batch norm (if any) learning task 0's statistics."""
 
@@ -153,12 +163,7 @@ def bench_mask_step(
     masked = {}
     for kind in ("topk", "threshold"):
         model = build_backbone(config, shape, 10).to(device)
-        scores = [
-            layer.begin_scores(
-                rule.for_shape(tuple(layer.weight.shape)), kind, generator(1, layer.layer_index)
-            )
-            for layer in masked_layers(model)
-        ]
+        scores = _begin_scores(model, rule, kind)
         contenders[kind] = _learning_norms(
             model, _train_step(model, torch.optim.RMSprop(scores, lr=1e-4), x, y)
         )
@@ -472,13 +477,7 @@ def _data_parallel_worker(
     runtime = Runtime.create("cpu")
     config, shape, x, y, _ = _setup(backbone, batch_size)
     model = build_backbone(config, shape, 10)
-    rule = DENSITY.get(backbone, DensityRule("uniform", 0.5))
-    scores = [
-        layer.begin_scores(
-            rule.for_shape(tuple(layer.weight.shape)), "topk", generator(1, layer.layer_index)
-        )
-        for layer in masked_layers(model)
-    ]
+    scores = _begin_scores(model, DENSITY.get(backbone, DensityRule("uniform", 0.5)), "topk")
     optimizer = torch.optim.RMSprop(scores, lr=1e-4)
 
     def loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
