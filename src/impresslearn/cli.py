@@ -651,7 +651,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        if group is not None:
+            # Every process waits for the others (rank 0 writes the results last) before the
+            # group is torn down: a process that leaves early can abort its peers' transport.
+            import torch.distributed as dist
+
+            dist.barrier()
+        return code
     except ImpressLearnError as e:
         if args.debug:
             raise
