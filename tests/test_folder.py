@@ -98,3 +98,13 @@ def test_overwrite_keeps_the_lock_file_and_refuses_a_busy_folder(tmp_path, capsy
         )
         assert code == 2 and "being written by another" in capsys.readouterr().err
         assert not (run / "config.json").exists()
+
+
+def test_the_next_writer_removes_temp_files_a_killed_writer_left(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".events.jsonl.abc123.tmp").write_text("half")
+    (run / "keep.txt").write_text("not ours to remove")
+    with RunFolderLock(run):
+        assert not list(run.glob(".*.tmp"))
+    assert (run / "keep.txt").exists()

@@ -3,7 +3,8 @@
 A run folder is locked while a process writes it: an exclusive ``flock`` on ``DIR/.lock``, held
 for as long as the process holds the folder open. The operating system releases it when the
 process ends, however it ends (even by SIGKILL), so a stopped run never leaves a stale lock and
-resumes without any clean-up. A second writer on the same folder is refused with a one-line error.
+resumes without any clean-up (the next writer removes the temp file of a write the kill cut short).
+A second writer on the same folder is refused with a one-line error.
 """
 
 from __future__ import annotations
@@ -69,6 +70,10 @@ class RunFolderLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
+        # A writer killed in the middle of an atomic write leaves its temp file behind; the folder
+        # is ours alone now, so no other process can be writing one.
+        for stale in self.folder.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
         return self
 
     def release(self) -> None:
