@@ -482,3 +482,60 @@ def test_pack_bits_layout_is_row_major_most_significant_bit_first():
 def test_unpack_bits_rejects_a_wrong_byte_count(num_bytes):
     with pytest.raises(ValueError, match="bytes"):
         unpack_bits(torch.zeros(num_bytes, dtype=torch.uint8), (13,))
+
+
+# ---------------------------------------------------------------- the raw-score rule (topk_raw)
+
+
+def _raw_rule_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """The top-k of the signed scores by the tie rule, from a plain stable sort."""
+    a = scores.detach().reshape(-1).double().numpy()
+    mask = torch.zeros(a.size)
+    mask[np.argsort(-a, kind="stable")[:k]] = 1.0
+    return mask.view(scores.shape)
+
+
+@pytest.mark.parametrize(("numel", "density"), [(3000, 0.25), (30_000, 0.25), (30_000, 0.7)])
+def test_signed_selector_keeps_the_largest_raw_scores_over_many_updates(numel, density):
+    """The authors' rule: the k largest signed scores (a large negative score is dropped), exact
+    on every step of the fast path, with the threshold crossing zero for density > 0.5."""
+    gen = torch.Generator().manual_seed(numel + int(100 * density))
+    k = num_kept(density, numel)
+    selector = TopKSelector(numel, k, signed=True)
+    scores = torch.randn(numel, generator=gen)
+    for step in range(40):
+        if step % 20 == 10:
+            scores = torch.round(scores * 64.0) / 64.0
+        elif step % 20 == 15:
+            scores = scores + 0.5 * torch.randn(numel, generator=gen)
+        else:
+            scores = scores + 10.0 ** -(2 + step % 4) * torch.randn(numel, generator=gen)
+        mask = selector(scores)
+        assert torch.equal(mask, _raw_rule_mask(scores, k)), step
+        assert not torch.equal(mask, rule_topk_mask(scores, k))
+    # The torch path (another dtype) breaks ties by the same rule.
+    assert torch.equal(
+        TopKSelector(numel, k, signed=True)(scores.double()), _raw_rule_mask(scores, k)
+    )
+
+
+def test_raw_topk_masked_weight_has_the_plain_straight_through_gradient():
+    gen = torch.Generator().manual_seed(4)
+    scores = torch.randn(6, 5, generator=gen).requires_grad_()
+    weight = torch.randn(6, 5, generator=gen)
+    upstream = torch.randn(6, 5, generator=gen)
+    k = num_kept(0.25, 30)
+    effective = topk_masked_weight(scores, weight, TopKSelector(30, k, signed=True))
+    assert torch.equal(effective, weight * _raw_rule_mask(scores, k))
+    (effective * upstream).sum().backward()
+    assert torch.equal(scores.grad, upstream * weight)  # no sign: the scores are ranked as they are
+
+
+def test_a_layer_learns_a_raw_topk_mask_at_the_exact_density():
+    from impresslearn.layers import MaskedLinear
+
+    layer = MaskedLinear(40, 30, backbone_seed=0, layer_index=0)
+    scores = layer.begin_scores(0.25, "topk_raw", torch.Generator().manual_seed(0))
+    mask = layer.end_scores()
+    assert int(mask.sum()) == 300
+    assert torch.equal(mask.float(), _raw_rule_mask(scores, 300))

@@ -106,3 +106,29 @@ def test_real_mnist_permuted_run(shared_data_root):
     assert m["bytes_per_task"]["mask"] == sum(
         (n + 7) // 8 for n in (784 * 300, 300 * 100, 100 * 10)
     )
+
+
+def test_prediction_over_all_outputs_as_supsups_code(tmp_path):
+    """``eval.predict=outputs``: the argmax runs over the superfluous outputs too (an image whose
+    largest output is one of them is wrong); ``classes`` over the task's classes only."""
+    from impresslearn.presets import get_preset
+    from impresslearn.runners import load_run
+
+    base = [
+        "scenario.dataset=mnist_embedded",
+        "scenario.num_tasks=1",
+        "backbone.num_outputs=100",
+        "train.iterations=2",  # barely trained: superfluous outputs still win for some images
+    ]
+    config = apply_overrides(ExperimentConfig(), [*base, "eval.predict=outputs"])
+    result = run_experiment(config, None, tmp_path / "run")
+    test = result.scenario.test_data(0)
+    logits = load_run(tmp_path / "run").logits(test.prepared(), 0)
+    over_outputs = int((logits.argmax(1) == test.y).sum()) / len(test)
+    over_classes = int((logits[:, :10].argmax(1) == test.y).sum()) / len(test)
+    assert result.accuracy_matrix[0, 0] == pytest.approx(over_outputs, abs=1e-12)
+    assert over_outputs < over_classes  # some images' largest output is a superfluous one
+    classes = run_experiment(apply_overrides(ExperimentConfig(), base), None)
+    assert classes.accuracy_matrix[0, 0] == pytest.approx(over_classes, abs=1e-12)
+    paper = get_preset("supsup-permuted-mnist-paper")
+    assert paper.backbone.num_outputs == 100 and paper.eval.predict == "outputs"

@@ -48,6 +48,9 @@ class EvalConfig:
     ``matrix``: ``full`` evaluates every seen task after each task (the whole accuracy matrix);
     ``diagonal`` evaluates only the task just learned, then all tasks once at the end (the final
     row), for long streams where the full matrix would cost T²/2 evaluations.
+    ``predict``: the prediction is the argmax over the task's ``classes`` (the superfluous outputs
+    are ignored), or over all ``outputs``, as SupSup's code does (an image whose largest output is
+    a superfluous one then counts as wrong).
     """
 
     batch_size: int = 1000
@@ -61,8 +64,11 @@ class EvalConfig:
     nns_objective: str = "entropy"
     inference_test_images: int = 0
     shortlist_size: int = 5
+    predict: str = "classes"
 
     def __post_init__(self) -> None:
+        if self.predict not in ("classes", "outputs"):
+            raise ConfigError(f"eval.predict={self.predict!r}: use classes or outputs")
         if self.inference_test_images < 0:
             raise ConfigError(
                 "eval.inference_test_images must be >= 0 (0 = every test image), got "
@@ -137,6 +143,12 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def predicted_outputs(self, num_classes: int) -> int:
+        """How many leading outputs the prediction's argmax runs over (``eval.predict``)."""
+        if self.eval.predict == "classes":
+            return num_classes
+        return self.backbone.num_outputs or num_classes
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"

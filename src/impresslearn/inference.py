@@ -242,10 +242,13 @@ def evaluate_inferred(
     images: int,
     num_classes: int,
     shortlist_size: int = 5,
+    predicted: int | None = None,
 ) -> InferredEvaluation:
     """Evaluate ``data`` of task ``true_task`` with the task inferred once per batch of ``batch``
     images from its first ``images`` images. In GNu a batch whose task is wrong counts as all
-    wrong; in GNs it is classified with the inferred task."""
+    wrong; in GNs it is classified with the inferred task. The prediction is the argmax over the
+    first ``predicted`` outputs (default ``num_classes``)."""
+    predicted = predicted or num_classes
     correct = right_task = fitted_correct = listed = 0
     margins: list[float] = []
     tasks = method.learned_tasks()
@@ -254,7 +257,7 @@ def evaluate_inferred(
             fitted = fit_alphas(method, x[:images], objective, num_classes)
             task = nearest_task(method, fitted)
             with torch.no_grad(), use_coeffs(method.model, fitted):
-                pred = method.model(x)[:, :num_classes].argmax(1)
+                pred = method.model(x)[:, :predicted].argmax(1)
             fitted_correct += int((pred == y).sum())
         elif procedure == "oneshot" and len(tasks) > 1:
             grad = oneshot_gradient(method, x[:images], objective, num_classes)
@@ -279,7 +282,7 @@ def evaluate_inferred(
             right_task += len(y)
         if task == true_task or scenario == "GNs":
             with torch.no_grad(), method.task_context(task):
-                pred = method.model(x)[:, :num_classes].argmax(1)
+                pred = method.model(x)[:, :predicted].argmax(1)
             correct += int((pred == y).sum())
     n = len(data)
     fitted_accuracy = fitted_correct / n if procedure == "entropy_fit" else None

@@ -11,6 +11,7 @@ from impresslearn.layers.masked import (
     init_weight,
     masked_layers,
     one_hot,
+    use_coeff_fn,
     use_coeffs,
 )
 from impresslearn.layers.masks import (
@@ -61,5 +62,6 @@ __all__ = [
     "threshold_masked_weight",
     "topk_masked_weight",
     "unpack_bits",
+    "use_coeff_fn",
     "use_coeffs",
 ]

@@ -20,7 +20,7 @@ same initial weights directly; backbones built with them are the dense baselines
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Literal
 
@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from impresslearn.errors import ConfigError
 from impresslearn.layers.masks import (
+    MASK_KINDS,
     TopKSelector,
     mix_bank,
     num_kept,
@@ -144,8 +145,8 @@ class MaskedLayer(nn.Module):
 
     def begin_scores(self, density: float, kind: str, gen: torch.Generator) -> nn.Parameter:
         """Start learning a new mask: fresh trainable scores (returned, to hand to an optimiser)."""
-        if kind not in ("topk", "threshold"):
-            raise ConfigError(f"unknown mask kind {kind!r}: use 'topk' or 'threshold'")
+        if kind not in MASK_KINDS:
+            raise ConfigError(f"unknown mask kind {kind!r}: use one of {MASK_KINDS}")
         if not 0.0 < density <= 1.0:
             raise ConfigError(
                 f"density must be in (0, 1], got {density} for layer {self.layer_index}"
@@ -154,8 +155,12 @@ class MaskedLayer(nn.Module):
         self.scores = nn.Parameter(init_scores(shape, gen).to(self.weight.device))
         self._mask_kind = kind
         self._selector = (
-            TopKSelector(self.weight.numel(), num_kept(density, self.weight.numel()))
-            if kind == "topk"
+            TopKSelector(
+                self.weight.numel(),
+                num_kept(density, self.weight.numel()),
+                signed=kind == "topk_raw",
+            )
+            if kind != "threshold"
             else None
         )
         return self.scores
@@ -369,6 +374,25 @@ def use_coeffs(model: nn.Module, coeffs: Tensor | Sequence[Tensor]) -> Iterator[
     finally:
         for layer, c in zip(layers, previous, strict=True):
             layer._set_coeffs(c)
+
+
+@contextmanager
+def use_coeff_fn(model: nn.Module, make: Callable[[], Sequence[Tensor]]) -> Iterator[None]:
+    """As :func:`use_coeffs`, with the per-layer coeffs recomputed by ``make()`` before every
+    forward pass of ``model``: coeffs derived from trainable tensors (grouped or low-rank
+    ImpressLearn alphas) then get a fresh autograd graph on every training step."""
+
+    def refresh(module: nn.Module, args: tuple) -> None:
+        for layer, c in zip(layers, make(), strict=True):
+            layer._set_coeffs(c)
+
+    layers = masked_layers(model)
+    with use_coeffs(model, make()):
+        handle = model.register_forward_pre_hook(refresh)
+        try:
+            yield
+        finally:
+            handle.remove()
 
 
 @contextmanager

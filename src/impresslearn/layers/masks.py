@@ -3,7 +3,10 @@
 A supermask (Zhou et al. 2019; Ramanujan et al. 2020, "edge-popup"; Wortsman et al. 2020, SupSup)
 is learned from a real-valued ``scores`` tensor the size of the weight:
 
-* **top-k**: keep exactly ``round(density * n)`` weights with the largest ``|scores|``;
+* **top-k** (``topk``): keep exactly ``round(density * n)`` weights with the largest ``|scores|``
+  (SupSup's code);
+* **raw top-k** (``topk_raw``): keep exactly ``round(density * n)`` weights with the largest
+  ``scores``, signed (the ImpressLearn authors' code);
 * **threshold**: keep the weights whose ``scores >= 0`` (SupSup's MNIST experiments).
 
 Both use a straight-through gradient: the backward pass treats the binarisation as the identity.
@@ -30,8 +33,9 @@ from torch import Tensor
 
 from impresslearn.errors import ConfigError
 
-MaskKind = Literal["topk", "threshold"]
-MASK_KINDS: tuple[str, ...] = ("topk", "threshold")
+MaskKind = Literal["topk", "topk_raw", "threshold"]
+MASK_KINDS: tuple[str, ...] = ("topk", "topk_raw", "threshold")
+TOPK_KINDS: tuple[str, ...] = ("topk", "topk_raw")  # exact density: k weights per layer
 _TINY = 1e-6  # the band's least half-width, relative to the threshold
 _EIGHT = np.arange(8)
 
@@ -171,7 +175,8 @@ class _MaskedWeight(torch.autograd.Function):
 
 
 class TopKSelector:
-    """Exact top-k of ``|scores|`` as a float 0/1 mask, fast when called step after step.
+    """Exact top-k of ``|scores|`` (or of the signed ``scores`` with ``signed=True``) as a float
+    0/1 mask, fast when called step after step.
 
     The returned mask may share memory with the selector: use it before the next call.
     :meth:`masked` gives ``weight * mask`` directly (what a training step needs).
@@ -195,13 +200,14 @@ class TopKSelector:
     _SMALL = 4096  # layers up to this size take a full partition on every call
     _WORDS = 65536  # layers from this size find set flags 8 at a time
 
-    def __init__(self, numel: int, k: int) -> None:
+    def __init__(self, numel: int, k: int, *, signed: bool = False) -> None:
         if not 0 < k <= numel:
             raise ConfigError(
                 f"a mask must keep between 1 and {numel} weights, got {k}: raise the density"
             )
         self.numel = numel
         self.k = k
+        self.signed = signed
         self._threshold: np.float32 | None = None  # |scores| > threshold held the last mask
         self._delta = 0.0
         self._band_target = max(256, numel // 128)
@@ -218,7 +224,9 @@ class TopKSelector:
             return torch.ones_like(scores)
         kept = self._select(scores)
         if kept is None:
-            return exact_topk_mask(scores.detach().reshape(-1).abs(), self.k).view_as(scores)
+            return exact_topk_mask(self._ranked(scores.detach().reshape(-1)), self.k).view_as(
+                scores
+            )
         np.copyto(self._mask, kept, casting="unsafe")
         return self._mask_torch.view_as(scores)
 
@@ -277,15 +285,22 @@ class TopKSelector:
         if self._abs is None:
             self._make_buffers()
         a = self._abs
-        torch.abs(flat, out=self._abs_torch)  # (torch's threads; NumPy has one)
+        if self.signed:
+            self._abs_torch.copy_(flat)
+        else:
+            torch.abs(flat, out=self._abs_torch)  # (torch's threads; NumPy has one)
         if self.numel <= self._SMALL or self._threshold is None or not self._band_select(a):
             self._full_select(a)
         return self._kept
 
+    def _ranked(self, flat: Tensor) -> Tensor:
+        """The values the mask ranks: ``|scores|``, or the scores themselves when signed."""
+        return flat if self.signed else flat.abs()
+
     def _make_buffers(self) -> None:
         n = self.numel
         padded = -(-n // 8) * 8  # flags are also read 8 at a time, as uint64 words
-        self._abs = np.empty(n, dtype=np.float32)  # |scores|
+        self._abs = np.empty(n, dtype=np.float32)  # the ranked values: |scores| (or scores)
         self._abs_torch = torch.from_numpy(self._abs)
         self._kept = np.zeros(n, dtype=bool)  # the mask
         self._flags_padded = np.zeros(padded, dtype=bool)  # the padding stays False
@@ -359,7 +374,7 @@ class TopKSelector:
             missing = k - int(np.count_nonzero(kept))
             kept[where[values == kth][:missing]] = True
         # Follow how far the cut moves: a band a few times that wide holds it next time.
-        self._delta = max(0.8 * self._delta, 4.0 * float(abs(kth - t)), _TINY * float(t))
+        self._delta = max(0.8 * self._delta, 4.0 * float(abs(kth - t)), _TINY * abs(float(t)))
         self._set_threshold(kth, below)
         return True
 
@@ -402,8 +417,9 @@ def exact_topk_mask(values: Tensor, k: int) -> Tensor:
 
 
 def topk_masked_weight(scores: Tensor, weight: Tensor, selector: TopKSelector) -> Tensor:
-    """``weight * topk(|scores|)`` with a straight-through gradient to ``scores``."""
-    return _MaskedWeight.apply(scores, weight, selector, True)
+    """``weight * topk(|scores|)`` (or ``topk(scores)`` for a signed selector) with a
+    straight-through gradient to ``scores``."""
+    return _MaskedWeight.apply(scores, weight, selector, not selector.signed)
 
 
 def threshold_masked_weight(scores: Tensor, weight: Tensor) -> Tensor:

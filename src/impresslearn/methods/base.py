@@ -205,7 +205,7 @@ def _no_nns(name: str) -> str:
 def check_densities(layers: list[MaskedLayer], rule: DensityRule, kind: str) -> None:
     """Refuse a density that leaves some layer's top-k mask empty (or over-full), naming the layer,
     before anything is trained or written."""
-    if kind != "topk":
+    if kind == "threshold":
         return
     for layer in layers:
         shape = tuple(layer.weight.shape)

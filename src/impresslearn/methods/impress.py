@@ -22,7 +22,6 @@ are trained; a task that reuses its impression unchanged reuses the impression's
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from impresslearn.layers import (
     norm_stats,
     norm_stats_bytes,
     one_hot,
+    use_coeff_fn,
 )
 from impresslearn.methods.base import (
     METHODS,
@@ -55,10 +55,18 @@ from impresslearn.methods.base import (
     random_masks,
     use_task,
 )
+from impresslearn.methods.coeffs import (
+    COEFF_DTYPES,
+    GRANULARITIES,
+    CoeffLayout,
+    dequantise,
+    layouts,
+    quantise,
+)
+from impresslearn.seeding import PURPOSE_TASK, generator
 from impresslearn.train import TrainConfig
 
 IMPRESSION_KINDS = ("heterogeneous", "homogeneous", "random")
-GRANULARITIES = ("layer", "output_unit")
 
 
 @dataclass(frozen=True)
@@ -67,11 +75,18 @@ class ImpressLearnConfig:
 
     ``num_impressions``: ``n``. ``impression_kind``: heterogeneous, homogeneous or random.
     ``impression_tasks``: heterogeneous: the tasks whose SupSup masks are the impressions (default
-    the first ``n``); homogeneous: one task (default task 0). ``granularity``: ``layer`` (the
-    paper: ``n`` numbers per layer) or ``output_unit`` (``n`` numbers per output unit).
+    the first ``n``); homogeneous: one task (default task 0). ``granularity``: how a task's
+    coefficients are shaped (:mod:`impresslearn.methods.coeffs`): ``layer`` (the paper: ``n``
+    numbers per layer), ``output_unit`` (``n`` per output unit), ``classifier_unit`` (per unit in
+    the last masked layer, per layer elsewhere), ``groups`` (``groups`` contiguous groups of units
+    per layer) or ``low_rank`` (per-unit coefficients of rank ``rank``). ``coeff_dtype``: how the
+    trained coefficients are stored and then used: ``float32``, ``float16`` or ``int8`` (one
+    float32 scale per tensor).
     ``train_impression_tasks``: learn alphas for the impression tasks too; otherwise a
     heterogeneous impression task uses its own mask (one-hot alphas). ``reg_lambda``: weight of the
-    ``(||alpha||_1 - 1)^2`` term. ``density``, ``density_rule``, ``mask_kind``: of the impressions.
+    ``(||alpha||_1 - 1)^2`` term. ``density``, ``density_rule``, ``mask_kind``: of the impressions
+    (``topk`` ranks ``|scores|`` as SupSup's code; ``topk_raw`` ranks the signed scores as the
+    ImpressLearn authors' code).
     ``impression_*``: how impressions (and the comparison masks) are trained, SupSup's way
     (``impression_iterations`` or ``impression_epochs`` per mask, not both).
     ``dedicated_masks``: also learn a SupSup mask for every non-impression task, only to report
@@ -83,6 +98,9 @@ class ImpressLearnConfig:
     impression_kind: str = "heterogeneous"
     impression_tasks: tuple[int, ...] | None = None
     granularity: str = "layer"
+    groups: int = 4
+    rank: int = 1
+    coeff_dtype: str = "float32"
     train_impression_tasks: bool = False
     reg_lambda: float = 0.005
     density: float = 0.5
@@ -115,6 +133,14 @@ class ImpressLearnConfig:
         if self.granularity not in GRANULARITIES:
             raise ConfigError(
                 f"method.granularity={self.granularity!r} is unknown; use one of {GRANULARITIES}"
+            )
+        if self.groups < 1 or self.rank < 1:
+            raise ConfigError(
+                f"method.groups and method.rank must be >= 1, got {self.groups} and {self.rank}"
+            )
+        if self.coeff_dtype not in COEFF_DTYPES:
+            raise ConfigError(
+                f"method.coeff_dtype={self.coeff_dtype!r} is unknown; use one of {COEFF_DTYPES}"
             )
         if self.mask_kind not in MASK_KINDS:
             raise ConfigError(
@@ -191,10 +217,19 @@ class ImpressLearn(Method):
         if not self.layers:
             raise ConfigError("ImpressLearn needs a backbone built from masked layers")
         check_densities(self.layers, config.rule(), config.mask_kind)
-        self.alphas: dict[int, list[Tensor]] = {}  # task_id -> frozen per-layer coeffs
+        self.layouts: list[CoeffLayout] = layouts(
+            config.granularity,
+            [tuple(layer.weight.shape) for layer in self.layers],
+            config.num_impressions,
+            config.groups,
+            config.rank,
+        )
+        self.alphas: dict[int, list[Tensor]] = {}  # task_id -> frozen per-layer coeffs, mixed
+        # task_id -> per layer, its trained tensors as stored (tasks that trained alphas only)
+        self.stored: dict[int, list[list[dict[str, Tensor]]]] = {}
         self.dedicated_accuracy: dict[int, float] = {}
         self.single_impression_accuracy: dict[int, float] = {}
-        self._current: list[nn.Parameter] = []
+        self._current: list[list[nn.Parameter]] = []  # per layer, the tensors being trained
         self._current_task: int | None = None
         self._stacked: tuple[int, list[Tensor]] | None = None  # alphas of all tasks, per layer
 
@@ -329,51 +364,82 @@ class ImpressLearn(Method):
         if not self._trains(task_id):
             self._current = []
             return
-        self._current = [nn.Parameter(a) for a in self.initial_alphas()]
-
-    def _alpha_shape(self, layer: nn.Module) -> tuple[int, ...]:
-        if self.config.granularity == "layer":
-            return (self.n,)
-        return (layer.weight.shape[0], self.n)
+        gen = generator(self.config.seed, PURPOSE_TASK, task_id, 1)
+        self._current = [
+            [nn.Parameter(t.to(self.device)) for t in layout.initial(gen)]
+            for layout in self.layouts
+        ]
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        return list(self._current)
+        return [p for params in self._current for p in params]
+
+    def _mixed(self, params: list[list[Tensor]]) -> list[Tensor]:
+        """The per-layer coeffs the layers mix with, from each layout's tensors."""
+        return [layout.expand(p) for layout, p in zip(self.layouts, params, strict=True)]
 
     def current_alphas(self) -> list[Tensor] | None:
-        """The alphas being learned (detached), or None between tasks."""
-        return [a.detach() for a in self._current] if self._current else None
+        """The alphas being learned (detached, as the layers mix them), or None between tasks."""
+        if not self._current:
+            return None
+        with torch.no_grad():
+            return self._mixed(self._current)
 
     def initial_alphas(self) -> list[Tensor]:
         """Alphas as a new task starts them: ``1/n`` everywhere."""
         return [
-            torch.full(self._alpha_shape(layer), 1.0 / self.n, device=self.device)
-            for layer in self.layers
+            torch.full(layout.mixed_shape, 1.0 / self.n, device=self.device)
+            for layout in self.layouts
         ]
 
     def training_context(self) -> AbstractContextManager[None]:
         if not self._current:
             return nullcontext()
-        return use_task(self.model, self._current, self._current_task, learn_norm=True)
+        if all(layout.kind in ("layer", "unit") for layout in self.layouts):
+            # The trained tensors are the coeffs themselves.
+            coeffs = [params[0] for params in self._current]
+            return use_task(self.model, coeffs, self._current_task, learn_norm=True)
+        return self._expanding_context()
+
+    @contextmanager
+    def _expanding_context(self) -> Iterator[None]:
+        """Grouped or low-rank alphas: expanded anew before every forward pass."""
+        with (
+            use_coeff_fn(self.model, lambda: self._mixed(self._current)),
+            norm_stats(self.model, self._current_task, learn=True),
+        ):
+            yield
 
     def loss_regulariser(self) -> Tensor | None:
         if not self._current or self.config.reg_lambda == 0:
             return None
-        total = sum(((a.abs().sum(-1) - 1.0) ** 2).sum() for a in self._current)
+        total = sum(
+            ((layout.rows(params).abs().sum(-1) - 1.0) ** 2).sum()
+            for layout, params in zip(self.layouts, self._current, strict=True)
+        )
         return self.config.reg_lambda * total
 
     def end_task(self, task_id: int) -> None:
         if self._current:
-            self.alphas[task_id] = [a.detach().clone() for a in self._current]
+            # Stored as configured (float32, float16 or int8); the task uses what is stored.
+            dtype = self.config.coeff_dtype
+            self.stored[task_id] = [
+                [quantise(p, dtype) for p in params] for params in self._current
+            ]
+            self.alphas[task_id] = self._from_stored(self.stored[task_id])
             freeze_norm_stats(self.model, task_id)
         else:  # a heterogeneous impression task: its own mask and statistics
             index = self.impression_of(task_id)
             copy_norm_stats(self.model, impression_key(index), task_id)
             self.alphas[task_id] = [
-                one_hot(index, self.n, self.device).expand(self._alpha_shape(layer)).clone()
-                for layer in self.layers
+                one_hot(index, self.n, self.device).expand(layout.mixed_shape).clone()
+                for layout in self.layouts
             ]
         self._current = []
         self._current_task = None
+
+    def _from_stored(self, stored: list[list[dict[str, Tensor]]]) -> list[Tensor]:
+        with torch.no_grad():
+            return self._mixed([[dequantise(t) for t in params] for params in stored])
 
     def task_context(self, task_id: int) -> AbstractContextManager[None]:
         return use_task(self.model, self.alphas[task_id], task_id)
@@ -450,9 +516,24 @@ class ImpressLearn(Method):
     # -------------------------------------------------------------------------- checkpoint
 
     def checkpoint_state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        # A task that trained alphas keeps them as stored (``alpha.T.L.J.values``: tensor J of
+        # layer L, and ``.scale`` for int8); an impression task that reuses its mask keeps its
+        # one-hot coeffs (``alpha.T.L``).
         tensors = {
-            f"alpha.{t}.{i}": a for t, alphas in self.alphas.items() for i, a in enumerate(alphas)
+            f"alpha.{t}.{i}.{j}.{part}": value
+            for t, per_layer in self.stored.items()
+            for i, params in enumerate(per_layer)
+            for j, stored in enumerate(params)
+            for part, value in stored.items()
         }
+        tensors.update(
+            {
+                f"alpha.{t}.{i}": a
+                for t, alphas in self.alphas.items()
+                if t not in self.stored
+                for i, a in enumerate(alphas)
+            }
+        )
         meta = {
             "tasks": sorted(self.alphas),
             "dedicated_accuracy": {str(t): a for t, a in self.dedicated_accuracy.items()},
@@ -465,16 +546,37 @@ class ImpressLearn(Method):
     def to(self, device: torch.device | str) -> ImpressLearn:
         self.model.to(device)
         self.alphas = {t: [a.to(device) for a in alphas] for t, alphas in self.alphas.items()}
-        self._current = [nn.Parameter(a.detach().to(device)) for a in self._current]
+        self.stored = {
+            t: [[{k: v.to(device) for k, v in s.items()} for s in params] for params in per_layer]
+            for t, per_layer in self.stored.items()
+        }
+        self._current = [
+            [nn.Parameter(p.detach().to(device)) for p in params] for params in self._current
+        ]
         self._stacked = None
         return self
 
     def restore_state(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
         self._stacked = None
-        self.alphas = {
-            int(t): [tensors[f"alpha.{t}.{i}"].clone() for i in range(len(self.layers))]
-            for t in meta["tasks"]
-        }
+        self.stored, self.alphas = {}, {}
+        for t in map(int, meta["tasks"]):
+            if f"alpha.{t}.0" in tensors:  # one-hot coeffs (or a checkpoint of float32 alphas)
+                self.alphas[t] = [
+                    tensors[f"alpha.{t}.{i}"].clone() for i in range(len(self.layers))
+                ]
+                continue
+            self.stored[t] = [
+                [
+                    {
+                        part: tensors[f"alpha.{t}.{i}.{j}.{part}"].clone()
+                        for part in ("values", "scale")
+                        if f"alpha.{t}.{i}.{j}.{part}" in tensors
+                    }
+                    for j in range(layout.num_tensors)
+                ]
+                for i, layout in enumerate(self.layouts)
+            ]
+            self.alphas[t] = self._from_stored(self.stored[t])
         self.dedicated_accuracy = {int(t): a for t, a in meta["dedicated_accuracy"].items()}
         self.single_impression_accuracy = {
             int(t): a for t, a in meta["single_impression_accuracy"].items()
@@ -483,7 +585,10 @@ class ImpressLearn(Method):
     # ------------------------------------------------------------------------------ report
 
     def bytes_per_task(self) -> dict[str, int]:
-        coeffs = sum(4 * math.prod(self._alpha_shape(layer)) for layer in self.layers)
+        """Bytes a task that learns alphas stores: its coefficients as stored (``coeff_dtype``)
+        and its batch-norm statistics."""
+        dtype = self.config.coeff_dtype
+        coeffs = sum(layout.stored_bytes(dtype) for layout in self.layouts)
         return {"mask": 0, "coeffs": coeffs, "norm_stats": norm_stats_bytes(self.model)}
 
     def mask_bytes(self) -> int:

@@ -47,7 +47,8 @@ class SupSupConfig:
     """SupSup's settings.
 
     ``density``: fraction of weights a mask keeps (the Erdos-Renyi scale when
-    ``density_rule='erdos_renyi'``). ``mask_kind``: ``topk`` (exact density) or ``threshold``
+    ``density_rule='erdos_renyi'``). ``mask_kind``: ``topk`` (exact density, the largest
+    ``|scores|``), ``topk_raw`` (exact density, the largest signed scores) or ``threshold``
     (``scores >= 0``; density is then learned, SupSup's MNIST setting). ``seed``: seeds the scores.
     """
 

@@ -201,7 +201,9 @@ def evaluate_nns(stream: Stream, record: NNsLog) -> tuple[np.ndarray, dict[str, 
         if slot is not None:
             with method.task_context(slot):
                 final[t] = stream.accuracy(test)
-        acc, right = _inferred(method, test, t, slot_task, e, scenario.num_classes)
+        acc, right = _inferred(
+            method, test, t, slot_task, e, scenario.num_classes, stream.predicted_outputs
+        )
         inferred_acc.append(acc)
         inferred_right.append(right)
     matrix = np.full((num_tasks, num_tasks), np.nan)
@@ -225,7 +227,13 @@ def evaluate_nns(stream: Stream, record: NNsLog) -> tuple[np.ndarray, dict[str, 
 
 
 def _inferred(
-    method, data: TaskData, task: int, slot_task: list[int], e, num_classes: int
+    method,
+    data: TaskData,
+    task: int,
+    slot_task: list[int],
+    e,
+    num_classes: int,
+    predicted: int,
 ) -> tuple[float, float]:
     correct = right = 0
     for x, y in data.batches(e.inference_batch):
@@ -240,5 +248,5 @@ def _inferred(
         if slot_task[slot] == task:
             right += len(y)
             with torch.no_grad(), method.task_context(slot):
-                correct += int((method.model(x)[:, :num_classes].argmax(1) == y).sum())
+                correct += int((method.model(x)[:, :predicted].argmax(1) == y).sum())
     return correct / len(data), right / len(data)

@@ -80,9 +80,14 @@ class LoadedRun:
         with self.method.task_context(task_id), self.runtime.autocast():
             return self.model(x.to(self.device))
 
+    @property
+    def predicted_outputs(self) -> int:
+        """The outputs a prediction's argmax runs over (the run's ``eval.predict``)."""
+        return self.config.predicted_outputs(self.num_classes)
+
     def predict(self, x: torch.Tensor, task_id: int) -> torch.Tensor:
         """Predicted classes for ``x`` with task ``task_id`` given."""
-        return self.logits(x, task_id)[:, : self.num_classes].argmax(1)
+        return self.logits(x, task_id)[:, : self.predicted_outputs].argmax(1)
 
     def scenario(self, data_root: Path | None) -> Scenario:
         """The run's task stream, its data loaded from ``data_root`` onto the run's device."""
@@ -113,7 +118,7 @@ def evaluate_run(run: LoadedRun, data_root: Path | None, *, progress: bool = Fal
         with run.method.task_context(t), run.runtime.autocast():
             data = scenario.test_data(t)
             batch = run.config.eval.batch_size
-            accs.append(accuracy(run.model, data, batch, run.num_classes, run.runtime))
+            accs.append(accuracy(run.model, data, batch, run.predicted_outputs, run.runtime))
     return accs
 
 

@@ -98,6 +98,11 @@ class Stream:
     def num_classes(self) -> int:
         return self.scenario.num_classes
 
+    @property
+    def predicted_outputs(self) -> int:
+        """The outputs a prediction's argmax runs over (``eval.predict``)."""
+        return self.config.predicted_outputs(self.num_classes)
+
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The current task's training loss: cross-entropy plus the method's regulariser."""
         with self.runtime.autocast():
@@ -140,7 +145,7 @@ class Stream:
         (evaluated in whole batches shared among the processes)."""
         batch = self.config.eval.batch_size
         with self.runtime.autocast():
-            return accuracy(self.model, data, batch, self.num_classes, self.runtime)
+            return accuracy(self.model, data, batch, self.predicted_outputs, self.runtime)
 
     def evaluate_seen(self, upto: int, *, only: int | None = None) -> list[float]:
         """Accuracy on tasks ``0..upto`` (or on task ``only``) with each task id given."""
@@ -404,6 +409,7 @@ def evaluate_without_task_ids(
             images=e.inference_images,
             num_classes=scenario.num_classes,
             shortlist_size=e.shortlist_size,
+            predicted=config.predicted_outputs(scenario.num_classes),
         )
     for part in runtime.gather(results):
         results.update(part)
