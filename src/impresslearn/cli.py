@@ -283,6 +283,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
             config, data_root, out, overwrite=args.overwrite, progress=not args.quiet, **where
         )
         print(sweep_table(metrics))
+    elif config.frontier.representations:
+        from impresslearn.report import frontier_table
+        from impresslearn.runners.frontier import run_frontier
+
+        if args.log:
+            raise ImpressLearnError(
+                "--log tensorboard logs runs and repeats, not frontiers: drop it"
+            )
+        metrics = run_frontier(
+            config, data_root, out, overwrite=args.overwrite, progress=not args.quiet, **where
+        )
+        print(frontier_table(metrics))
     else:
         result = run_experiment(
             config,

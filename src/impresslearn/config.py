@@ -1,8 +1,8 @@
 """The experiment config: frozen sections, dotted overrides, JSON round trip.
 
-An experiment is six sections, so that an override reads the same in every preset:
-``scenario``, ``backbone``, ``method``, ``train``, ``eval``, and ``sweep`` (empty unless the
-experiment is an ImpressLearn sweep). Each section is the frozen config
+An experiment is seven sections, so that an override reads the same in every preset:
+``scenario``, ``backbone``, ``method``, ``train``, ``eval``, ``sweep`` and ``frontier`` (empty
+unless the experiment is an ImpressLearn sweep or frontier). Each section is the frozen config
 dataclass of its component; the ``method`` section's class depends on ``method.name``.
 Overrides (``--set train.lr=1e-3``) refuse unknown keys and values of the wrong type (minGPT's
 ``merge_from_args`` refuses unknown keys; here the result is frozen and re-validated too).
@@ -21,10 +21,11 @@ from impresslearn.backbones import BACKBONES, BackboneConfig
 from impresslearn.data import is_known_dataset, list_datasets
 from impresslearn.errors import ConfigError
 from impresslearn.methods import SupSupConfig, method_class, method_config_class
+from impresslearn.methods.coeffs import parse_representation
 from impresslearn.scenarios import SCENARIOS, ScenarioConfig
 from impresslearn.train import TrainConfig
 
-SECTIONS = ("scenario", "backbone", "method", "train", "eval", "sweep")
+SECTIONS = ("scenario", "backbone", "method", "train", "eval", "sweep", "frontier")
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,26 @@ class SweepConfig:
 
 
 @dataclass(frozen=True)
+class FrontierConfig:
+    """ImpressLearn's accuracy-per-byte frontier: the impressions are learned once, then the
+    ``eval_tasks`` (default: every task that is not an impression) learn their coefficients in
+    each of the ``representations`` (empty = not a frontier), named ``GRANULARITY[:K][@DTYPE]``:
+    ``layer``, ``output_unit``, ``classifier_unit``, ``groups:G``, ``low_rank:R``, each stored
+    as ``float32`` (default), ``float16`` or ``int8``, e.g. ``classifier_unit@float16``."""
+
+    representations: tuple[str, ...] = ()
+    eval_tasks: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        for spec in self.representations:
+            parse_representation(spec)
+        if len(set(self.representations)) != len(self.representations):
+            raise ConfigError(f"frontier.representations repeats one: {self.representations}")
+        if any(t < 0 for t in self.eval_tasks):
+            raise ConfigError(f"frontier.eval_tasks must be task ids >= 0, got {self.eval_tasks}")
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     """A complete, replayable experiment. ``name`` is the preset it came from."""
 
@@ -140,6 +161,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    frontier: FrontierConfig = field(default_factory=FrontierConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -163,6 +185,7 @@ def _section_class(section: str, values: dict[str, Any]) -> type:
         "train": TrainConfig,
         "eval": EvalConfig,
         "sweep": SweepConfig,
+        "frontier": FrontierConfig,
     }[section]
 
 
@@ -252,6 +275,11 @@ def _check_registered(config: ExperimentConfig) -> None:
     BACKBONES.get(config.backbone.name)
     SCENARIOS.get(config.scenario.name)
     method_class(config.method.name).check_config(config)
+    if config.frontier.representations:
+        if config.method.name != "impresslearn":
+            raise ConfigError("a frontier needs method.name=impresslearn")
+        if config.sweep.num_impressions:
+            raise ConfigError("an experiment is a sweep or a frontier, not both")
     if config.eval.scenario == "NNs":
         if config.train.schedule != "constant":
             raise ConfigError(

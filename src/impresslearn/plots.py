@@ -88,6 +88,55 @@ def plot_sweep(
     )
 
 
+def plot_frontier(
+    points: dict[str, tuple[int, float]],
+    dedicated: tuple[int, float],
+    single: float | None,
+    path: Path,
+    title: str,
+) -> None:
+    """Mean unseen-task accuracy vs bytes stored per task (log axis), one labelled point per
+    coefficient representation, the dedicated SupSup mask as a point and one impression applied
+    unchanged (which stores nothing) as a line."""
+    fig, ax = plt.subplots(figsize=(7.5, 5.0))
+    for i, (name, (size, acc)) in enumerate(sorted(points.items(), key=lambda item: item[1][0])):
+        ax.scatter(size, 100 * acc, color="tab:blue", zorder=3)
+        ax.annotate(  # labels alternately above and below, so that neighbours do not overlap
+            name,
+            (size, 100 * acc),
+            textcoords="offset points",
+            xytext=(4, 6 if i % 2 == 0 else -12),
+            fontsize=7,
+        )
+    if points:
+        ordered = sorted(points.values())
+        best = [ordered[0]]
+        for size, acc in ordered[1:]:  # the frontier: more bytes only when more accurate
+            if acc > best[-1][1]:
+                best.append((size, acc))
+        ax.plot(
+            [b[0] for b in best],
+            [100 * b[1] for b in best],
+            color="tab:blue",
+            alpha=0.5,
+            label="ImpressLearn coefficients (frontier)",
+        )
+    ax.scatter(
+        dedicated[0],
+        100 * dedicated[1],
+        marker="s",
+        color="black",
+        zorder=3,
+        label="dedicated SupSup mask",
+    )
+    if single is not None:
+        ax.axhline(100 * single, color="gray", linestyle=":", label="one impression, unchanged")
+    ax.set_xscale("log")
+    _finish_lines(
+        fig, ax, "bytes stored per task (log)", "mean accuracy on unseen tasks (%)", title, path
+    )
+
+
 def plot_comparison(runs: list[tuple[str, dict]], path: Path) -> None:
     """Bars of average accuracy, bytes per task (log scale) and seconds per task, one per run."""
     names = [name for name, _ in runs]

@@ -201,6 +201,38 @@ def sweep_table(metrics: dict[str, Any]) -> str:
     return "\n".join([rule, *lines, rule])
 
 
+def frontier_table(metrics: dict[str, Any]) -> str:
+    """The frontier: per representation, bytes per task and mean accuracy on unseen tasks, with
+    the dedicated SupSup mask and one impression unchanged, sorted by bytes."""
+    rows = [
+        (
+            name,
+            r["bytes_per_task"]["coeffs"],
+            r["bytes_per_task"]["total"],
+            r["mean_accuracy_unseen"],
+        )
+        for name, r in metrics["representations"].items()
+    ]
+    d = metrics["dedicated_bytes_per_task"]
+    rows.append(
+        ("dedicated SupSup mask", d["mask"], d["total"], metrics["dedicated_accuracy_unseen"])
+    )
+    if metrics.get("single_impression_accuracy_unseen") is not None:
+        rows.append(
+            ("one impression, unchanged", 0, 0, metrics["single_impression_accuracy_unseen"])
+        )
+    rows.sort(key=lambda r: r[2])
+    width = max(len("representation"), *(len(r[0]) for r in rows))
+    lines = [f"{'representation':<{width}}  {'coeffs B':>9}  {'total B':>9}  {'unseen acc':>10}"]
+    lines += [f"{n:<{width}}  {c:>9}  {t:>9}  {100 * a:9.2f}%" for n, c, t, a in rows]
+    lines.append(
+        f"{metrics['num_impressions']} {metrics['impression_kind']} impressions; unseen tasks: "
+        f"{metrics['eval_tasks']}"
+    )
+    rule = "-" * max(len(line) for line in lines)
+    return "\n".join([rule, *lines, rule])
+
+
 def _pct(value: Any) -> str:
     return "" if value is None else f"{100 * value:.2f}"
 

@@ -178,6 +178,18 @@ class Runtime:
         dist.all_gather_object(out, value)
         return out
 
+    def deal(self, jobs: Sequence[Any], work: Callable[[Any], T]) -> dict[Any, T]:
+        """``{job: work(job)}`` over ``jobs`` dealt round-robin among the processes and gathered
+        (results moved to the CPU), in the order of ``jobs``; with one process, every job in
+        order."""
+        mine = {job: work(job) for i, job in enumerate(jobs) if self.mine(i)}
+        if not self.distributed:
+            return mine
+        done: dict[Any, T] = {}
+        for part in self.gather({job: _to_cpu(value) for job, value in mine.items()}):
+            done.update(part)
+        return {job: done[job] for job in jobs}
+
     def on_writer(self, action: Callable[[], T]) -> T | None:
         """Run ``action`` on rank 0 only; every process raises its error if it failed there (so
         no rank waits forever for a writer that gave up)."""
@@ -252,6 +264,17 @@ class Runtime:
         if self.device.type == "cuda":
             out["peak_device_memory_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
         return out
+
+
+def _to_cpu(value: Any) -> Any:
+    """``value`` with every tensor in it (also inside lists, tuples and dicts) on the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    return value
 
 
 def digest_tensors(tensors: Sequence[torch.Tensor]) -> str:

@@ -150,3 +150,33 @@ def dequantise(stored: dict[str, Tensor]) -> Tensor:
     """The float32 numbers a stored tensor stands for."""
     values = stored["values"].float()
     return values * stored["scale"] if "scale" in stored else values
+
+
+# -------------------------------------------------------------------- representations by name
+
+
+def parse_representation(spec: str) -> dict[str, object]:
+    """The ImpressLearn settings a representation names: ``GRANULARITY[:K][@DTYPE]``, with ``K``
+    the number of groups (``groups:8``) or the rank (``low_rank:2``) and ``DTYPE`` how the
+    numbers are stored (``layer@int8``, ``classifier_unit@float16``; default float32)."""
+    text, _, dtype = spec.partition("@")
+    granularity, colon, number = text.partition(":")
+    settings: dict[str, object] = {"granularity": granularity, "coeff_dtype": dtype or "float32"}
+    problem = None
+    if granularity not in GRANULARITIES:
+        problem = f"{granularity!r} is not one of {GRANULARITIES}"
+    elif settings["coeff_dtype"] not in COEFF_DTYPES:
+        problem = f"{dtype!r} is not one of {COEFF_DTYPES}"
+    elif colon:
+        if granularity not in ("groups", "low_rank"):
+            problem = f"only groups:G and low_rank:R take a number, not {granularity}"
+        elif not number.isdigit() or int(number) < 1:
+            problem = f"{number!r} is not a positive whole number"
+        else:
+            settings["groups" if granularity == "groups" else "rank"] = int(number)
+    if problem:
+        raise ConfigError(
+            f"representation {spec!r}: {problem}; write GRANULARITY[:K][@DTYPE], e.g. layer, "
+            "classifier_unit@float16, groups:8@int8, low_rank:2"
+        )
+    return settings

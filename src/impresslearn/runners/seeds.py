@@ -102,8 +102,10 @@ def run_seeds(
     """
     if num_seeds < 2:
         raise ConfigError(f"--seeds needs at least 2 repeats, got {num_seeds}")
-    if config.sweep.num_impressions:
-        raise ConfigError("--seeds repeats a run, not a sweep: drop --seeds for sweep presets")
+    if config.sweep.num_impressions or config.frontier.representations:
+        raise ConfigError(
+            "--seeds repeats a run, not a sweep or frontier: drop --seeds for those presets"
+        )
     runtime = Runtime.create(device, precision)
     out = Path(out_dir)
     lock = RunFolderLock(out)

@@ -80,27 +80,6 @@ def run_sweep(
         lock.release()
 
 
-def _deal(group: Runtime, jobs: list, work) -> dict:
-    """``{job: work(job)}`` over ``jobs`` dealt round-robin among the processes, gathered (results
-    on the CPU); with one process, simply every job in order."""
-    mine = {job: work(job) for i, job in enumerate(jobs) if group.mine(i)}
-    if not group.distributed:
-        return mine
-    mine = {job: _to_cpu(value) for job, value in mine.items()}
-    done: dict = {}
-    for part in group.gather(mine):
-        done.update(part)
-    return {job: done[job] for job in jobs}
-
-
-def _to_cpu(value):
-    if isinstance(value, torch.Tensor):
-        return value.cpu()
-    if isinstance(value, list):
-        return [_to_cpu(v) for v in value]
-    return value
-
-
 def _impressions(
     stream: Stream, group: Runtime, kinds: tuple[str, ...], max_n: int
 ) -> dict[str, list[Masks]]:
@@ -132,7 +111,7 @@ def _impressions(
             f"impression: task {task_id}, seed key {seed_key}",
         )
 
-    learned = _deal(group, jobs, learn)
+    learned = group.deal(jobs, learn)
     masks: dict[str, list[Masks]] = {}
     for kind, method in methods.items():
         if kind == "random":
@@ -167,7 +146,7 @@ def _sweep(
         one = _accuracy_of_mask(stream, first, t) if first is not None else None
         return _accuracy_of_mask(stream, mask, t), one
 
-    references = _deal(group, list(eval_tasks), reference)
+    references = group.deal(list(eval_tasks), reference)
     dedicated = {t: references[t][0] for t in eval_tasks}
     single = {t: references[t][1] for t in eval_tasks if references[t][1] is not None}
 
@@ -196,7 +175,7 @@ def _sweep(
         return rows
 
     points = [(kind, n) for kind in sweep.kinds for n in sweep.num_impressions]
-    rows = [row for point_rows in _deal(group, points, grid_point).values() for row in point_rows]
+    rows = [row for point_rows in group.deal(points, grid_point).values() for row in point_rows]
 
     summary = {
         kind: {

@@ -1,0 +1,200 @@
+"""ImpressLearn's accuracy-per-byte frontier: unseen-task accuracy vs the bytes a task stores.
+
+The impressions are learned once (as :class:`~impresslearn.methods.ImpressLearn` learns them
+for a run), then every evaluation task (never an impression) learns its coefficients in each
+representation of ``config.frontier`` (per layer, per classifier unit, groups of units, low
+rank, per unit; stored as float32, float16 or int8), on the same model, the same impressions and
+the same batches. Reference points: each evaluation task's dedicated SupSup mask (1 bit per
+weight) and one impression applied unchanged. Writes ``frontier.csv``, ``frontier.png`` (bytes
+per task on a log axis vs mean accuracy) and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from impresslearn.config import ExperimentConfig
+from impresslearn.errors import ConfigError
+from impresslearn.layers import drop_norm_stats
+from impresslearn.methods import ImpressLearn, ImpressLearnConfig
+from impresslearn.methods.coeffs import parse_representation
+from impresslearn.plots import plot_frontier
+from impresslearn.runners.folder import RunFolderLock, start_run_folder
+from impresslearn.runners.stream import Stream, build_stream
+from impresslearn.runtime import Runtime
+from impresslearn.storage import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+def frontier_tasks(config: ExperimentConfig, method: ImpressLearn, num_tasks: int) -> list[int]:
+    """The evaluation tasks: ``frontier.eval_tasks``, or every task that is not an impression."""
+    tasks = list(config.frontier.eval_tasks) or [
+        t for t in range(num_tasks) if method.impression_of(t) is None
+    ]
+    bad = [t for t in tasks if t >= num_tasks or method.impression_of(t) is not None]
+    if bad or not tasks:
+        raise ConfigError(
+            f"frontier.eval_tasks must be tasks of the stream (0..{num_tasks - 1}) that are not "
+            f"impressions {list(method.config.source_tasks())}; got {tasks or 'none'}"
+        )
+    return tasks
+
+
+def run_frontier(
+    config: ExperimentConfig,
+    data_root: Path | None,
+    out_dir: Path | None,
+    *,
+    overwrite: bool = False,
+    progress: bool = False,
+    device: str | torch.device = "auto",
+    precision: str = "fp32",
+) -> dict[str, Any]:
+    """Run the frontier of ``config.frontier`` on ``device``; with ``out_dir``, write
+    ``config.json`` first, then ``frontier.csv``, ``frontier.png`` and ``metrics.json`` (the
+    folder locked meanwhile). Under several processes the references and representations are
+    dealt among them; every process learns the impressions."""
+    if not isinstance(config.method, ImpressLearnConfig):
+        raise ConfigError("a frontier needs method.name=impresslearn")
+    group = Runtime.create(device, precision)
+    stream = build_stream(config, data_root, group.alone(), progress=progress and group.is_writer)
+    tasks = frontier_tasks(config, stream.method, stream.num_tasks)
+    if out_dir is None:
+        return _frontier(stream, group, tasks, None)
+    out = Path(out_dir)
+    lock = RunFolderLock(out)
+
+    def start() -> None:
+        lock.acquire()
+        start_run_folder(out, config, overwrite=overwrite)
+
+    try:
+        group.on_writer(start)
+        return _frontier(stream, group, tasks, out)
+    finally:
+        lock.release()
+
+
+def _references(stream: Stream, group: Runtime, tasks: list[int]) -> dict[int, tuple]:
+    """Per task: the accuracy of its dedicated SupSup mask and of one impression unchanged
+    (``None`` where the impressions were not learned on tasks)."""
+    method = stream.method
+    reference = ImpressLearn(stream.model, replace(method.config, dedicated_masks=True))
+
+    def measure(t: int) -> tuple[float, float | None]:
+        test = stream.scenario.test_data(t)
+        reference.after_task(t, stream.mask_trainer, lambda: stream.accuracy(test))
+        return reference.dedicated_accuracy[t], reference.single_impression_accuracy.get(t)
+
+    return group.deal(tasks, measure)
+
+
+def _representation_rows(stream: Stream, spec: str, tasks: list[int]) -> dict[str, Any]:
+    """Learn every evaluation task's coefficients in representation ``spec`` (on the stream's
+    model and impressions) and evaluate them as stored."""
+    config = stream.config
+    method = ImpressLearn(
+        stream.model, replace(config.method, dedicated_masks=False, **parse_representation(spec))
+    )
+    grid = Stream(config, stream.runtime, stream.scenario, stream.model, method, stream.progress)
+    accuracies = {}
+    for t in tasks:
+        grid.learn_task(t, config.train, f"{spec}: task {t}")
+        with method.task_context(t):
+            accuracies[t] = grid.accuracy(stream.scenario.test_data(t))
+        drop_norm_stats(stream.model, t)  # the next representation learns its own
+    log.info("%s: mean accuracy %.2f%%", spec, 100 * np.mean(list(accuracies.values())))
+    return {"bytes": method.bytes_per_task(), "accuracy": accuracies}
+
+
+def _frontier(
+    stream: Stream, group: Runtime, tasks: list[int], out_dir: Path | None
+) -> dict[str, Any]:
+    config, method = stream.config, stream.method
+    start = time.perf_counter()
+    method.prepare(stream.mask_trainer, stream.num_tasks)  # the impressions, once
+    references = _references(stream, group, tasks)
+    specs = list(config.frontier.representations)
+    results = group.deal(specs, lambda spec: _representation_rows(stream, spec, tasks))
+
+    norm_bytes = method.bytes_per_task()["norm_stats"]
+    summary = {
+        spec: {
+            "mean_accuracy_unseen": float(np.mean([r["accuracy"][t] for t in tasks])),
+            "bytes_per_task": {**r["bytes"], "total": r["bytes"]["coeffs"] + norm_bytes},
+        }
+        for spec, r in results.items()
+    }
+    dedicated = [references[t][0] for t in tasks]
+    single = [references[t][1] for t in tasks if references[t][1] is not None]
+    mask_bytes = method.mask_bytes()
+    metrics = {
+        "preset": config.name,
+        "kind": "frontier",
+        "scenario": config.scenario.name,
+        "dataset": config.scenario.dataset,
+        "backbone": config.backbone.name,
+        "num_impressions": method.n,
+        "impression_kind": method.config.impression_kind,
+        "impression_tasks": list(method.config.source_tasks()),
+        "mask_kind": method.config.mask_kind,
+        "eval_tasks": tasks,
+        "representations": summary,
+        "dedicated_accuracy_unseen": float(np.mean(dedicated)),
+        "dedicated_bytes_per_task": {
+            "mask": mask_bytes,
+            "norm_stats": norm_bytes,
+            "total": mask_bytes + norm_bytes,
+        },
+        "single_impression_accuracy_unseen": float(np.mean(single)) if single else None,
+        "accuracy": {
+            spec: {str(t): a for t, a in r["accuracy"].items()} for spec, r in results.items()
+        },
+        "dedicated_accuracy": {str(t): references[t][0] for t in tasks},
+        "seconds": time.perf_counter() - start,
+        **group.describe(),
+    }
+    if out_dir is not None and group.is_writer:
+        _write(out_dir, metrics, results, references, tasks)
+    return metrics
+
+
+def _write(out_dir: Path, metrics: dict, results: dict, references: dict, tasks: list) -> None:
+    lines = ["representation,coeff_bytes,norm_bytes,total_bytes,task_id,accuracy"]
+    for spec, r in results.items():
+        b = metrics["representations"][spec]["bytes_per_task"]
+        lines += [
+            f"{spec},{b['coeffs']},{b['norm_stats']},{b['total']},{t},{r['accuracy'][t]:.6f}"
+            for t in tasks
+        ]
+    d = metrics["dedicated_bytes_per_task"]
+    lines += [
+        f"dedicated_supsup_mask,{d['mask']},{d['norm_stats']},{d['total']},{t},"
+        f"{references[t][0]:.6f}"
+        for t in tasks
+    ]
+    lines += [
+        f"one_impression_unchanged,0,0,0,{t},{references[t][1]:.6f}"
+        for t in tasks
+        if references[t][1] is not None
+    ]
+    atomic_write_text(out_dir / "frontier.csv", "\n".join(lines) + "\n")
+    plot_frontier(
+        {
+            spec: (s["bytes_per_task"]["total"], s["mean_accuracy_unseen"])
+            for spec, s in metrics["representations"].items()
+        },
+        (d["total"], metrics["dedicated_accuracy_unseen"]),
+        metrics["single_impression_accuracy_unseen"],
+        out_dir / "frontier.png",
+        f"{metrics['preset']}: {metrics['num_impressions']} impressions, {len(tasks)} unseen tasks",
+    )
+    atomic_write_json(out_dir / "metrics.json", metrics)
