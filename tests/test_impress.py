@@ -223,3 +223,17 @@ def test_sweep_writes_figure_and_csv(tmp_path, capsys):
     assert (out / "sweep.png").stat().st_size > 1000
     assert (out / "sweep.csv").read_text().startswith("kind,num_impressions,task_id,accuracy")
     capsys.readouterr()
+
+
+def test_raw_score_impressions_keep_the_largest_signed_scores():
+    """``mask_kind=topk_raw`` (the authors' rule, used by the -paper presets): every impression
+    keeps exactly its share of weights, and differs from the |scores| rule's impression."""
+    from impresslearn.presets import get_preset
+
+    assert get_preset("impress-rotated-mnist-paper").method.mask_kind == "topk_raw"
+    assert get_preset("impress-split-cifar100-paper").method.mask_kind == "topk_raw"
+    raw = _run(["method.mask_kind=topk_raw"]).method
+    plain = _run().method
+    for a, b in zip(masked_layers(raw.model), masked_layers(plain.model), strict=True):
+        assert int(a.bank[0].sum()) == round(0.5 * a.weight.numel())
+        assert not torch.equal(a.bank[0], b.bank[0])
