@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from impresslearn.backbones import BackboneConfig
-from impresslearn.config import EvalConfig, ExperimentConfig, SweepConfig
+from impresslearn.config import EvalConfig, ExperimentConfig, FrontierConfig, SweepConfig
 from impresslearn.methods import ImpressLearnConfig, SupSupConfig
 from impresslearn.registry import Registry
 from impresslearn.scenarios import ScenarioConfig
@@ -315,6 +315,59 @@ def impress_sweep_permuted_mnist() -> ExperimentConfig:
     return _sweep("permuted_mnist")
 
 
+# The accuracy-per-byte frontier: one set of impressions, the unseen tasks' coefficients learned
+# in every representation (bytes per task as stored), from a few bytes to per-unit float32.
+MNIST_REPRESENTATIONS = (
+    "layer@int8",
+    "layer@float16",
+    "layer",
+    "classifier_unit@int8",
+    "classifier_unit@float16",
+    "classifier_unit",
+    "groups:4@float16",
+    "groups:8@int8",
+    "low_rank:1@float16",
+    "output_unit@int8",
+    "output_unit",
+)
+CIFAR_REPRESENTATIONS = (
+    "layer",
+    "classifier_unit",
+    "groups:4",
+    "output_unit@int8",
+    "output_unit@float16",
+    "output_unit",
+)
+
+
+@register_preset("impress-frontier-rotated-mnist")
+def impress_frontier_rotated_mnist() -> ExperimentConfig:
+    """ImpressLearn's accuracy-per-byte frontier on RotatedMNIST: 9 spread impressions, 27 tasks.
+
+    The impressions of ``impress-rotated-mnist`` (every 4th task) are learned once; the 27 other
+    tasks learn their coefficients in each of 11 representations, from per-layer int8 (30 B per
+    task) to per-unit float32 (14,760 B), beside their dedicated SupSup masks (33,275 B) and one
+    impression unchanged. Writes ``frontier.csv`` and ``frontier.png``.
+    Run: ``impresslearn run impress-frontier-rotated-mnist``.
+    """
+    return replace(
+        impress_rotated_mnist(), frontier=FrontierConfig(representations=MNIST_REPRESENTATIONS)
+    )
+
+
+@register_preset("impress-frontier-permuted-mnist")
+def impress_frontier_permuted_mnist() -> ExperimentConfig:
+    """ImpressLearn's accuracy-per-byte frontier on PermutedMNIST: 10 impressions, 10 tasks.
+
+    The impressions of ``impress-permuted-mnist`` (tasks 0-9); tasks 10-19 learn their
+    coefficients in each representation. Run: ``impresslearn run
+    impress-frontier-permuted-mnist``.
+    """
+    return replace(
+        impress_permuted_mnist(), frontier=FrontierConfig(representations=MNIST_REPRESENTATIONS)
+    )
+
+
 # Task inference (SupSup section 3; scenario GNu): the task of each test batch of 128 is inferred
 # from its first image (one-shot), or from the whole batch (binary search), after the stream.
 GNU_ONE_IMAGE = EvalConfig(scenario="GNu", inference="oneshot", objective="superfluous")
@@ -494,6 +547,25 @@ def impress_split_cifar100() -> ExperimentConfig:
             CIFAR_IMPRESS, impression_epochs=CPU_CIFAR_EPOCHS, granularity="output_unit"
         ),
         train=replace(PAPER_CIFAR_ALPHA_TRAIN, epochs=CPU_CIFAR_EPOCHS),
+    )
+
+
+@register_preset("impress-frontier-split-cifar100")
+def impress_frontier_split_cifar100() -> ExperimentConfig:
+    """ImpressLearn's accuracy-per-byte frontier on SplitCIFAR100 (CPU-sized): 5 impressions.
+
+    The impressions of ``impress-split-cifar100 --set method.num_impressions=5`` (tasks 0-4, 3
+    epochs); tasks 5-9 learn their coefficients (and batch-norm statistics, 6,000 B per task) in
+    each representation, beside their dedicated SupSup masks. ``--set frontier.eval_tasks=[]`` for
+    all 15 unseen tasks. Run: ``impresslearn run impress-frontier-split-cifar100``.
+    """
+    base = impress_split_cifar100()
+    return replace(
+        base,
+        method=replace(base.method, num_impressions=5),
+        frontier=FrontierConfig(
+            representations=CIFAR_REPRESENTATIONS, eval_tasks=tuple(range(5, 10))
+        ),
     )
 
 
