@@ -119,3 +119,24 @@ def test_an_impression_task_cannot_be_a_frontier_task():
     )
     with pytest.raises(ConfigError, match="not impressions"):
         run_frontier(config, None, None)
+
+
+def test_train_scales_train_each_representation_longer(tmp_path):
+    config = apply_overrides(
+        ExperimentConfig(),
+        [*TINY, 'frontier.representations=["layer"]', "frontier.train_scales=[1,2]"],
+    )
+    metrics = run_frontier(config, None, tmp_path / "f")
+    longer = metrics["representations"]["layer (2x training)"]
+    assert longer["train_scale"] == 2 and longer["representation"] == "layer"
+    run = run_experiment(apply_overrides(ExperimentConfig(), [*TINY, "train.iterations=80"]), None)
+    assert longer["mean_accuracy_unseen"] == pytest.approx(
+        np.mean(run.accuracy_matrix[-1, 2:]), abs=1e-12
+    )
+    rows = list(csv.DictReader((tmp_path / "f" / "frontier.csv").open()))
+    assert {(r["representation"], r["train_scale"]) for r in rows} >= {
+        ("layer", "1"),
+        ("layer", "2"),
+    }
+    with pytest.raises(ConfigError, match="train_scales"):
+        apply_overrides(config, ["frontier.train_scales=[0]"])

@@ -136,10 +136,13 @@ class FrontierConfig:
     ``eval_tasks`` (default: every task that is not an impression) learn their coefficients in
     each of the ``representations`` (empty = not a frontier), named ``GRANULARITY[:K][@DTYPE]``:
     ``layer``, ``output_unit``, ``classifier_unit``, ``groups:G``, ``low_rank:R``, each stored
-    as ``float32`` (default), ``float16`` or ``int8``, e.g. ``classifier_unit@float16``."""
+    as ``float32`` (default), ``float16`` or ``int8``, e.g. ``classifier_unit@float16``.
+    ``train_scales``: every representation is trained at each of these multiples of the
+    ``train`` section's iterations (or epochs), e.g. ``[1, 5, 15]`` for a training-length curve."""
 
     representations: tuple[str, ...] = ()
     eval_tasks: tuple[int, ...] = ()
+    train_scales: tuple[int, ...] = (1,)
 
     def __post_init__(self) -> None:
         for spec in self.representations:
@@ -148,6 +151,11 @@ class FrontierConfig:
             raise ConfigError(f"frontier.representations repeats one: {self.representations}")
         if any(t < 0 for t in self.eval_tasks):
             raise ConfigError(f"frontier.eval_tasks must be task ids >= 0, got {self.eval_tasks}")
+        scales = self.train_scales
+        if not scales or any(k < 1 for k in scales) or len(set(scales)) != len(scales):
+            raise ConfigError(
+                f"frontier.train_scales must be distinct whole numbers >= 1, got {scales}"
+            )
 
 
 @dataclass(frozen=True)

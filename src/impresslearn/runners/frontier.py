@@ -30,6 +30,7 @@ from impresslearn.runners.folder import RunFolderLock, start_run_folder
 from impresslearn.runners.stream import Stream, build_stream
 from impresslearn.runtime import Runtime
 from impresslearn.storage import atomic_write_json, atomic_write_text
+from impresslearn.train import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -97,22 +98,41 @@ def _references(stream: Stream, group: Runtime, tasks: list[int]) -> dict[int, t
     return group.deal(tasks, measure)
 
 
-def _representation_rows(stream: Stream, spec: str, tasks: list[int]) -> dict[str, Any]:
+def point_name(spec: str, scale: int) -> str:
+    """A frontier point's name: the representation, and its training multiple unless 1."""
+    return spec if scale == 1 else f"{spec} ({scale}x training)"
+
+
+def _scaled(train: TrainConfig, scale: int) -> TrainConfig:
+    if train.iterations is not None:
+        return replace(train, iterations=train.iterations * scale)
+    return replace(train, epochs=train.epochs * scale)
+
+
+def _representation_rows(stream: Stream, spec: str, scale: int, tasks: list[int]) -> dict[str, Any]:
     """Learn every evaluation task's coefficients in representation ``spec`` (on the stream's
-    model and impressions) and evaluate them as stored."""
+    model and impressions), trained ``scale`` times as long as configured, and evaluate them as
+    stored."""
     config = stream.config
     method = ImpressLearn(
         stream.model, replace(config.method, dedicated_masks=False, **parse_representation(spec))
     )
     grid = Stream(config, stream.runtime, stream.scenario, stream.model, method, stream.progress)
+    train = _scaled(config.train, scale)
     accuracies = {}
     for t in tasks:
-        grid.learn_task(t, config.train, f"{spec}: task {t}")
+        grid.learn_task(t, train, f"{point_name(spec, scale)}: task {t}")
         with method.task_context(t):
             accuracies[t] = grid.accuracy(stream.scenario.test_data(t))
         drop_norm_stats(stream.model, t)  # the next representation learns its own
-    log.info("%s: mean accuracy %.2f%%", spec, 100 * np.mean(list(accuracies.values())))
-    return {"bytes": method.bytes_per_task(), "accuracy": accuracies}
+    mean = 100 * np.mean(list(accuracies.values()))
+    log.info("%s: mean accuracy %.2f%%", point_name(spec, scale), mean)
+    return {
+        "representation": spec,
+        "train_scale": scale,
+        "bytes": method.bytes_per_task(),
+        "accuracy": accuracies,
+    }
 
 
 def _frontier(
@@ -122,16 +142,19 @@ def _frontier(
     start = time.perf_counter()
     method.prepare(stream.mask_trainer, stream.num_tasks)  # the impressions, once
     references = _references(stream, group, tasks)
-    specs = list(config.frontier.representations)
-    results = group.deal(specs, lambda spec: _representation_rows(stream, spec, tasks))
+    points = [(s, k) for s in config.frontier.representations for k in config.frontier.train_scales]
+    dealt = group.deal(points, lambda point: _representation_rows(stream, *point, tasks))
+    results = {point_name(*point): r for point, r in dealt.items()}
 
     norm_bytes = method.bytes_per_task()["norm_stats"]
     summary = {
-        spec: {
+        name: {
+            "representation": r["representation"],
+            "train_scale": r["train_scale"],
             "mean_accuracy_unseen": float(np.mean([r["accuracy"][t] for t in tasks])),
             "bytes_per_task": {**r["bytes"], "total": r["bytes"]["coeffs"] + norm_bytes},
         }
-        for spec, r in results.items()
+        for name, r in results.items()
     }
     dedicated = [references[t][0] for t in tasks]
     single = [references[t][1] for t in tasks if references[t][1] is not None]
@@ -168,21 +191,22 @@ def _frontier(
 
 
 def _write(out_dir: Path, metrics: dict, results: dict, references: dict, tasks: list) -> None:
-    lines = ["representation,coeff_bytes,norm_bytes,total_bytes,task_id,accuracy"]
-    for spec, r in results.items():
-        b = metrics["representations"][spec]["bytes_per_task"]
+    lines = ["representation,train_scale,coeff_bytes,norm_bytes,total_bytes,task_id,accuracy"]
+    for name, r in results.items():
+        b = metrics["representations"][name]["bytes_per_task"]
         lines += [
-            f"{spec},{b['coeffs']},{b['norm_stats']},{b['total']},{t},{r['accuracy'][t]:.6f}"
+            f"{r['representation']},{r['train_scale']},{b['coeffs']},{b['norm_stats']},"
+            f"{b['total']},{t},{r['accuracy'][t]:.6f}"
             for t in tasks
         ]
     d = metrics["dedicated_bytes_per_task"]
     lines += [
-        f"dedicated_supsup_mask,{d['mask']},{d['norm_stats']},{d['total']},{t},"
+        f"dedicated_supsup_mask,1,{d['mask']},{d['norm_stats']},{d['total']},{t},"
         f"{references[t][0]:.6f}"
         for t in tasks
     ]
     lines += [
-        f"one_impression_unchanged,0,0,0,{t},{references[t][1]:.6f}"
+        f"one_impression_unchanged,,0,0,0,{t},{references[t][1]:.6f}"
         for t in tasks
         if references[t][1] is not None
     ]
