@@ -237,3 +237,13 @@ def test_raw_score_impressions_keep_the_largest_signed_scores():
     for a, b in zip(masked_layers(raw.model), masked_layers(plain.model), strict=True):
         assert int(a.bank[0].sum()) == round(0.5 * a.weight.numel())
         assert not torch.equal(a.bank[0], b.bank[0])
+
+
+def test_shared_scores_start_every_impression_from_the_first_tasks_scores():
+    config = apply_overrides(
+        ExperimentConfig(), [*TINY, "method.impression_tasks=[1,3]", "method.shared_scores=true"]
+    )
+    model = build_backbone(config.backbone, (1, 28, 28), 10)
+    assert ImpressLearn(model, config.method).impression_jobs() == [(1, 1), (3, 1)]
+    plain = apply_overrides(config, ["method.shared_scores=false"])
+    assert ImpressLearn(model, plain.method).impression_jobs() == [(1, 1), (3, 3)]

@@ -90,7 +90,10 @@ class ImpressLearnConfig:
     ``impression_*``: how impressions (and the comparison masks) are trained, SupSup's way
     (``impression_iterations`` or ``impression_epochs`` per mask, not both).
     ``dedicated_masks``: also learn a SupSup mask for every non-impression task, only to report
-    its accuracy next to the combination's (the mask is not kept).
+    its accuracy next to the combination's (the mask is not kept). ``shared_scores``:
+    heterogeneous impressions all start from the same initial scores (those of the first
+    impression task) instead of each from its task's own, so that neighbouring impressions differ
+    only where their tasks do.
     """
 
     name: str = "impresslearn"
@@ -115,6 +118,7 @@ class ImpressLearnConfig:
     impression_schedule: str = "cosine"
     impression_weight_decay: float = 0.0
     dedicated_masks: bool = False
+    shared_scores: bool = False
 
     # Fields that exclude each other: an override of one sets the other to None.
     exclusive = {
@@ -274,7 +278,8 @@ class ImpressLearn(Method):
         random impressions)."""
         cfg = self.config
         if cfg.impression_kind == "heterogeneous":
-            return [(t, t) for t in cfg.source_tasks()]
+            tasks = cfg.source_tasks()
+            return [(t, tasks[0] if cfg.shared_scores else t) for t in tasks]
         if cfg.impression_kind == "homogeneous":
             return [(cfg.source_tasks()[0], i) for i in range(self.n)]
         return []
