@@ -212,7 +212,9 @@ def impress_rotated_mnist() -> ExperimentConfig:
     """ImpressLearn, RotatedMNIST (36 tasks of 10 degrees), LeNet-300-100, 9 impressions spread out.
 
     Heterogeneous impressions from every 4th task (0, 40, ..., 320 degrees) instead of the paper's
-    first 10 tasks (``impress-rotated-mnist-paper``), so every task lies within 20 degrees of one;
+    first 10 tasks (``impress-rotated-mnist-paper``), so every task lies within 20 degrees of one,
+    all learned from the same initial scores (``method.shared_scores``), so that neighbouring
+    impressions differ only where their tasks do;
     the other 27 tasks are learned as per-layer combinations (1000 RMSprop steps, lr 1e-3). A
     dedicated SupSup mask is also learned for each of them, only to report
     ``dedicated_accuracy_unseen`` beside ``average_accuracy_unseen``.
@@ -226,6 +228,7 @@ def impress_rotated_mnist() -> ExperimentConfig:
             num_impressions=9,
             impression_tasks=tuple(range(0, 36, 4)),
             dedicated_masks=True,
+            shared_scores=True,
         ),
         train=IMPRESS_ALPHA_TRAIN,
     )
