@@ -104,3 +104,43 @@ def test_the_cost_of_a_shortlist_call_does_not_grow_with_the_number_of_tasks(kin
             counts[procedure, num_tasks] = len(calls)
     assert counts["shortlist", 10] == counts["shortlist", 200] == 1 + 5
     assert counts["exhaustive", 10] == 10 and counts["exhaustive", 200] == 200
+
+
+def test_binary_shortlist_spans_binary_search_and_exhaustive_verification(learned):
+    """Halving stopped at k candidates, then verifying them: k = 1 is binary search, k >= T is
+    exhaustive verification, and the true task is found on well-separated tasks."""
+    for t in range(5):
+        x = learned.scenario.test_data(t).inputs(slice(0, 16))
+
+        def infer(procedure, size=5, x=x):
+            return infer_task(
+                learned.method,
+                x,
+                procedure=procedure,
+                objective="entropy",
+                num_classes=10,
+                shortlist_size=size,
+            )
+
+        assert infer("binary_shortlist", size=5) == (infer("exhaustive")[0], 0)
+        assert infer("binary_shortlist", size=1) == infer("binary")
+        assert infer("binary_shortlist", size=2)[0] == t
+
+
+def test_binary_shortlist_costs_log_t_rounds_plus_k_forwards():
+    x = torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    # 10 -> 5 candidates in 1 round; 200 -> 100 -> 50 -> 25 -> 13 -> 7 -> 4 in 6 rounds
+    for num_tasks, rounds, listed in ((10, 1, 5), (200, 6, 4)):
+        method = _random_method("impresslearn", num_tasks)
+        calls = []
+        method.model.register_forward_pre_hook(lambda module, args, calls=calls: calls.append(1))
+        _, used = infer_task(
+            method,
+            x,
+            procedure="binary_shortlist",
+            objective="superfluous",
+            num_classes=10,
+            shortlist_size=5,
+        )
+        assert used == rounds
+        assert len(calls) == rounds + listed  # one pass per round, one per candidate

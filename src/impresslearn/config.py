@@ -37,8 +37,9 @@ class EvalConfig:
     task is inferred once per test batch of ``inference_batch`` images, from its first
     ``inference_images`` images (1 = one-shot from a single image), by ``inference``
     (``oneshot``, ``binary``, ImpressLearn's ``entropy_fit``, ``shortlist``: the
-    ``shortlist_size`` tasks the one-shot gradient ranks best, each verified by its own model, or
-    ``exhaustive``: every task verified) on ``objective`` (``entropy`` = H, ``superfluous`` = G). GNu counts
+    ``shortlist_size`` tasks the one-shot gradient ranks best, each verified by its own model,
+    ``binary_shortlist``: binary search stopped at ``shortlist_size`` candidates, each verified,
+    or ``exhaustive``: every task verified) on ``objective`` (``entropy`` = H, ``superfluous`` = G). GNu counts
     the whole batch wrong when the task is wrong; GNs classifies it with the inferred task. NNs
     trains without task ids too: the learner detects new tasks itself (:mod:`impresslearn.nns`):
     a new task when ``N * max(softmax(-grad)) < nns_threshold`` (SupSup: ``1 + 2^-3``), the
@@ -90,11 +91,16 @@ class EvalConfig:
             raise ConfigError(f"eval.batch_size must be >= 1, got {self.batch_size}")
         if self.scenario not in ("GG", "GNs", "GNu", "NNs"):
             raise ConfigError(f"eval.scenario={self.scenario!r}: use GG, GNs, GNu or NNs")
-        if self.inference not in ("oneshot", "binary", "entropy_fit", "shortlist", "exhaustive"):
-            raise ConfigError(
-                f"eval.inference={self.inference!r}: use oneshot, binary, entropy_fit, shortlist "
-                "or exhaustive"
-            )
+        procedures = (
+            "oneshot",
+            "binary",
+            "entropy_fit",
+            "shortlist",
+            "binary_shortlist",
+            "exhaustive",
+        )
+        if self.inference not in procedures:
+            raise ConfigError(f"eval.inference={self.inference!r}: use one of {procedures}")
         if self.shortlist_size < 1:
             raise ConfigError(f"eval.shortlist_size must be >= 1, got {self.shortlist_size}")
         if self.objective not in ("entropy", "superfluous"):

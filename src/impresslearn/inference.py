@@ -43,7 +43,8 @@ from impresslearn.layers import use_coeffs
 
 Objective = Literal["entropy", "superfluous"]
 OBJECTIVES = ("entropy", "superfluous")
-PROCEDURES = ("oneshot", "binary", "entropy_fit", "shortlist", "exhaustive")
+PROCEDURES = ("oneshot", "binary", "entropy_fit", "shortlist", "binary_shortlist", "exhaustive")
+VERIFYING = ("shortlist", "binary_shortlist")  # a shortlist, then each candidate verified
 
 
 def check_inference(eval_config, method, model, input_shape, num_classes: int) -> None:
@@ -169,6 +170,36 @@ def shortlist(method, x: Tensor, objective: str, num_classes: int, size: int) ->
     return [tasks[int(i)] for i in order]
 
 
+def halve(method, x: Tensor, objective: str, num_classes: int, size: int) -> tuple[list[int], int]:
+    """SupSup's binary search, stopped once at most ``size`` candidates remain: each round
+    superposes the remaining tasks uniformly and keeps the half the gradient ranks best. The
+    candidates (task ids) and the number of rounds (``ceil(log2(T / size))``)."""
+    tasks = method.learned_tasks()
+    num = len(tasks)
+    candidates = torch.arange(num, device=method.device)
+    rounds = 0
+    while len(candidates) > size:
+        beta = torch.zeros(num, device=method.device)
+        beta[candidates] = 1.0 / len(candidates)
+        grad = beta_gradient(method, x, beta, objective, num_classes)[candidates]
+        keep = math.ceil(len(candidates) / 2)
+        candidates = candidates[torch.argsort(grad, stable=True)[:keep]]
+        rounds += 1
+    return [tasks[int(i)] for i in candidates], rounds
+
+
+def candidates_for(
+    method, x: Tensor, procedure: str, objective: str, num_classes: int, size: int
+) -> tuple[list[int], int]:
+    """The tasks a verifying procedure verifies, and the gradient rounds it took to list them:
+    ``shortlist`` (one one-shot pass), ``binary_shortlist`` (halving) or ``exhaustive`` (all)."""
+    if procedure == "shortlist":
+        return shortlist(method, x, objective, num_classes, size), 1
+    if procedure == "binary_shortlist":
+        return halve(method, x, objective, num_classes, size)
+    return method.learned_tasks(), 0
+
+
 def infer_task(
     method,
     x: Tensor,
@@ -185,11 +216,10 @@ def infer_task(
     num = len(tasks)
     if num == 1:
         return tasks[0], 0
-    if procedure in ("shortlist", "exhaustive"):
-        rounds = 0
-        candidates = tasks
-        if procedure == "shortlist":
-            candidates, rounds = shortlist(method, x, objective, num_classes, shortlist_size), 1
+    if procedure in (*VERIFYING, "exhaustive"):
+        candidates, rounds = candidates_for(
+            method, x, procedure, objective, num_classes, shortlist_size
+        )
         values = verify(method, x, candidates, objective, num_classes)
         return candidates[int(torch.argmin(values))], rounds
     if procedure == "entropy_fit":
@@ -200,16 +230,8 @@ def infer_task(
         return tasks[int(grad.argmin())], 1
     if procedure != "binary":
         raise ConfigError(f"unknown inference procedure {procedure!r}; use one of {PROCEDURES}")
-    candidates = torch.arange(num, device=method.device)
-    rounds = 0
-    while len(candidates) > 1:
-        beta = torch.zeros(num, device=method.device)
-        beta[candidates] = 1.0 / len(candidates)
-        grad = beta_gradient(method, x, beta, objective, num_classes)[candidates]
-        keep = math.ceil(len(candidates) / 2)
-        candidates = candidates[torch.argsort(grad, stable=True)[:keep]]
-        rounds += 1
-    return tasks[int(candidates[0])], rounds
+    (task,), rounds = halve(method, x, objective, num_classes, 1)
+    return task, rounds
 
 
 @dataclass(frozen=True)
@@ -264,8 +286,10 @@ def evaluate_inferred(
             task = tasks[int(grad.argmin())]
             if true_task in tasks:
                 margins.append(oneshot_margin(grad, tasks.index(true_task)))
-        elif procedure == "shortlist" and len(tasks) > 1:
-            candidates = shortlist(method, x[:images], objective, num_classes, shortlist_size)
+        elif procedure in VERIFYING and len(tasks) > 1:
+            candidates, _ = candidates_for(
+                method, x[:images], procedure, objective, num_classes, shortlist_size
+            )
             values = verify(method, x[:images], candidates, objective, num_classes)
             task = candidates[int(torch.argmin(values))]
             listed += len(y) if true_task in candidates else 0
@@ -286,7 +310,7 @@ def evaluate_inferred(
             correct += int((pred == y).sum())
     n = len(data)
     fitted_accuracy = fitted_correct / n if procedure == "entropy_fit" else None
-    shortlisted = listed / n if procedure == "shortlist" and len(tasks) > 1 else None
+    shortlisted = listed / n if procedure in VERIFYING and len(tasks) > 1 else None
     return InferredEvaluation(
         correct / n, right_task / n, fitted_accuracy, tuple(margins), shortlisted
     )
