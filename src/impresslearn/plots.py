@@ -97,21 +97,23 @@ def plot_frontier(
 ) -> None:
     """Mean unseen-task accuracy vs bytes stored per task (log axis), one labelled point per
     coefficient representation, the dedicated SupSup mask as a point and one impression applied
-    unchanged (which stores nothing) as a line."""
-    fig, ax = plt.subplots(figsize=(7.5, 5.0))
-    for i, (name, (size, acc)) in enumerate(sorted(points.items(), key=lambda item: item[1][0])):
+    unchanged (which stores nothing) as a line, or in the legend when it lies far below."""
+    fig, ax = plt.subplots(figsize=(8.0, 5.5))
+    ordered = sorted(points.items(), key=lambda item: (item[1][0], item[1][1]))
+    for i, (name, (size, acc)) in enumerate(ordered):
         ax.scatter(size, 100 * acc, color="tab:blue", zorder=3)
-        ax.annotate(  # labels alternately above and below, so that neighbours do not overlap
+        ax.annotate(  # slanted, alternately above and below, so that neighbours stay legible
             name,
             (size, 100 * acc),
             textcoords="offset points",
-            xytext=(4, 6 if i % 2 == 0 else -12),
+            xytext=(3, 6) if i % 2 == 0 else (3, -8),
+            va="bottom" if i % 2 == 0 else "top",
+            rotation=30 if i % 2 == 0 else -30,
             fontsize=7,
         )
     if points:
-        ordered = sorted(points.values())
-        best = [ordered[0]]
-        for size, acc in ordered[1:]:  # the frontier: more bytes only when more accurate
+        best = [ordered[0][1]]
+        for _, (size, acc) in ordered[1:]:  # the frontier: more bytes only when more accurate
             if acc > best[-1][1]:
                 best.append((size, acc))
         ax.plot(
@@ -127,10 +129,19 @@ def plot_frontier(
         marker="s",
         color="black",
         zorder=3,
-        label="dedicated SupSup mask",
+        label=f"dedicated SupSup mask ({100 * dedicated[1]:.2f}%)",
     )
+    accs = [100 * acc for _, acc in points.values()] + [100 * dedicated[1]]
+    low, high = min(accs), max(accs)
+    margin = max(1.0, 0.25 * (high - low))
     if single is not None:
-        ax.axhline(100 * single, color="gray", linestyle=":", label="one impression, unchanged")
+        label = f"one impression, unchanged ({100 * single:.2f}%)"
+        if 100 * single >= low - 4 * margin:
+            ax.axhline(100 * single, color="gray", linestyle=":", label=label)
+            low = min(low, 100 * single)
+        else:  # far below the rest: named in the legend, off the axis
+            ax.plot([], [], color="gray", linestyle=":", label=label + ", below the axis")
+    ax.set_ylim(low - margin, high + 1.5 * margin)
     ax.set_xscale("log")
     _finish_lines(
         fig, ax, "bytes stored per task (log)", "mean accuracy on unseen tasks (%)", title, path
