@@ -263,7 +263,7 @@ class TopKSelector:
             and last[1] == weight._version
             and last[2] == out._version
         ):
-            np.not_equal(kept, self._product_mask, out=self._flags)
+            torch.ne(self._kept_torch, self._product_mask_torch, out=self._flags_torch)
             changed = self._flag_positions()
             if changed.size <= self.numel // 16:
                 product[changed] = w[changed] * kept[changed]  # w * 1 or w * 0, as weight * mask
@@ -310,6 +310,11 @@ class TopKSelector:
         self._mask = np.empty(n, dtype=np.float32)  # the float mask __call__ returns
         self._product_mask = np.zeros(n, dtype=bool)
         self._mask_torch = torch.from_numpy(self._mask)
+        # Torch views of the same memory: the passes over every weight run on torch's threads
+        # (NumPy uses one), with the same float32 comparisons.
+        self._kept_torch = torch.from_numpy(self._kept)
+        self._flags_torch = torch.from_numpy(self._flags)
+        self._product_mask_torch = torch.from_numpy(self._product_mask)
 
     def _full_select(self, a: np.ndarray) -> None:
         """Sets ``_kept`` to the top-k of ``a`` by a full partition, and a fresh band."""
@@ -331,7 +336,7 @@ class TopKSelector:
         could not hold the cut (then ``_kept`` is to be recomputed)."""
         k, t = self.k, self._threshold
         kept, flags = self._kept, self._flags
-        np.greater(a, t, out=kept)
+        torch.gt(self._abs_torch, float(t), out=self._kept_torch)  # (torch's threads)
         count = int(np.count_nonzero(kept))
         if count == k:  # exactly k values above t: the top-k, and no tie at the cut
             return True
@@ -342,11 +347,11 @@ class TopKSelector:
             # not kept and at least t - d (the largest may be added). Comparing the same float32
             # numbers with the same t as ``kept`` keeps the two sets exactly complementary.
             if dropping:
-                np.less_equal(a, np.float32(t + self._delta), out=flags)
-                np.logical_and(flags, kept, out=flags)
+                torch.le(self._abs_torch, float(np.float32(t + self._delta)), out=self._flags_torch)
+                torch.logical_and(self._flags_torch, self._kept_torch, out=self._flags_torch)
             else:
-                np.greater_equal(a, np.float32(t - self._delta), out=flags)
-                np.greater(flags, kept, out=flags)  # flags and not kept
+                torch.ge(self._abs_torch, float(np.float32(t - self._delta)), out=self._flags_torch)
+                torch.gt(self._flags_torch, self._kept_torch, out=self._flags_torch)  # and not kept
             where = self._flag_positions()
             if where.size > change:
                 break
