@@ -335,7 +335,7 @@ class TopKSelector:
         """Sets ``_kept`` to the top-k of ``a`` from the last threshold; ``False`` if the band
         could not hold the cut (then ``_kept`` is to be recomputed)."""
         k, t = self.k, self._threshold
-        kept, flags = self._kept, self._flags
+        kept = self._kept
         torch.gt(self._abs_torch, float(t), out=self._kept_torch)  # (torch's threads)
         count = int(np.count_nonzero(kept))
         if count == k:  # exactly k values above t: the top-k, and no tie at the cut
