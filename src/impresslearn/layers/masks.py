@@ -263,7 +263,7 @@ class TopKSelector:
             and last[1] == weight._version
             and last[2] == out._version
         ):
-            torch.ne(self._kept_torch, self._product_mask_torch, out=self._flags_torch)
+            np.not_equal(kept, self._product_mask, out=self._flags)
             changed = self._flag_positions()
             if changed.size <= self.numel // 16:
                 product[changed] = w[changed] * kept[changed]  # w * 1 or w * 0, as weight * mask
@@ -310,11 +310,6 @@ class TopKSelector:
         self._mask = np.empty(n, dtype=np.float32)  # the float mask __call__ returns
         self._product_mask = np.zeros(n, dtype=bool)
         self._mask_torch = torch.from_numpy(self._mask)
-        # Torch views of the same memory: the passes over every weight run on torch's threads
-        # (NumPy uses one), with the same float32 comparisons.
-        self._kept_torch = torch.from_numpy(self._kept)
-        self._flags_torch = torch.from_numpy(self._flags)
-        self._product_mask_torch = torch.from_numpy(self._product_mask)
 
     def _full_select(self, a: np.ndarray) -> None:
         """Sets ``_kept`` to the top-k of ``a`` by a full partition, and a fresh band."""
@@ -335,8 +330,8 @@ class TopKSelector:
         """Sets ``_kept`` to the top-k of ``a`` from the last threshold; ``False`` if the band
         could not hold the cut (then ``_kept`` is to be recomputed)."""
         k, t = self.k, self._threshold
-        kept = self._kept
-        torch.gt(self._abs_torch, float(t), out=self._kept_torch)  # (torch's threads)
+        kept, flags = self._kept, self._flags
+        np.greater(a, t, out=kept)
         count = int(np.count_nonzero(kept))
         if count == k:  # exactly k values above t: the top-k, and no tie at the cut
             return True
@@ -347,11 +342,11 @@ class TopKSelector:
             # not kept and at least t - d (the largest may be added). Comparing the same float32
             # numbers with the same t as ``kept`` keeps the two sets exactly complementary.
             if dropping:
-                torch.le(self._abs_torch, float(np.float32(t + self._delta)), out=self._flags_torch)
-                torch.logical_and(self._flags_torch, self._kept_torch, out=self._flags_torch)
+                np.less_equal(a, np.float32(t + self._delta), out=flags)
+                np.logical_and(flags, kept, out=flags)
             else:
-                torch.ge(self._abs_torch, float(np.float32(t - self._delta)), out=self._flags_torch)
-                torch.gt(self._flags_torch, self._kept_torch, out=self._flags_torch)  # and not kept
+                np.greater_equal(a, np.float32(t - self._delta), out=flags)
+                np.greater(flags, kept, out=flags)  # flags and not kept
             where = self._flag_positions()
             if where.size > change:
                 break
