@@ -386,7 +386,7 @@ def _inference_worker(method_name: str, sizes: tuple[int, ...], repeats: int, qu
     queue.put({"seconds": medians, "peak_mb": peak_memory_mb(), "setup_peak_mb": before})
 
 
-INFERENCE_PROCEDURES = ("oneshot", "shortlist")
+INFERENCE_PROCEDURES = ("oneshot", "shortlist", "binary_shortlist")
 
 
 def _in_child(method_name: str, sizes: tuple[int, ...], repeats: int) -> dict[str, Any]:
@@ -407,8 +407,9 @@ def bench_inference(
     repeats: int = 5,
     sizes: tuple[int, ...] = (10, 100, 1000, 2500),
 ) -> dict[str, Any]:
-    """Task inference from one image vs the number of tasks T: one-shot and shortlist (one-shot
-    ranking, then 5 candidates verified by their own models), SupSup vs ImpressLearn."""
+    """Task inference from one image vs the number of tasks T: one-shot, shortlist (one-shot
+    ranking, then 5 candidates verified by their own models) and binary shortlist (binary search
+    stopped at 5 candidates, then verified), SupSup vs ImpressLearn."""
     if backbone != "lenet_300_100":
         raise ConfigError("bench inference runs on lenet_300_100 (SupSup's GNu network)")
     result: dict[str, Any] = {
@@ -446,6 +447,8 @@ def bench_inference(
         f"supsup_T{last}/T{first}": result["supsup_growth"],
         f"supsup_shortlist_T{last}/T{first}": supsup["shortlist", last]
         / supsup["shortlist", first],
+        f"impress_binary_shortlist_T{last}/T{first}": impress["binary_shortlist", last]
+        / impress["binary_shortlist", first],
         f"supsup/impress_T{last}": supsup["oneshot", last] / impress["oneshot", last],
     }
     result["targets"] = {"ratio": 1.5, "shortlist_ratio": 2.0}
