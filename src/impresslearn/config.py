@@ -20,6 +20,7 @@ from typing import Any
 from impresslearn.backbones import BACKBONES, BackboneConfig
 from impresslearn.data import is_known_dataset, list_datasets
 from impresslearn.errors import ConfigError
+from impresslearn.inference import PROCEDURES
 from impresslearn.methods import SupSupConfig, method_class, method_config_class
 from impresslearn.methods.coeffs import parse_representation
 from impresslearn.scenarios import SCENARIOS, ScenarioConfig
@@ -91,16 +92,8 @@ class EvalConfig:
             raise ConfigError(f"eval.batch_size must be >= 1, got {self.batch_size}")
         if self.scenario not in ("GG", "GNs", "GNu", "NNs"):
             raise ConfigError(f"eval.scenario={self.scenario!r}: use GG, GNs, GNu or NNs")
-        procedures = (
-            "oneshot",
-            "binary",
-            "entropy_fit",
-            "shortlist",
-            "binary_shortlist",
-            "exhaustive",
-        )
-        if self.inference not in procedures:
-            raise ConfigError(f"eval.inference={self.inference!r}: use one of {procedures}")
+        if self.inference not in PROCEDURES:
+            raise ConfigError(f"eval.inference={self.inference!r}: use one of {PROCEDURES}")
         if self.shortlist_size < 1:
             raise ConfigError(f"eval.shortlist_size must be >= 1, got {self.shortlist_size}")
         if self.objective not in ("entropy", "superfluous"):

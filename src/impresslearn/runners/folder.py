@@ -13,11 +13,14 @@ import errno
 import fcntl
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
 from impresslearn.config import ExperimentConfig
 from impresslearn.errors import ConfigError
+from impresslearn.runtime import Runtime
 from impresslearn.storage import atomic_write_text
 
 LOCK_NAME = ".lock"
@@ -30,6 +33,8 @@ RUN_FILES = (
     "checkpoint.safetensors",
     "sweep.csv",
     "sweep.png",
+    "frontier.csv",
+    "frontier.png",
     "per_task_accuracy.png",
 )
 
@@ -119,3 +124,24 @@ def start_run_folder(out_dir: Path, config: ExperimentConfig, *, overwrite: bool
             (out_dir / name).unlink(missing_ok=True)
         shutil.rmtree(out_dir / "tensorboard", ignore_errors=True)
     atomic_write_text(out_dir / "config.json", config.to_json())
+
+
+@contextmanager
+def started_folder(
+    group: Runtime, out_dir: Path, config: ExperimentConfig, *, overwrite: bool
+) -> Iterator[Path]:
+    """For the block, ``out_dir`` locked and started for ``config`` (``config.json`` written) by
+    the writing process of ``group``; every process raises its error if that failed. The lock is
+    released on exit."""
+    out = Path(out_dir)
+    lock = RunFolderLock(out)
+
+    def start() -> None:
+        lock.acquire()
+        start_run_folder(out, config, overwrite=overwrite)
+
+    try:
+        group.on_writer(start)
+        yield out
+    finally:
+        lock.release()

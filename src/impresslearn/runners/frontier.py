@@ -26,7 +26,7 @@ from impresslearn.layers import drop_norm_stats
 from impresslearn.methods import ImpressLearn, ImpressLearnConfig
 from impresslearn.methods.coeffs import parse_representation
 from impresslearn.plots import plot_frontier
-from impresslearn.runners.folder import RunFolderLock, start_run_folder
+from impresslearn.runners.folder import started_folder
 from impresslearn.runners.stream import Stream, build_stream
 from impresslearn.runtime import Runtime
 from impresslearn.storage import atomic_write_json, atomic_write_text
@@ -70,18 +70,8 @@ def run_frontier(
     tasks = frontier_tasks(config, stream.method, stream.num_tasks)
     if out_dir is None:
         return _frontier(stream, group, tasks, None)
-    out = Path(out_dir)
-    lock = RunFolderLock(out)
-
-    def start() -> None:
-        lock.acquire()
-        start_run_folder(out, config, overwrite=overwrite)
-
-    try:
-        group.on_writer(start)
+    with started_folder(group, out_dir, config, overwrite=overwrite) as out:
         return _frontier(stream, group, tasks, out)
-    finally:
-        lock.release()
 
 
 def _references(stream: Stream, group: Runtime, tasks: list[int]) -> dict[int, tuple]:

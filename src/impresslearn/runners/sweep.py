@@ -30,7 +30,7 @@ from impresslearn.layers import extra_masks, one_hot, task_norms, use_coeffs
 from impresslearn.methods import ImpressLearn, ImpressLearnConfig
 from impresslearn.methods.impress import impression_key
 from impresslearn.plots import plot_sweep
-from impresslearn.runners.folder import RunFolderLock, start_run_folder
+from impresslearn.runners.folder import started_folder
 from impresslearn.runners.stream import Stream, build_stream
 from impresslearn.runtime import Runtime
 from impresslearn.storage import atomic_write_json, atomic_write_text
@@ -66,18 +66,8 @@ def run_sweep(
         )
     if out_dir is None:
         return _sweep(stream, group, eval_tasks, None)
-    out = Path(out_dir)
-    lock = RunFolderLock(out)
-
-    def start() -> None:
-        lock.acquire()
-        start_run_folder(out, config, overwrite=overwrite)
-
-    try:
-        group.on_writer(start)
+    with started_folder(group, out_dir, config, overwrite=overwrite) as out:
         return _sweep(stream, group, eval_tasks, out)
-    finally:
-        lock.release()
 
 
 def _impressions(
