@@ -46,6 +46,8 @@ class RunState:
     events: list[dict[str, Any]]
     prepare_seconds: float
     checkpoint_sizes: list[int] = field(default_factory=list)  # bytes after prepare, each task
+    # Calibrated verification: objective -> task -> the task's reference value.
+    references: dict[str, dict[int, float]] = field(default_factory=dict)
 
 
 def weight_fingerprint(model: nn.Module) -> str:
@@ -89,6 +91,7 @@ def save_checkpoint(
         "events": json.dumps(state.events),
         "prepare_seconds": repr(state.prepare_seconds),
         "checkpoint_sizes": json.dumps(state.checkpoint_sizes),
+        "references": json.dumps(state.references),
         "method_state": json.dumps(method_meta),
         "norm_keys": json.dumps(norm_keys),
         "input_shape": json.dumps(list(shape[0]) if shape else None),
@@ -187,6 +190,10 @@ def restore_checkpoint(
             events=json.loads(metadata["events"]),
             prepare_seconds=float(metadata["prepare_seconds"]),
             checkpoint_sizes=json.loads(metadata["checkpoint_sizes"]),
+            references={
+                objective: {int(t): float(v) for t, v in values.items()}
+                for objective, values in json.loads(metadata.get("references", "{}")).items()
+            },
         )
     except (KeyError, ValueError, json.JSONDecodeError) as e:
         raise CheckpointError(f"checkpoint {path} is inconsistent ({e})") from None

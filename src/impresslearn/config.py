@@ -20,7 +20,7 @@ from typing import Any
 from impresslearn.backbones import BACKBONES, BackboneConfig
 from impresslearn.data import is_known_dataset, list_datasets
 from impresslearn.errors import ConfigError
-from impresslearn.inference import PROCEDURES
+from impresslearn.inference import PROCEDURES, VERIFICATIONS, VERIFYING
 from impresslearn.methods import SupSupConfig, method_class, method_config_class
 from impresslearn.methods.coeffs import parse_representation
 from impresslearn.scenarios import SCENARIOS, ScenarioConfig
@@ -54,6 +54,10 @@ class EvalConfig:
     ``predict``: the prediction is the argmax over the task's ``classes`` (the superfluous outputs
     are ignored), or over all ``outputs``, as SupSup's code does (an image whose largest output is
     a superfluous one then counts as wrong).
+    ``verification``: how the verifying procedures (``shortlist``, ``binary_shortlist``,
+    ``exhaustive``) compare candidates: by the objective as it is (``raw``) or ``calibrated``, each
+    candidate's value minus its task's reference (its own model's mean value on the first
+    ``reference_images`` training images of its task, measured when the task is learned).
     """
 
     batch_size: int = 1000
@@ -68,6 +72,8 @@ class EvalConfig:
     inference_test_images: int = 0
     shortlist_size: int = 5
     predict: str = "classes"
+    verification: str = "raw"
+    reference_images: int = 1024
 
     def __post_init__(self) -> None:
         if self.predict not in ("classes", "outputs"):
@@ -100,6 +106,28 @@ class EvalConfig:
             raise ConfigError(f"eval.objective={self.objective!r}: use entropy or superfluous")
         if not 1 <= self.inference_images <= self.inference_batch:
             raise ConfigError("need 1 <= eval.inference_images <= eval.inference_batch")
+        if self.verification not in VERIFICATIONS:
+            raise ConfigError(
+                f"eval.verification={self.verification!r}: use one of {VERIFICATIONS}"
+            )
+        if self.reference_images < 1:
+            raise ConfigError(f"eval.reference_images must be >= 1, got {self.reference_images}")
+        verifying = (*VERIFYING, "exhaustive")
+        if self.verification == "calibrated" and self.inference not in verifying:
+            raise ConfigError(
+                f"eval.verification=calibrated applies to the verifying procedures {verifying}, "
+                f"not eval.inference={self.inference!r}"
+            )
+        if self.verification == "calibrated" and self.scenario == "NNs":
+            raise ConfigError(
+                "eval.verification=calibrated is not available with NNs: use GNs or GNu"
+            )
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether task inference needs each task's reference (calibrated verification in GNs
+        or GNu)."""
+        return self.verification == "calibrated" and self.scenario in ("GNs", "GNu")
 
 
 @dataclass(frozen=True)

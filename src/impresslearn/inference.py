@@ -19,6 +19,13 @@ SupSup (Wortsman et al. 2020, section 3): superpose every learned task with a mi
   alphas), then pick the stored task whose alphas are nearest (``method.nearest_task``); the
   fitted alphas can also classify the batch directly.
 
+Verification compares the candidates' objective values as they are (``raw``) or ``calibrated``:
+each minus the task's **reference**, its own model's mean value on the first training images of
+its task, measured when the task was learned (a few bytes per task; no data is kept). Models are
+not equally confident: an ImpressLearn impression task (a dedicated mask) is sharper than a
+combination task, and wins batches of its neighbours on raw entropy; relative to what each model
+scores on its own data, the right task stands out again.
+
 Objectives: ``entropy`` (H, mean output entropy) and ``superfluous`` (G: with extra output neurons
 that are never targets, the mean logsumexp of the logits with the real-class logits detached).
 
@@ -31,6 +38,7 @@ forward/backward over n masks gives the gradient for all T tasks (Bhardwaj et al
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -45,6 +53,7 @@ Objective = Literal["entropy", "superfluous"]
 OBJECTIVES = ("entropy", "superfluous")
 PROCEDURES = ("oneshot", "binary", "entropy_fit", "shortlist", "binary_shortlist", "exhaustive")
 VERIFYING = ("shortlist", "binary_shortlist")  # a shortlist, then each candidate verified
+VERIFICATIONS = ("raw", "calibrated")
 
 
 def check_inference(eval_config, method, model, input_shape, num_classes: int) -> None:
@@ -152,14 +161,42 @@ def verification_value(logits: Tensor, objective: str, num_classes: int) -> Tens
 
 
 @torch.no_grad()
-def verify(method, x: Tensor, candidates: list[int], objective: str, num_classes: int) -> Tensor:
+def verify(
+    method,
+    x: Tensor,
+    candidates: list[int],
+    objective: str,
+    num_classes: int,
+    references: Mapping[int, float] | None = None,
+) -> Tensor:
     """:func:`verification_value` of each candidate task's own model on ``x``: one forward pass
-    per candidate, with its stored masks or coeffs and its batch-norm statistics."""
+    per candidate, with its stored masks or coeffs and its batch-norm statistics. With
+    ``references`` (calibrated verification), each value minus its task's reference."""
     values = []
     for task in candidates:
         with method.task_context(task):
-            values.append(verification_value(method.model(x).float(), objective, num_classes))
+            value = verification_value(method.model(x).float(), objective, num_classes)
+        if references is not None:
+            value = value - references[task]
+        values.append(value)
     return torch.stack(values)
+
+
+@torch.no_grad()
+def reference_value(method, task: int, data, objective: str, num_classes: int, batch: int) -> float:
+    """Task ``task``'s reference for calibrated verification: its own model's
+    :func:`verification_value` averaged over the images of ``data`` (the first training images
+    of the task), in batches of ``batch``. A learned task's model is frozen, so the value is the
+    same whenever it is measured."""
+    total, count = 0.0, 0
+    with method.task_context(task):
+        for x, _ in data.batches(batch):
+            value = verification_value(method.model(x).float(), objective, num_classes)
+            total += float(value) * len(x)
+            count += len(x)
+    if count == 0:
+        raise ConfigError(f"task {task} has no training images to measure its reference on")
+    return total / count
 
 
 def shortlist(method, x: Tensor, objective: str, num_classes: int, size: int) -> list[int]:
@@ -208,8 +245,10 @@ def infer_task(
     objective: str = "entropy",
     num_classes: int,
     shortlist_size: int = 5,
+    references: Mapping[int, float] | None = None,
 ) -> tuple[int, int]:
-    """The task id inferred for the batch ``x``, and the number of gradient rounds used."""
+    """The task id inferred for the batch ``x``, and the number of gradient rounds used.
+    ``references``: calibrated verification (verifying procedures only)."""
     tasks = method.learned_tasks()
     if not tasks:
         raise ValueError("no task has been learned yet")
@@ -220,7 +259,7 @@ def infer_task(
         candidates, rounds = candidates_for(
             method, x, procedure, objective, num_classes, shortlist_size
         )
-        values = verify(method, x, candidates, objective, num_classes)
+        values = verify(method, x, candidates, objective, num_classes, references)
         return candidates[int(torch.argmin(values))], rounds
     if procedure == "entropy_fit":
         steps = 20
@@ -265,11 +304,13 @@ def evaluate_inferred(
     num_classes: int,
     shortlist_size: int = 5,
     predicted: int | None = None,
+    references: Mapping[int, float] | None = None,
 ) -> InferredEvaluation:
     """Evaluate ``data`` of task ``true_task`` with the task inferred once per batch of ``batch``
     images from its first ``images`` images. In GNu a batch whose task is wrong counts as all
     wrong; in GNs it is classified with the inferred task. The prediction is the argmax over the
-    first ``predicted`` outputs (default ``num_classes``)."""
+    first ``predicted`` outputs (default ``num_classes``). ``references``: calibrated
+    verification (verifying procedures only)."""
     predicted = predicted or num_classes
     correct = right_task = fitted_correct = listed = 0
     margins: list[float] = []
@@ -290,7 +331,7 @@ def evaluate_inferred(
             candidates, _ = candidates_for(
                 method, x[:images], procedure, objective, num_classes, shortlist_size
             )
-            values = verify(method, x[:images], candidates, objective, num_classes)
+            values = verify(method, x[:images], candidates, objective, num_classes, references)
             task = candidates[int(torch.argmin(values))]
             listed += len(y) if true_task in candidates else 0
         else:
@@ -301,6 +342,7 @@ def evaluate_inferred(
                 objective=objective,
                 num_classes=num_classes,
                 shortlist_size=shortlist_size,
+                references=references,
             )
         if task == true_task:
             right_task += len(y)

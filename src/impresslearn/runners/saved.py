@@ -139,5 +139,10 @@ def evaluate_run_inferred(
         )
     config = dataclasses.replace(run.config, eval=eval_config)
     return evaluate_without_task_ids(
-        config, run.method, scenario, progress=progress, runtime=run.runtime
+        config,
+        run.method,
+        scenario,
+        progress=progress,
+        runtime=run.runtime,
+        references=run.state.references,
     )

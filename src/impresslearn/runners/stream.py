@@ -38,7 +38,12 @@ from impresslearn.checkpoint import CHECKPOINT_NAME, RunState, restore_checkpoin
 from impresslearn.config import ExperimentConfig
 from impresslearn.data import load_dataset
 from impresslearn.errors import ConfigError
-from impresslearn.inference import check_inference, evaluate_inferred
+from impresslearn.inference import (
+    VERIFYING,
+    check_inference,
+    evaluate_inferred,
+    reference_value,
+)
 from impresslearn.layers import masked_layers, task_norms
 from impresslearn.methods import Method, build_method
 from impresslearn.metrics import (
@@ -310,7 +315,12 @@ def _run(stream: Stream, out: Path | None, *, resume: bool, overwrite: bool) -> 
         extra = {}
         if config.eval.scenario != "GG":
             extra = evaluate_without_task_ids(
-                config, method, scenario, progress=stream.progress, runtime=runtime
+                config,
+                method,
+                scenario,
+                progress=stream.progress,
+                runtime=runtime,
+                references=state.references,
             )
     return finish(stream, state, extra, out)
 
@@ -329,6 +339,10 @@ def learn_tasks(stream: Stream, state: RunState, save) -> None:
             matrix[t, t] = stream.evaluate_seen(t, only=t)[0]
         test = stream.scenario.test_data(t)
         method.after_task(t, stream.mask_trainer, lambda test=test: stream.accuracy(test))
+        if config.eval.calibrated:  # the task's model is final now: measure its reference
+            state.references.setdefault(config.eval.objective, {})[t] = task_reference(
+                config, method, stream.scenario, t
+            )
         state.task_seconds.append(time.perf_counter() - start)
         event = {
             "task_id": t,
@@ -380,6 +394,16 @@ def finish(stream: Stream, state: RunState, extra: dict[str, Any], out: Path | N
     return RunResult(config, state.matrix, metrics, stream.method, scenario, out)
 
 
+def task_reference(
+    config: ExperimentConfig, method: Method, scenario: Scenario, task: int
+) -> float:
+    """Task ``task``'s reference for calibrated verification (:func:`inference.reference_value`
+    on its first ``eval.reference_images`` training images). Every process computes it whole."""
+    e = config.eval
+    data = scenario.train_data(task).head(e.reference_images)
+    return reference_value(method, task, data, e.objective, scenario.num_classes, e.inference_batch)
+
+
 def evaluate_without_task_ids(
     config: ExperimentConfig,
     method: Method,
@@ -387,13 +411,27 @@ def evaluate_without_task_ids(
     *,
     progress: bool = False,
     runtime: Runtime | None = None,
+    references: dict[str, dict[int, float]] | None = None,
 ) -> dict[str, Any]:
     """Final accuracy with the task inferred (GNs / GNu), and the task-inference accuracy. With
     several processes the tasks are dealt among them (each computed exactly as by one process)
-    and the results gathered."""
+    and the results gathered. Calibrated verification uses ``references`` (objective -> task ->
+    value, as measured while the stream was learned); a task without one (a run learned without
+    calibration, evaluated later) has it measured now, from the same training images: its model
+    is frozen, so the value is the one its task's end would have given."""
     e = config.eval
     runtime = runtime or Runtime()
     start = time.perf_counter()
+    task_refs = None
+    if e.calibrated:
+        task_refs = dict((references or {}).get(e.objective, {}))
+        missing = [t for t in range(scenario.num_tasks) if t not in task_refs]
+        if missing:
+            log.info(
+                "measuring the references of %d tasks for calibrated verification", len(missing)
+            )
+        for t in missing:
+            task_refs[t] = task_reference(config, method, scenario, t)
     results = {}
     mine = [t for t in range(scenario.num_tasks) if runtime.mine(t)]
     for t in tqdm(mine, desc="infer", disable=not progress, leave=False):
@@ -410,6 +448,7 @@ def evaluate_without_task_ids(
             num_classes=scenario.num_classes,
             shortlist_size=e.shortlist_size,
             predicted=config.predicted_outputs(scenario.num_classes),
+            references=task_refs,
         )
     for part in runtime.gather(results):
         results.update(part)
@@ -431,6 +470,8 @@ def evaluate_without_task_ids(
     if all(v is not None for v in listed):
         # How often the shortlist held the true task: the rest of the errors are the objective's.
         extra["shortlist_recall"] = float(np.mean(listed))
+    if e.inference in (*VERIFYING, "exhaustive"):
+        extra["verification"] = e.verification
     margins = [m for m in margins if m == m]  # NaN: too few other tasks to measure a margin
     if margins:
         # How decisive one-shot inference was (inference.oneshot_margin): the median, and the
