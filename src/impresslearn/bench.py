@@ -377,8 +377,17 @@ def _inference_worker(method_name: str, sizes: tuple[int, ...], repeats: int, qu
 
     def call(t: int, procedure: str) -> Callable[[], None]:
         method, x = setups[t]
+        references = None
+        if procedure.endswith("_calibrated"):  # stored per task: a lookup per candidate
+            procedure = procedure.removesuffix("_calibrated")
+            references = {task: 0.1 * (task % 7) for task in range(t)}
         return lambda: infer_task(
-            method, x, procedure=procedure, objective="superfluous", num_classes=10
+            method,
+            x,
+            procedure=procedure,
+            objective="superfluous",
+            num_classes=10,
+            references=references,
         )
 
     contenders = {(p, t): call(t, p) for p in INFERENCE_PROCEDURES for t in sizes}
@@ -386,7 +395,7 @@ def _inference_worker(method_name: str, sizes: tuple[int, ...], repeats: int, qu
     queue.put({"seconds": medians, "peak_mb": peak_memory_mb(), "setup_peak_mb": before})
 
 
-INFERENCE_PROCEDURES = ("oneshot", "shortlist", "binary_shortlist")
+INFERENCE_PROCEDURES = ("oneshot", "shortlist", "shortlist_calibrated", "binary_shortlist")
 
 
 def _in_child(method_name: str, sizes: tuple[int, ...], repeats: int) -> dict[str, Any]:
@@ -408,8 +417,8 @@ def bench_inference(
     sizes: tuple[int, ...] = (10, 100, 1000, 2500),
 ) -> dict[str, Any]:
     """Task inference from one image vs the number of tasks T: one-shot, shortlist (one-shot
-    ranking, then 5 candidates verified by their own models) and binary shortlist (binary search
-    stopped at 5 candidates, then verified), SupSup vs ImpressLearn."""
+    ranking, then 5 candidates verified by their own models, raw or calibrated) and binary
+    shortlist (binary search stopped at 5 candidates, then verified), SupSup vs ImpressLearn."""
     if backbone != "lenet_300_100":
         raise ConfigError("bench inference runs on lenet_300_100 (SupSup's GNu network)")
     result: dict[str, Any] = {
@@ -447,6 +456,8 @@ def bench_inference(
         f"supsup_T{last}/T{first}": result["supsup_growth"],
         f"supsup_shortlist_T{last}/T{first}": supsup["shortlist", last]
         / supsup["shortlist", first],
+        f"impress_shortlist_calibrated_T{last}/T{first}": impress["shortlist_calibrated", last]
+        / impress["shortlist_calibrated", first],
         f"impress_binary_shortlist_T{last}/T{first}": impress["binary_shortlist", last]
         / impress["binary_shortlist", first],
         f"supsup/impress_T{last}": supsup["oneshot", last] / impress["oneshot", last],
