@@ -1,4 +1,5 @@
-"""Calibrated verification: each candidate's objective value minus its task's reference."""
+"""Calibrated verification: each candidate's objective value minus its task's reference; auto
+verification: calibrated or raw, as a self-test after every task decides."""
 
 import dataclasses
 
@@ -7,7 +8,13 @@ import torch
 
 from impresslearn.config import EvalConfig, apply_overrides
 from impresslearn.errors import ConfigError
-from impresslearn.inference import infer_task, reference_value, verification_value, verify
+from impresslearn.inference import (
+    infer_task,
+    reference_value,
+    self_test,
+    verification_value,
+    verify,
+)
 from impresslearn.presets import get_preset
 from impresslearn.runners import load_run, run_experiment
 from impresslearn.runners.saved import evaluate_run_inferred
@@ -15,7 +22,7 @@ from impresslearn.runners.saved import evaluate_run_inferred
 CALIBRATED = [
     "eval.scenario=GNu",
     "eval.inference=exhaustive",
-    "eval.verification=calibrated",
+    "eval.verification=auto",
     "eval.inference_images=128",
     "eval.inference_test_images=512",
 ]
@@ -24,7 +31,7 @@ CALIBRATED = [
 @pytest.fixture(scope="module")
 def quickstart(tmp_path_factory):
     """The ImpressLearn quickstart (6 RotatedMNIST tasks of the embedded data: 4 impressions, 2
-    combinations), learned with calibrated exhaustive verification and saved."""
+    combinations), learned with auto exhaustive verification and saved."""
     out = tmp_path_factory.mktemp("runs") / "calibrated"
     config = apply_overrides(get_preset("quickstart"), CALIBRATED)
     return run_experiment(config, None, out)
@@ -62,29 +69,48 @@ def test_calibrated_verification_subtracts_each_tasks_reference(quickstart):
     )
 
 
-def test_a_calibrated_run_stores_every_tasks_reference_and_reloads_them(quickstart):
+def test_an_auto_run_stores_references_and_self_tests_and_reloads_them(quickstart):
     run = load_run(quickstart.out_dir, device="cpu")
     references = run.state.references["entropy"]
     assert sorted(references) == list(range(6))
     for t, value in references.items():
         data = quickstart.scenario.train_data(t).head(1024)
         assert value == reference_value(run.method, t, data, "entropy", 10, 128)
-    assert quickstart.metrics["verification"] == "calibrated"
+    tests = run.state.self_tests["entropy"]
+    assert tests[0] == (0, 0, 0)  # the first task has nothing to be told from
+    for t in range(1, 6):  # the next 1,024 training images: 8 batches of 128
+        data = quickstart.scenario.train_data(t).part(1024, 2048)
+        assert tests[t] == self_test(
+            run.method,
+            t,
+            list(range(t)),
+            data,
+            "entropy",
+            10,
+            batch=128,
+            images=128,
+            references=references,
+        )
+        assert tests[t][2] == 8
+    # Measured on this stream: calibration finds the new tasks more often, so auto uses it.
+    assert quickstart.metrics["self_test_calibrated"] > quickstart.metrics["self_test_raw"]
+    assert quickstart.metrics["verification"] == "auto: calibrated"
     again = evaluate_run_inferred(run, None, run.config.eval)
     for key in ("task_inference_accuracy", "average_accuracy_inferred"):
         assert again[key] == quickstart.metrics[key]
 
 
 def test_references_measured_after_the_stream_equal_those_of_the_tasks_end(quickstart, tmp_path):
-    """A run learned without calibration and evaluated calibrated later measures the same
-    references: a learned task's model is frozen."""
+    """A run learned without calibration and evaluated with auto verification later measures the
+    same references and self-tests: a learned task's model is frozen."""
     raw = apply_overrides(get_preset("quickstart"), ["eval.scenario=GNu", *CALIBRATED[1:]])
     raw = dataclasses.replace(raw, eval=dataclasses.replace(raw.eval, verification="raw"))
     result = run_experiment(raw, None, tmp_path / "raw")
     run = load_run(result.out_dir, device="cpu")
     assert run.state.references == {}
     calibrated = evaluate_run_inferred(run, None, quickstart.config.eval)
-    for key in ("task_inference_accuracy", "average_accuracy_inferred"):
+    keys = ("task_inference_accuracy", "average_accuracy_inferred", "self_test_raw")
+    for key in (*keys, "self_test_calibrated", "verification"):
         assert calibrated[key] == quickstart.metrics[key]
     # Measured on this real stream: calibration separates the rotations better than raw entropy.
     plain = evaluate_run_inferred(
@@ -96,6 +122,8 @@ def test_references_measured_after_the_stream_equal_those_of_the_tasks_end(quick
 def test_calibration_is_refused_where_it_does_not_apply():
     with pytest.raises(ConfigError, match="verifying procedures"):
         EvalConfig(scenario="GNu", inference="oneshot", verification="calibrated")
+    with pytest.raises(ConfigError, match="verifying procedures"):
+        EvalConfig(scenario="GNu", inference="binary", verification="auto")
     with pytest.raises(ConfigError, match="NNs"):
         EvalConfig(scenario="NNs", inference="exhaustive", verification="calibrated")
     with pytest.raises(ConfigError, match="eval.verification"):

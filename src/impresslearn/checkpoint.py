@@ -48,6 +48,8 @@ class RunState:
     checkpoint_sizes: list[int] = field(default_factory=list)  # bytes after prepare, each task
     # Calibrated verification: objective -> task -> the task's reference value.
     references: dict[str, dict[int, float]] = field(default_factory=dict)
+    # Auto verification: objective -> task -> (raw hits, calibrated hits, batches) of its self-test.
+    self_tests: dict[str, dict[int, tuple[int, int, int]]] = field(default_factory=dict)
 
 
 def weight_fingerprint(model: nn.Module) -> str:
@@ -92,6 +94,7 @@ def save_checkpoint(
         "prepare_seconds": repr(state.prepare_seconds),
         "checkpoint_sizes": json.dumps(state.checkpoint_sizes),
         "references": json.dumps(state.references),
+        "self_tests": json.dumps(state.self_tests),
         "method_state": json.dumps(method_meta),
         "norm_keys": json.dumps(norm_keys),
         "input_shape": json.dumps(list(shape[0]) if shape else None),
@@ -193,6 +196,10 @@ def restore_checkpoint(
             references={
                 objective: {int(t): float(v) for t, v in values.items()}
                 for objective, values in json.loads(metadata.get("references", "{}")).items()
+            },
+            self_tests={
+                objective: {int(t): tuple(int(c) for c in v) for t, v in values.items()}
+                for objective, values in json.loads(metadata.get("self_tests", "{}")).items()
             },
         )
     except (KeyError, ValueError, json.JSONDecodeError) as e:

@@ -57,7 +57,9 @@ class EvalConfig:
     ``verification``: how the verifying procedures (``shortlist``, ``binary_shortlist``,
     ``exhaustive``) compare candidates: by the objective as it is (``raw``) or ``calibrated``, each
     candidate's value minus its task's reference (its own model's mean value on the first
-    ``reference_images`` training images of its task, measured when the task is learned).
+    ``reference_images`` training images of its task, measured when the task is learned), or
+    ``auto``: whichever of the two found each new task more often among the tasks learned before
+    it, on its next ``reference_images`` training images (a self-test after every task).
     """
 
     batch_size: int = 1000
@@ -113,21 +115,21 @@ class EvalConfig:
         if self.reference_images < 1:
             raise ConfigError(f"eval.reference_images must be >= 1, got {self.reference_images}")
         verifying = (*VERIFYING, "exhaustive")
-        if self.verification == "calibrated" and self.inference not in verifying:
+        if self.verification != "raw" and self.inference not in verifying:
             raise ConfigError(
-                f"eval.verification=calibrated applies to the verifying procedures {verifying}, "
-                f"not eval.inference={self.inference!r}"
+                f"eval.verification={self.verification} applies to the verifying procedures "
+                f"{verifying}, not eval.inference={self.inference!r}"
             )
-        if self.verification == "calibrated" and self.scenario == "NNs":
+        if self.verification != "raw" and self.scenario == "NNs":
             raise ConfigError(
-                "eval.verification=calibrated is not available with NNs: use GNs or GNu"
+                f"eval.verification={self.verification} is not available with NNs: use GNs or GNu"
             )
 
     @property
     def calibrated(self) -> bool:
-        """Whether task inference needs each task's reference (calibrated verification in GNs
-        or GNu)."""
-        return self.verification == "calibrated" and self.scenario in ("GNs", "GNu")
+        """Whether task inference needs each task's reference (calibrated or auto verification
+        in GNs or GNu)."""
+        return self.verification != "raw" and self.scenario in ("GNs", "GNu")
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,13 @@ not equally confident: an ImpressLearn impression task (a dedicated mask) is sha
 combination task, and wins batches of its neighbours on raw entropy; relative to what each model
 scores on its own data, the right task stands out again.
 
+Neither rule wins everywhere: calibration helps most where every task's model is good, and hurts
+where some models are poor (unsure on any data, they look typical everywhere). ``auto`` decides
+per run without test data: when a task has been learned, the next training images of its task
+(after those of its reference) are verified, batch by batch, among that task and the tasks
+learned just before it, with raw and with calibrated values (:func:`self_test`); inference then
+uses the rule that found the task more often over the stream (raw on a tie).
+
 Objectives: ``entropy`` (H, mean output entropy) and ``superfluous`` (G: with extra output neurons
 that are never targets, the mean logsumexp of the logits with the real-class logits detached).
 
@@ -53,7 +60,8 @@ Objective = Literal["entropy", "superfluous"]
 OBJECTIVES = ("entropy", "superfluous")
 PROCEDURES = ("oneshot", "binary", "entropy_fit", "shortlist", "binary_shortlist", "exhaustive")
 VERIFYING = ("shortlist", "binary_shortlist")  # a shortlist, then each candidate verified
-VERIFICATIONS = ("raw", "calibrated")
+VERIFICATIONS = ("raw", "calibrated", "auto")
+SELF_TEST_CANDIDATES = 32  # a new task's self-test: itself and up to 31 tasks learned before it
 
 
 def check_inference(eval_config, method, model, input_shape, num_classes: int) -> None:
@@ -197,6 +205,44 @@ def reference_value(method, task: int, data, objective: str, num_classes: int, b
     if count == 0:
         raise ConfigError(f"task {task} has no training images to measure its reference on")
     return total / count
+
+
+@torch.no_grad()
+def self_test(
+    method,
+    task: int,
+    earlier: list[int],
+    data,
+    objective: str,
+    num_classes: int,
+    *,
+    batch: int,
+    images: int,
+    references: Mapping[int, float],
+) -> tuple[int, int, int]:
+    """How often verification finds ``task`` for batches of its own images ``data`` (training
+    images it was not calibrated on) among ``task`` and the ``earlier`` tasks: the hits with raw
+    values, with calibrated values (``references`` of every candidate), and the number of batches.
+    Each batch of ``batch`` images is judged from its first ``images``, as at test time. Every
+    candidate's model is frozen, so the counts are the same whenever they are measured."""
+    candidates = [task, *earlier]
+    raw_hits = calibrated_hits = batches = 0
+    for x, _ in data.batches(batch):
+        x = x[:images]
+        values = verify(method, x, candidates, objective, num_classes)
+        offsets = torch.tensor([references[t] for t in candidates], device=values.device)
+        raw_hits += int(torch.argmin(values)) == 0
+        calibrated_hits += int(torch.argmin(values - offsets)) == 0
+        batches += 1
+    return raw_hits, calibrated_hits, batches
+
+
+def chosen_verification(counts: Mapping[int, tuple[int, int, int]]) -> str:
+    """``auto``'s choice from the self-test counts of every task: ``calibrated`` if it found the
+    tasks more often than raw values did, else ``raw``."""
+    raw = sum(c[0] for c in counts.values())
+    calibrated = sum(c[1] for c in counts.values())
+    return "calibrated" if calibrated > raw else "raw"
 
 
 def shortlist(method, x: Tensor, objective: str, num_classes: int, size: int) -> list[int]:

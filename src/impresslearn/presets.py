@@ -470,7 +470,7 @@ def impress_gnu_rotated_mnist() -> ExperimentConfig:
             coeff_dtype="float32",
         ),
         train=IMPRESS_ALPHA_TRAIN,
-        eval=replace(GNU_FULL_BATCH, inference="exhaustive", verification="calibrated"),
+        eval=replace(GNU_FULL_BATCH, inference="exhaustive", verification="auto"),
     )
 
 

@@ -145,4 +145,5 @@ def evaluate_run_inferred(
         progress=progress,
         runtime=run.runtime,
         references=run.state.references,
+        self_tests=run.state.self_tests,
     )

@@ -39,10 +39,13 @@ from impresslearn.config import ExperimentConfig
 from impresslearn.data import load_dataset
 from impresslearn.errors import ConfigError
 from impresslearn.inference import (
+    SELF_TEST_CANDIDATES,
     VERIFYING,
     check_inference,
+    chosen_verification,
     evaluate_inferred,
     reference_value,
+    self_test,
 )
 from impresslearn.layers import masked_layers, task_norms
 from impresslearn.methods import Method, build_method
@@ -321,6 +324,7 @@ def _run(stream: Stream, out: Path | None, *, resume: bool, overwrite: bool) -> 
                 progress=stream.progress,
                 runtime=runtime,
                 references=state.references,
+                self_tests=state.self_tests,
             )
     return finish(stream, state, extra, out)
 
@@ -339,10 +343,8 @@ def learn_tasks(stream: Stream, state: RunState, save) -> None:
             matrix[t, t] = stream.evaluate_seen(t, only=t)[0]
         test = stream.scenario.test_data(t)
         method.after_task(t, stream.mask_trainer, lambda test=test: stream.accuracy(test))
-        if config.eval.calibrated:  # the task's model is final now: measure its reference
-            state.references.setdefault(config.eval.objective, {})[t] = task_reference(
-                config, method, stream.scenario, t
-            )
+        if config.eval.calibrated:  # the task's model is final now: calibrate it
+            calibrate_task(config, method, stream.scenario, t, state)
         state.task_seconds.append(time.perf_counter() - start)
         event = {
             "task_id": t,
@@ -404,6 +406,38 @@ def task_reference(
     return reference_value(method, task, data, e.objective, scenario.num_classes, e.inference_batch)
 
 
+def calibrate_task(
+    config: ExperimentConfig, method: Method, scenario: Scenario, task: int, state: RunState
+) -> None:
+    """Store task ``task``'s reference (and, for ``eval.verification=auto``, its self-test among
+    the tasks learned before it) in ``state``: what calibrated and auto verification need, from
+    the task's training images alone. Earlier tasks without a reference get one first."""
+    e = config.eval
+    references = state.references.setdefault(e.objective, {})
+    earlier = [j for j in method.learned_tasks() if j < task][-(SELF_TEST_CANDIDATES - 1) :]
+    for j in [*earlier, task]:
+        if j not in references:
+            references[j] = task_reference(config, method, scenario, j)
+    if e.verification != "auto":
+        return
+    tests = state.self_tests.setdefault(e.objective, {})
+    if not earlier:  # nothing to tell it from
+        tests[task] = (0, 0, 0)
+        return
+    data = scenario.train_data(task).part(e.reference_images, 2 * e.reference_images)
+    tests[task] = self_test(
+        method,
+        task,
+        earlier,
+        data,
+        e.objective,
+        scenario.num_classes,
+        batch=e.inference_batch,
+        images=e.inference_images,
+        references=references,
+    )
+
+
 def evaluate_without_task_ids(
     config: ExperimentConfig,
     method: Method,
@@ -412,26 +446,52 @@ def evaluate_without_task_ids(
     progress: bool = False,
     runtime: Runtime | None = None,
     references: dict[str, dict[int, float]] | None = None,
+    self_tests: dict[str, dict[int, tuple[int, int, int]]] | None = None,
 ) -> dict[str, Any]:
     """Final accuracy with the task inferred (GNs / GNu), and the task-inference accuracy. With
     several processes the tasks are dealt among them (each computed exactly as by one process)
     and the results gathered. Calibrated verification uses ``references`` (objective -> task ->
-    value, as measured while the stream was learned); a task without one (a run learned without
-    calibration, evaluated later) has it measured now, from the same training images: its model
-    is frozen, so the value is the one its task's end would have given."""
+    value, as measured while the stream was learned) and auto verification the ``self_tests``
+    (objective -> task -> counts); a task without them (a run learned without calibration,
+    evaluated later) has them measured now, from the same training images: its model and those
+    of the tasks before it are frozen, so they are the numbers its task's end would have given."""
     e = config.eval
     runtime = runtime or Runtime()
     start = time.perf_counter()
     task_refs = None
+    extra: dict[str, Any] = {}
     if e.calibrated:
-        task_refs = dict((references or {}).get(e.objective, {}))
-        missing = [t for t in range(scenario.num_tasks) if t not in task_refs]
+        state = RunState(
+            0,
+            np.zeros((0, 0)),
+            [],
+            [],
+            0.0,
+            references={k: dict(v) for k, v in (references or {}).items()},
+            self_tests={k: dict(v) for k, v in (self_tests or {}).items()},
+        )
+        done = state.self_tests.get(e.objective, {}) if e.verification == "auto" else {}
+        missing = [t for t in range(scenario.num_tasks) if t not in done]
+        if e.verification == "calibrated":
+            missing = [t for t in missing if t not in state.references.get(e.objective, {})]
         if missing:
-            log.info(
-                "measuring the references of %d tasks for calibrated verification", len(missing)
-            )
+            log.info("calibrating %d tasks from their training images", len(missing))
         for t in missing:
-            task_refs[t] = task_reference(config, method, scenario, t)
+            calibrate_task(config, method, scenario, t, state)
+        task_refs = state.references[e.objective]
+        if e.verification == "auto":
+            counts = state.self_tests[e.objective]
+            batches = sum(c[2] for c in counts.values()) or 1
+            extra["self_test_raw"] = sum(c[0] for c in counts.values()) / batches
+            extra["self_test_calibrated"] = sum(c[1] for c in counts.values()) / batches
+            if chosen_verification(counts) == "raw":
+                task_refs = None
+            log.info(
+                "auto verification: %s (self-test: raw %.1f%%, calibrated %.1f%%)",
+                "raw" if task_refs is None else "calibrated",
+                100 * extra["self_test_raw"],
+                100 * extra["self_test_calibrated"],
+            )
     results = {}
     mine = [t for t in range(scenario.num_tasks) if runtime.mine(t)]
     for t in tqdm(mine, desc="infer", disable=not progress, leave=False):
@@ -464,14 +524,14 @@ def evaluate_without_task_ids(
         100 * np.mean(accs),
         100 * np.mean(inferred),
     )
-    extra = {}
     if e.inference == "entropy_fit":
         extra["average_accuracy_fitted_alphas"] = float(np.mean(fitted))
     if all(v is not None for v in listed):
         # How often the shortlist held the true task: the rest of the errors are the objective's.
         extra["shortlist_recall"] = float(np.mean(listed))
     if e.inference in (*VERIFYING, "exhaustive"):
-        extra["verification"] = e.verification
+        used = "raw" if task_refs is None else "calibrated"
+        extra["verification"] = used if e.verification != "auto" else f"auto: {used}"
     margins = [m for m in margins if m == m]  # NaN: too few other tasks to measure a margin
     if margins:
         # How decisive one-shot inference was (inference.oneshot_margin): the median, and the

@@ -90,6 +90,10 @@ class TaskData:
             return self
         return replace(self, x=self.x[:count], y=self.y[:count])
 
+    def part(self, start: int, stop: int) -> TaskData:
+        """Examples ``start`` to ``stop - 1`` (fewer, or none, where the split ends)."""
+        return replace(self, x=self.x[start:stop], y=self.y[start:stop])
+
     def prepared(self) -> Tensor:
         """Every input prepared at once (a float copy of the whole split: for small data)."""
         return self.inputs(slice(None))
