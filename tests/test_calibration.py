@@ -6,6 +6,7 @@ import dataclasses
 import pytest
 import torch
 
+from impresslearn.checkpoint import Calibration
 from impresslearn.config import EvalConfig, apply_overrides
 from impresslearn.errors import ConfigError
 from impresslearn.inference import (
@@ -71,12 +72,12 @@ def test_calibrated_verification_subtracts_each_tasks_reference(quickstart):
 
 def test_an_auto_run_stores_references_and_self_tests_and_reloads_them(quickstart):
     run = load_run(quickstart.out_dir, device="cpu")
-    references = run.state.references["entropy"]
+    references = run.state.calibration.references["entropy"]
     assert sorted(references) == list(range(6))
     for t, value in references.items():
         data = quickstart.scenario.train_data(t).head(1024)
         assert value == reference_value(run.method, t, data, "entropy", 10, 128)
-    tests = run.state.self_tests["entropy"]
+    tests = run.state.calibration.self_tests["entropy"]
     assert tests[0] == (0, 0, 0)  # the first task has nothing to be told from
     for t in range(1, 6):  # the next 1,024 training images: 8 batches of 128
         data = quickstart.scenario.train_data(t).part(1024, 2048)
@@ -107,7 +108,7 @@ def test_references_measured_after_the_stream_equal_those_of_the_tasks_end(quick
     raw = dataclasses.replace(raw, eval=dataclasses.replace(raw.eval, verification="raw"))
     result = run_experiment(raw, None, tmp_path / "raw")
     run = load_run(result.out_dir, device="cpu")
-    assert run.state.references == {}
+    assert run.state.calibration == Calibration()
     calibrated = evaluate_run_inferred(run, None, quickstart.config.eval)
     keys = ("task_inference_accuracy", "average_accuracy_inferred", "self_test_raw")
     for key in (*keys, "self_test_calibrated", "verification"):

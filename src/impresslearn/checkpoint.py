@@ -37,6 +37,39 @@ CHECKPOINT_NAME = "checkpoint.safetensors"
 
 
 @dataclass
+class Calibration:
+    """What calibrated and auto verification keep per task (no data): ``references``, objective ->
+    task -> its reference value, and ``self_tests``, objective -> task -> (raw hits, calibrated
+    hits, batches) of the self-test after the task was learned."""
+
+    references: dict[str, dict[int, float]] = field(default_factory=dict)
+    self_tests: dict[str, dict[int, tuple[int, int, int]]] = field(default_factory=dict)
+
+    def copy(self) -> Calibration:
+        return Calibration(
+            {k: dict(v) for k, v in self.references.items()},
+            {k: dict(v) for k, v in self.self_tests.items()},
+        )
+
+    def to_json(self) -> str:
+        return json.dumps({"references": self.references, "self_tests": self.self_tests})
+
+    @classmethod
+    def from_json(cls, text: str) -> Calibration:
+        raw = json.loads(text)
+        return cls(
+            {
+                objective: {int(t): float(v) for t, v in values.items()}
+                for objective, values in raw.get("references", {}).items()
+            },
+            {
+                objective: {int(t): tuple(int(c) for c in v) for t, v in values.items()}
+                for objective, values in raw.get("self_tests", {}).items()
+            },
+        )
+
+
+@dataclass
 class RunState:
     """Progress of a run: tasks ``0..next_task-1`` are finished."""
 
@@ -46,10 +79,7 @@ class RunState:
     events: list[dict[str, Any]]
     prepare_seconds: float
     checkpoint_sizes: list[int] = field(default_factory=list)  # bytes after prepare, each task
-    # Calibrated verification: objective -> task -> the task's reference value.
-    references: dict[str, dict[int, float]] = field(default_factory=dict)
-    # Auto verification: objective -> task -> (raw hits, calibrated hits, batches) of its self-test.
-    self_tests: dict[str, dict[int, tuple[int, int, int]]] = field(default_factory=dict)
+    calibration: Calibration = field(default_factory=Calibration)
 
 
 def weight_fingerprint(model: nn.Module) -> str:
@@ -93,8 +123,7 @@ def save_checkpoint(
         "events": json.dumps(state.events),
         "prepare_seconds": repr(state.prepare_seconds),
         "checkpoint_sizes": json.dumps(state.checkpoint_sizes),
-        "references": json.dumps(state.references),
-        "self_tests": json.dumps(state.self_tests),
+        "calibration": state.calibration.to_json(),
         "method_state": json.dumps(method_meta),
         "norm_keys": json.dumps(norm_keys),
         "input_shape": json.dumps(list(shape[0]) if shape else None),
@@ -193,14 +222,7 @@ def restore_checkpoint(
             events=json.loads(metadata["events"]),
             prepare_seconds=float(metadata["prepare_seconds"]),
             checkpoint_sizes=json.loads(metadata["checkpoint_sizes"]),
-            references={
-                objective: {int(t): float(v) for t, v in values.items()}
-                for objective, values in json.loads(metadata.get("references", "{}")).items()
-            },
-            self_tests={
-                objective: {int(t): tuple(int(c) for c in v) for t, v in values.items()}
-                for objective, values in json.loads(metadata.get("self_tests", "{}")).items()
-            },
+            calibration=Calibration.from_json(metadata.get("calibration", "{}")),
         )
     except (KeyError, ValueError, json.JSONDecodeError) as e:
         raise CheckpointError(f"checkpoint {path} is inconsistent ({e})") from None

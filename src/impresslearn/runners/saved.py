@@ -144,6 +144,5 @@ def evaluate_run_inferred(
         scenario,
         progress=progress,
         runtime=run.runtime,
-        references=run.state.references,
-        self_tests=run.state.self_tests,
+        calibration=run.state.calibration,
     )

@@ -34,7 +34,13 @@ from tqdm.auto import tqdm
 
 from impresslearn import __version__
 from impresslearn.backbones import build_backbone
-from impresslearn.checkpoint import CHECKPOINT_NAME, RunState, restore_checkpoint, save_checkpoint
+from impresslearn.checkpoint import (
+    CHECKPOINT_NAME,
+    Calibration,
+    RunState,
+    restore_checkpoint,
+    save_checkpoint,
+)
 from impresslearn.config import ExperimentConfig
 from impresslearn.data import load_dataset
 from impresslearn.errors import ConfigError
@@ -323,8 +329,7 @@ def _run(stream: Stream, out: Path | None, *, resume: bool, overwrite: bool) -> 
                 scenario,
                 progress=stream.progress,
                 runtime=runtime,
-                references=state.references,
-                self_tests=state.self_tests,
+                calibration=state.calibration,
             )
     return finish(stream, state, extra, out)
 
@@ -344,7 +349,7 @@ def learn_tasks(stream: Stream, state: RunState, save) -> None:
         test = stream.scenario.test_data(t)
         method.after_task(t, stream.mask_trainer, lambda test=test: stream.accuracy(test))
         if config.eval.calibrated:  # the task's model is final now: calibrate it
-            calibrate_task(config, method, stream.scenario, t, state)
+            calibrate_task(config, method, stream.scenario, t, state.calibration)
         state.task_seconds.append(time.perf_counter() - start)
         event = {
             "task_id": t,
@@ -407,20 +412,24 @@ def task_reference(
 
 
 def calibrate_task(
-    config: ExperimentConfig, method: Method, scenario: Scenario, task: int, state: RunState
+    config: ExperimentConfig,
+    method: Method,
+    scenario: Scenario,
+    task: int,
+    calibration: Calibration,
 ) -> None:
     """Store task ``task``'s reference (and, for ``eval.verification=auto``, its self-test among
-    the tasks learned before it) in ``state``: what calibrated and auto verification need, from
-    the task's training images alone. Earlier tasks without a reference get one first."""
+    the tasks learned before it) in ``calibration``: what calibrated and auto verification need,
+    from the task's training images alone. Earlier tasks without a reference get one first."""
     e = config.eval
-    references = state.references.setdefault(e.objective, {})
+    references = calibration.references.setdefault(e.objective, {})
     earlier = [j for j in method.learned_tasks() if j < task][-(SELF_TEST_CANDIDATES - 1) :]
     for j in [*earlier, task]:
         if j not in references:
             references[j] = task_reference(config, method, scenario, j)
     if e.verification != "auto":
         return
-    tests = state.self_tests.setdefault(e.objective, {})
+    tests = calibration.self_tests.setdefault(e.objective, {})
     if not earlier:  # nothing to tell it from
         tests[task] = (0, 0, 0)
         return
@@ -438,6 +447,48 @@ def calibrate_task(
     )
 
 
+def verification_references(
+    config: ExperimentConfig,
+    method: Method,
+    scenario: Scenario,
+    calibration: Calibration | None,
+) -> tuple[dict[int, float] | None, dict[str, Any]]:
+    """The references verification subtracts (None: raw values), and the metrics entries of
+    ``auto``'s choice. What ``calibration`` lacks (a run learned without calibration, evaluated
+    later) is measured now from the same training images: a task's model and those of the tasks
+    before it are frozen, so the numbers are those its task's end would have given."""
+    e = config.eval
+    if not e.calibrated:
+        return None, {}
+    calibration = (calibration or Calibration()).copy()
+    if e.verification == "auto":
+        done = calibration.self_tests.get(e.objective, {})
+    else:
+        done = calibration.references.get(e.objective, {})
+    missing = [t for t in range(scenario.num_tasks) if t not in done]
+    if missing:
+        log.info("calibrating %d tasks from their training images", len(missing))
+    for t in missing:
+        calibrate_task(config, method, scenario, t, calibration)
+    references = calibration.references[e.objective]
+    if e.verification != "auto":
+        return references, {}
+    counts = calibration.self_tests[e.objective]
+    batches = sum(c[2] for c in counts.values()) or 1
+    extra = {
+        "self_test_raw": sum(c[0] for c in counts.values()) / batches,
+        "self_test_calibrated": sum(c[1] for c in counts.values()) / batches,
+    }
+    choice = chosen_verification(counts)
+    log.info(
+        "auto verification: %s (self-test: raw %.1f%%, calibrated %.1f%%)",
+        choice,
+        100 * extra["self_test_raw"],
+        100 * extra["self_test_calibrated"],
+    )
+    return (references if choice == "calibrated" else None), extra
+
+
 def evaluate_without_task_ids(
     config: ExperimentConfig,
     method: Method,
@@ -445,53 +496,16 @@ def evaluate_without_task_ids(
     *,
     progress: bool = False,
     runtime: Runtime | None = None,
-    references: dict[str, dict[int, float]] | None = None,
-    self_tests: dict[str, dict[int, tuple[int, int, int]]] | None = None,
+    calibration: Calibration | None = None,
 ) -> dict[str, Any]:
     """Final accuracy with the task inferred (GNs / GNu), and the task-inference accuracy. With
     several processes the tasks are dealt among them (each computed exactly as by one process)
-    and the results gathered. Calibrated verification uses ``references`` (objective -> task ->
-    value, as measured while the stream was learned) and auto verification the ``self_tests``
-    (objective -> task -> counts); a task without them (a run learned without calibration,
-    evaluated later) has them measured now, from the same training images: its model and those
-    of the tasks before it are frozen, so they are the numbers its task's end would have given."""
+    and the results gathered. Calibrated and auto verification use the ``calibration`` the stream
+    stored (see :func:`verification_references`)."""
     e = config.eval
     runtime = runtime or Runtime()
     start = time.perf_counter()
-    task_refs = None
-    extra: dict[str, Any] = {}
-    if e.calibrated:
-        state = RunState(
-            0,
-            np.zeros((0, 0)),
-            [],
-            [],
-            0.0,
-            references={k: dict(v) for k, v in (references or {}).items()},
-            self_tests={k: dict(v) for k, v in (self_tests or {}).items()},
-        )
-        done = state.self_tests.get(e.objective, {}) if e.verification == "auto" else {}
-        missing = [t for t in range(scenario.num_tasks) if t not in done]
-        if e.verification == "calibrated":
-            missing = [t for t in missing if t not in state.references.get(e.objective, {})]
-        if missing:
-            log.info("calibrating %d tasks from their training images", len(missing))
-        for t in missing:
-            calibrate_task(config, method, scenario, t, state)
-        task_refs = state.references[e.objective]
-        if e.verification == "auto":
-            counts = state.self_tests[e.objective]
-            batches = sum(c[2] for c in counts.values()) or 1
-            extra["self_test_raw"] = sum(c[0] for c in counts.values()) / batches
-            extra["self_test_calibrated"] = sum(c[1] for c in counts.values()) / batches
-            if chosen_verification(counts) == "raw":
-                task_refs = None
-            log.info(
-                "auto verification: %s (self-test: raw %.1f%%, calibrated %.1f%%)",
-                "raw" if task_refs is None else "calibrated",
-                100 * extra["self_test_raw"],
-                100 * extra["self_test_calibrated"],
-            )
+    task_refs, extra = verification_references(config, method, scenario, calibration)
     results = {}
     mine = [t for t in range(scenario.num_tasks) if runtime.mine(t)]
     for t in tqdm(mine, desc="infer", disable=not progress, leave=False):
