@@ -10,6 +10,7 @@ from impresslearn.checkpoint import Calibration
 from impresslearn.config import EvalConfig, apply_overrides
 from impresslearn.errors import ConfigError
 from impresslearn.inference import (
+    chosen_verification,
     infer_task,
     reference_value,
     self_test,
@@ -131,3 +132,9 @@ def test_calibration_is_refused_where_it_does_not_apply():
         EvalConfig(verification="z-score")
     with pytest.raises(ConfigError, match="reference_images"):
         EvalConfig(reference_images=0)
+
+
+def test_auto_keeps_raw_values_unless_calibration_found_more_tasks():
+    assert chosen_verification({1: (8, 8, 8), 2: (7, 7, 8)}) == "raw"  # a tie
+    assert chosen_verification({1: (8, 7, 8), 2: (5, 7, 8)}) == "calibrated"
+    assert chosen_verification({1: (0, 0, 0)}) == "raw"  # nothing to decide on
