@@ -79,7 +79,7 @@ def test_an_auto_run_stores_references_and_self_tests_and_reloads_them(quickstar
         data = quickstart.scenario.train_data(t).head(1024)
         assert value == reference_value(run.method, t, data, "entropy", 10, 128)
     tests = run.state.calibration.self_tests["entropy"]
-    assert tests[0] == (0, 0, 0)  # the first task has nothing to be told from
+    assert tests[0] == (0, 0, 0, 0)  # the first task has nothing to be told from
     for t in range(1, 6):  # the next 1,024 training images: 8 batches of 128
         data = quickstart.scenario.train_data(t).part(1024, 2048)
         assert tests[t] == self_test(
@@ -134,7 +134,9 @@ def test_calibration_is_refused_where_it_does_not_apply():
         EvalConfig(reference_images=0)
 
 
-def test_auto_keeps_raw_values_unless_calibration_found_more_tasks():
-    assert chosen_verification({1: (8, 8, 8), 2: (7, 7, 8)}) == "raw"  # a tie
-    assert chosen_verification({1: (8, 7, 8), 2: (5, 7, 8)}) == "calibrated"
-    assert chosen_verification({1: (0, 0, 0)}) == "raw"  # nothing to decide on
+def test_auto_keeps_raw_values_unless_calibration_is_significantly_better():
+    assert chosen_verification({1: (8, 8, 8, 0), 2: (7, 7, 8, 2)}) == "raw"  # a tie
+    assert chosen_verification({1: (151, 152, 152, 1)}) == "raw"  # one batch: not significant
+    assert chosen_verification({1: (2, 8, 8, 6), 2: (3, 7, 8, 4)}) == "calibrated"  # 10 vs 0
+    assert chosen_verification({1: (5, 9, 10, 6)}) == "raw"  # 5 vs 1: z = 4 / sqrt(6) < 2
+    assert chosen_verification({1: (0, 0, 0, 0)}) == "raw"  # nothing to decide on

@@ -40,10 +40,11 @@ CHECKPOINT_NAME = "checkpoint.safetensors"
 class Calibration:
     """What calibrated and auto verification keep per task (no data): ``references``, objective ->
     task -> its reference value, and ``self_tests``, objective -> task -> (raw hits, calibrated
-    hits, batches) of the self-test after the task was learned."""
+    hits, batches, batches where the two disagreed) of the self-test after the task was
+    learned."""
 
     references: dict[str, dict[int, float]] = field(default_factory=dict)
-    self_tests: dict[str, dict[int, tuple[int, int, int]]] = field(default_factory=dict)
+    self_tests: dict[str, dict[int, tuple[int, int, int, int]]] = field(default_factory=dict)
 
     def copy(self) -> Calibration:
         return Calibration(
@@ -62,8 +63,10 @@ class Calibration:
                 objective: {int(t): float(v) for t, v in values.items()}
                 for objective, values in raw.get("references", {}).items()
             },
-            {
-                objective: {int(t): tuple(int(c) for c in v) for t, v in values.items()}
+            {  # counts of another shape (an older layout) are measured again when needed
+                objective: {
+                    int(t): tuple(int(c) for c in v) for t, v in values.items() if len(v) == 4
+                }
                 for objective, values in raw.get("self_tests", {}).items()
             },
         )

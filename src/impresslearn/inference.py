@@ -31,7 +31,8 @@ where some models are poor (unsure on any data, they look typical everywhere). `
 per run without test data: when a task has been learned, the next training images of its task
 (after those of its reference) are verified, batch by batch, among that task and the tasks
 learned just before it, with raw and with calibrated values (:func:`self_test`); inference then
-uses the rule that found the task more often over the stream (raw on a tie).
+uses calibrated values only if they found the tasks significantly more often over the stream
+(:func:`chosen_verification`).
 
 Objectives: ``entropy`` (H, mean output entropy) and ``superfluous`` (G: with extra output neurons
 that are never targets, the mean logsumexp of the logits with the real-class logits detached).
@@ -219,30 +220,36 @@ def self_test(
     batch: int,
     images: int,
     references: Mapping[int, float],
-) -> tuple[int, int, int]:
+) -> tuple[int, int, int, int]:
     """How often verification finds ``task`` for batches of its own images ``data`` (training
     images it was not calibrated on) among ``task`` and the ``earlier`` tasks: the hits with raw
-    values, with calibrated values (``references`` of every candidate), and the number of batches.
-    Each batch of ``batch`` images is judged from its first ``images``, as at test time. Every
-    candidate's model is frozen, so the counts are the same whenever they are measured."""
+    values, with calibrated values (``references`` of every candidate), the number of batches,
+    and the batches where exactly one of the two rules was right. Each batch of ``batch`` images
+    is judged from its first ``images``, as at test time. Every candidate's model is frozen, so
+    the counts are the same whenever they are measured."""
     candidates = [task, *earlier]
-    raw_hits = calibrated_hits = batches = 0
+    raw_hits = calibrated_hits = batches = disagreements = 0
     for x, _ in data.batches(batch):
         x = x[:images]
         values = verify(method, x, candidates, objective, num_classes)
         offsets = torch.tensor([references[t] for t in candidates], device=values.device)
-        raw_hits += int(torch.argmin(values)) == 0
-        calibrated_hits += int(torch.argmin(values - offsets)) == 0
+        raw = int(torch.argmin(values)) == 0
+        calibrated = int(torch.argmin(values - offsets)) == 0
+        raw_hits += raw
+        calibrated_hits += calibrated
+        disagreements += raw != calibrated
         batches += 1
-    return raw_hits, calibrated_hits, batches
+    return raw_hits, calibrated_hits, batches, disagreements
 
 
-def chosen_verification(counts: Mapping[int, tuple[int, int, int]]) -> str:
-    """``auto``'s choice from the self-test counts of every task: ``calibrated`` if it found the
-    tasks more often than raw values did, else ``raw``."""
-    raw = sum(c[0] for c in counts.values())
-    calibrated = sum(c[1] for c in counts.values())
-    return "calibrated" if calibrated > raw else "raw"
+def chosen_verification(counts: Mapping[int, tuple[int, int, int, int]]) -> str:
+    """``auto``'s choice from the self-test counts of every task: ``calibrated`` only if it was
+    right on significantly more batches than raw values (McNemar's test on the batches where
+    exactly one rule was right: z = (calibrated-only - raw-only) / sqrt(their sum) >= 2), else
+    ``raw``, the objective as SupSup and ImpressLearn use it."""
+    gain = sum(c[1] - c[0] for c in counts.values())  # calibrated-only minus raw-only
+    disagreements = sum(c[3] for c in counts.values())
+    return "calibrated" if gain > 0 and gain >= 2.0 * math.sqrt(disagreements) else "raw"
 
 
 def shortlist(method, x: Tensor, objective: str, num_classes: int, size: int) -> list[int]:

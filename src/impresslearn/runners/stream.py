@@ -431,7 +431,7 @@ def calibrate_task(
         return
     tests = calibration.self_tests.setdefault(e.objective, {})
     if not earlier:  # nothing to tell it from
-        tests[task] = (0, 0, 0)
+        tests[task] = (0, 0, 0, 0)
         return
     data = scenario.train_data(task).part(e.reference_images, 2 * e.reference_images)
     tests[task] = self_test(
