@@ -126,9 +126,9 @@ class EvalConfig:
             )
 
     @property
-    def calibrated(self) -> bool:
-        """Whether task inference needs each task's reference (calibrated or auto verification
-        in GNs or GNu)."""
+    def needs_calibration(self) -> bool:
+        """Whether task inference needs each task's reference and self-test (calibrated or auto
+        verification in GNs or GNu)."""
         return self.verification != "raw" and self.scenario in ("GNs", "GNu")
 
 

@@ -348,7 +348,7 @@ def learn_tasks(stream: Stream, state: RunState, save) -> None:
             matrix[t, t] = stream.evaluate_seen(t, only=t)[0]
         test = stream.scenario.test_data(t)
         method.after_task(t, stream.mask_trainer, lambda test=test: stream.accuracy(test))
-        if config.eval.calibrated:  # the task's model is final now: calibrate it
+        if config.eval.needs_calibration:  # the task's model is final now: calibrate it
             calibrate_task(config, method, stream.scenario, t, state.calibration)
         state.task_seconds.append(time.perf_counter() - start)
         event = {
@@ -458,7 +458,7 @@ def verification_references(
     later) is measured now from the same training images: a task's model and those of the tasks
     before it are frozen, so the numbers are those its task's end would have given."""
     e = config.eval
-    if not e.calibrated:
+    if not e.needs_calibration:
         return None, {}
     calibration = (calibration or Calibration()).copy()
     if e.verification == "auto":
