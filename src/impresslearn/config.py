@@ -20,7 +20,7 @@ from typing import Any
 from impresslearn.backbones import BACKBONES, BackboneConfig
 from impresslearn.data import is_known_dataset, list_datasets
 from impresslearn.errors import ConfigError
-from impresslearn.inference import PROCEDURES, VERIFICATIONS, VERIFYING
+from impresslearn.inference import PROCEDURES, VERIFICATIONS, VERIFIED
 from impresslearn.methods import SupSupConfig, method_class, method_config_class
 from impresslearn.methods.coeffs import parse_representation
 from impresslearn.scenarios import SCENARIOS, ScenarioConfig
@@ -114,11 +114,10 @@ class EvalConfig:
             )
         if self.reference_images < 1:
             raise ConfigError(f"eval.reference_images must be >= 1, got {self.reference_images}")
-        verifying = (*VERIFYING, "exhaustive")
-        if self.verification != "raw" and self.inference not in verifying:
+        if self.verification != "raw" and self.inference not in VERIFIED:
             raise ConfigError(
                 f"eval.verification={self.verification} applies to the verifying procedures "
-                f"{verifying}, not eval.inference={self.inference!r}"
+                f"{VERIFIED}, not eval.inference={self.inference!r}"
             )
         if self.verification != "raw" and self.scenario == "NNs":
             raise ConfigError(

@@ -61,6 +61,7 @@ Objective = Literal["entropy", "superfluous"]
 OBJECTIVES = ("entropy", "superfluous")
 PROCEDURES = ("oneshot", "binary", "entropy_fit", "shortlist", "binary_shortlist", "exhaustive")
 VERIFYING = ("shortlist", "binary_shortlist")  # a shortlist, then each candidate verified
+VERIFIED = (*VERIFYING, "exhaustive")  # every procedure that verifies candidates: raw or calibrated
 VERIFICATIONS = ("raw", "calibrated", "auto")
 SELF_TEST_CANDIDATES = 32  # a new task's self-test: itself and up to 31 tasks learned before it
 
@@ -308,7 +309,7 @@ def infer_task(
     num = len(tasks)
     if num == 1:
         return tasks[0], 0
-    if procedure in (*VERIFYING, "exhaustive"):
+    if procedure in VERIFIED:
         candidates, rounds = candidates_for(
             method, x, procedure, objective, num_classes, shortlist_size
         )

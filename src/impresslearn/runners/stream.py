@@ -46,7 +46,7 @@ from impresslearn.data import load_dataset
 from impresslearn.errors import ConfigError
 from impresslearn.inference import (
     SELF_TEST_CANDIDATES,
-    VERIFYING,
+    VERIFIED,
     check_inference,
     chosen_verification,
     evaluate_inferred,
@@ -543,7 +543,7 @@ def evaluate_without_task_ids(
     if all(v is not None for v in listed):
         # How often the shortlist held the true task: the rest of the errors are the objective's.
         extra["shortlist_recall"] = float(np.mean(listed))
-    if e.inference in (*VERIFYING, "exhaustive"):
+    if e.inference in VERIFIED:
         used = "raw" if task_refs is None else "calibrated"
         extra["verification"] = used if e.verification != "auto" else f"auto: {used}"
     margins = [m for m in margins if m == m]  # NaN: too few other tasks to measure a margin
