@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from impresslearn.errors import ConfigError
+from impresslearn.layers.native import NativeBand, load_kernel
 
 MaskKind = Literal["topk", "topk_raw", "threshold"]
 MASK_KINDS: tuple[str, ...] = ("topk", "topk_raw", "threshold")
@@ -193,14 +194,19 @@ class TopKSelector:
     partially sorted, and the ``|c - k|`` crossing positions are set. The half-width ``d`` follows
     how far the cut moves; a band too narrow is widened and gathered again, and a full
     ``np.partition`` is the last resort (and the rule for small layers, where it is cheapest).
-    Other devices and dtypes use :func:`exact_topk_mask` (torch ops).
+    Where the package's compiled kernel was built (see :mod:`impresslearn.layers.native`), the
+    same band selection runs in C as one pass over the scores, for layers of every size; the masks
+    are the same bit for bit (``native=False`` keeps the NumPy code, ``native=True`` requires the
+    kernel). Other devices and dtypes use :func:`exact_topk_mask` (torch ops).
     """
 
     _MAX_WIDENINGS = 6
     _SMALL = 4096  # layers up to this size take a full partition on every call
     _WORDS = 65536  # layers from this size find set flags 8 at a time
 
-    def __init__(self, numel: int, k: int, *, signed: bool = False) -> None:
+    def __init__(
+        self, numel: int, k: int, *, signed: bool = False, native: bool | None = None
+    ) -> None:
         if not 0 < k <= numel:
             raise ConfigError(
                 f"a mask must keep between 1 and {numel} weights, got {k}: raise the density"
@@ -208,6 +214,14 @@ class TopKSelector:
         self.numel = numel
         self.k = k
         self.signed = signed
+        kernel = load_kernel() if native is not False else None
+        if native and kernel is None:
+            raise ConfigError(
+                "the compiled top-k kernel is not built in this installation: reinstall the "
+                "package with a C compiler present (pip install -e .), or leave native unset"
+            )
+        self._kernel = kernel if k < numel else None
+        self._native: NativeBand | None = None  # made with the buffers
         self._threshold: np.float32 | None = None  # |scores| > threshold held the last mask
         self._delta = 0.0
         self._band_target = max(256, numel // 128)
@@ -240,7 +254,11 @@ class TopKSelector:
             and weight.device.type == "cpu"
             and weight.shape == scores.shape
         ):
-            kept = self._select(scores)
+            if self._native is not None and self._threshold is not None:
+                out = self._masked_native(scores, weight)
+                if out is not None:
+                    return out
+            kept = self._select(scores, native=False)
             if kept is not None:
                 if self.numel <= self._SMALL:  # a few KB: plain products are cheapest
                     out = torch.empty(weight.shape, dtype=weight.dtype)
@@ -251,18 +269,42 @@ class TopKSelector:
                 return self._masked_cpu(weight, kept)
         return weight * self(scores)
 
+    def _holds_product(self, weight: Tensor, out: Tensor) -> bool:
+        """Whether the reused weight buffer ``out`` still holds the product written last for
+        ``weight`` (neither was modified since)."""
+        last = self._product_of
+        return (
+            last is not None
+            and last[0]() is weight
+            and last[1] == weight._version
+            and last[2] == out._version
+        )
+
+    def _masked_native(self, scores: Tensor, weight: Tensor) -> Tensor | None:
+        """One step of the compiled kernel, which updates the mask and the product together
+        (there the product is ``weight * _kept``); ``None`` where it does not apply or the band
+        missed (then the product is marked stale)."""
+        if not (
+            scores.dtype == torch.float32 and scores.is_contiguous() and weight.is_contiguous()
+        ):
+            return None
+        out, reused = self._weight_buffer.get(weight)
+        if not (reused and self._holds_product(weight, out)):
+            w = weight.detach().numpy().reshape(-1)
+            np.multiply(w, self._kept, out=out.numpy().reshape(-1))
+            self._product_of = (weakref.ref(weight), weight._version, out._version)
+        if not self._native.step(scores, weight, out):
+            self._threshold, self._delta = self._native.state()
+            self._product_of = None
+            return None
+        return out.detach()
+
     def _masked_cpu(self, weight: Tensor, kept: np.ndarray) -> Tensor:
         out, reused = self._weight_buffer.get(weight)
         product = out.numpy().reshape(-1)
         w = weight.detach().numpy().reshape(-1)
-        last = self._product_of
-        if (
-            reused
-            and last is not None
-            and last[0]() is weight
-            and last[1] == weight._version
-            and last[2] == out._version
-        ):
+        # With the kernel, the product follows _kept instead of _product_mask: rewrite it whole.
+        if self._native is None and reused and self._holds_product(weight, out):
             np.not_equal(kept, self._product_mask, out=self._flags)
             changed = self._flag_positions()
             if changed.size <= self.numel // 16:
@@ -275,15 +317,21 @@ class TopKSelector:
         self._product_of = (weakref.ref(weight), weight._version, out._version)
         return out.detach()
 
-    def _select(self, scores: Tensor) -> np.ndarray | None:
+    def _select(self, scores: Tensor, native: bool = True) -> np.ndarray | None:
         """The boolean top-k of the flattened scores (a reused buffer), or ``None`` where the
-        NumPy path does not apply (another device or dtype)."""
+        NumPy path does not apply (another device or dtype). ``native``: try the kernel first."""
         flat = scores.detach().reshape(-1)
         if flat.device.type != "cpu" or flat.dtype != torch.float32:
             self._threshold = None
             return None
         if self._abs is None:
             self._make_buffers()
+        if self._native is not None:
+            self._product_of = None  # _kept changes here, without the product
+            if native and self._threshold is not None and flat.is_contiguous():
+                if self._native.step(flat):
+                    return self._kept
+                self._threshold, self._delta = self._native.state()
         a = self._abs
         if self.signed:
             self._abs_torch.copy_(flat)
@@ -291,6 +339,8 @@ class TopKSelector:
             torch.abs(flat, out=self._abs_torch)  # (torch's threads; NumPy has one)
         if self.numel <= self._SMALL or self._threshold is None or not self._band_select(a):
             self._full_select(a)
+        if self._native is not None:
+            self._native.load(self._threshold, self._delta)
         return self._kept
 
     def _ranked(self, flat: Tensor) -> Tensor:
@@ -310,6 +360,8 @@ class TopKSelector:
         self._mask = np.empty(n, dtype=np.float32)  # the float mask __call__ returns
         self._product_mask = np.zeros(n, dtype=bool)
         self._mask_torch = torch.from_numpy(self._mask)
+        if self._kernel is not None:
+            self._native = NativeBand(self._kernel, self._kept, self.k, self.signed)
 
     def _full_select(self, a: np.ndarray) -> None:
         """Sets ``_kept`` to the top-k of ``a`` by a full partition, and a fresh band."""
@@ -320,7 +372,7 @@ class TopKSelector:
         if kth == below:  # ties at the cut: the first of the equal values by position
             missing = k - int(np.count_nonzero(kept))
             kept[np.flatnonzero(a == kth)[:missing]] = True
-        if n > self._SMALL:  # the next call starts from here
+        if n > self._SMALL or self._native is not None:  # the next call starts from here
             self._set_threshold(kth, below)
             # A band that would hold about ``_band_target`` values for uniform scores.
             spread = float(part[-1] - part[0])

@@ -1,0 +1,215 @@
+/*
+ * One training step's exact top-k mask, updated in place from the last step's (CPU, float32).
+ *
+ * The Python side (impresslearn/layers/native.py) loads this file's shared library with ctypes;
+ * it is not a Python module. It implements TopKSelector's band selection (see masks.py) in one
+ * pass over the scores instead of a dozen NumPy passes: the mask changes in a few hundred places
+ * per step, so the step is a read of the scores plus work proportional to the changes.
+ *
+ * Ranked values: |scores| (SupSup's top-k) or the signed scores (mode & 1). Ties at the cut are
+ * broken as everywhere else in impresslearn: every value above the k-th largest, then the values
+ * equal to it that come first by flat position.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#include <immintrin.h>
+#define HAVE_X86 1
+#endif
+
+enum { DONE = 0, NARROW = 1, CROWDED = 2 };
+
+static inline float ranked(float x, int rs) { return rs ? x : fabsf(x); }
+
+/* kept[i] = v and prod[i] = w[i] * v, the bits of weight * mask (w * 0 keeps w's sign) */
+static inline void set_bit(int64_t i, uint8_t v, uint8_t *kept, float *prod, const float *w)
+{
+    kept[i] = v;
+    if (prod) prod[i] = w[i] * (float)v;
+}
+
+typedef struct {
+    const float *s, *w;
+    uint8_t *kept;
+    float *prod;
+    int32_t *band;
+    int64_t nb, cap, count;
+} scan_t;
+
+/* One value's events: its mask bit against kept (flipped in place), its place in the band. */
+static inline void on_events(scan_t *x, int64_t i, int flip, int in_band)
+{
+    if (flip) set_bit(i, x->kept[i] ^ 1, x->kept, x->prod, x->w);
+    if (in_band) {
+        if (x->nb < x->cap) x->band[x->nb] = (int32_t)i;
+        x->nb++;
+    }
+}
+
+static void scan_scalar(scan_t *x, int64_t from, int64_t n, float t, float lo, float hi, int rs)
+{
+    int64_t c = 0;
+    for (int64_t i = from; i < n; i++) {
+        float a = ranked(x->s[i], rs);
+        int gt = a > t;
+        c += gt;
+        int flip = gt != x->kept[i], in_band = a >= lo && a <= hi;
+        if (flip | in_band) on_events(x, i, flip, in_band);
+    }
+    x->count += c;
+}
+
+#ifdef HAVE_X86
+/* 32 values per iteration: comparison bitmasks, a population count, and the (rare) events. */
+__attribute__((target("avx2,popcnt"))) static int64_t scan_avx2(scan_t *x, int64_t n, float t,
+                                                              float lo, float hi, int rs)
+{
+    const __m256 tv = _mm256_set1_ps(t), lov = _mm256_set1_ps(lo), hiv = _mm256_set1_ps(hi);
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(rs ? -1 : 0x7fffffff));
+    int64_t c = 0, i = 0;
+    for (; i + 32 <= n; i += 32) {
+        uint32_t gt = 0, in_band = 0;
+        for (int j = 0; j < 4; j++) {
+            __m256 a = _mm256_and_ps(_mm256_loadu_ps(x->s + i + 8 * j), absmask);
+            uint32_t g = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(a, tv, _CMP_GT_OQ));
+            uint32_t b = (uint32_t)_mm256_movemask_ps(_mm256_and_ps(
+                _mm256_cmp_ps(a, lov, _CMP_GE_OQ), _mm256_cmp_ps(a, hiv, _CMP_LE_OQ)));
+            gt |= g << (8 * j);
+            in_band |= b << (8 * j);
+        }
+        /* kept holds 0/1 bytes: bit 0 of each byte moved to its top bit, then gathered */
+        __m256i k = _mm256_loadu_si256((const __m256i *)(x->kept + i));
+        uint32_t old = (uint32_t)_mm256_movemask_epi8(_mm256_slli_epi64(k, 7));
+        c += _mm_popcnt_u32(gt);
+        uint32_t flips = gt ^ old, events = flips | in_band;
+        while (events) {
+            int j = __builtin_ctz(events);
+            events &= events - 1;
+            on_events(x, i + j, (flips >> j) & 1, (in_band >> j) & 1);
+        }
+    }
+    x->count += c;
+    return i;
+}
+#endif
+
+/* ascending rank r (0-based) of a[0..n); reorders a so that a[j] <= a[r] for every j < r */
+static float select_rank(float *a, int64_t n, int64_t r)
+{
+    int64_t lo = 0, hi = n - 1;
+    while (hi > lo) {
+        float pivot = a[lo + (hi - lo) / 2];
+        int64_t i = lo, j = hi;
+        while (i <= j) {
+            while (a[i] < pivot) i++;
+            while (a[j] > pivot) j--;
+            if (i <= j) {
+                float tmp = a[i];
+                a[i] = a[j];
+                a[j] = tmp;
+                i++;
+                j--;
+            }
+        }
+        if (r <= j) hi = j;
+        else if (r >= i) lo = i;
+        else break;
+    }
+    return a[r];
+}
+
+/* 1 where this machine runs the AVX2 scan, 0 where the portable loop runs */
+int32_t il_topk_simd(void)
+{
+#ifdef HAVE_X86
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+#else
+    return 0;
+#endif
+}
+
+/*
+ * Brings kept (0/1 bytes) and, unless prod is NULL, prod = w * kept from the last step's mask to
+ * the exact top-k of the scores s (n values, k kept; the arguments that stay the same from call
+ * to call come first). td = {t, d}: the last threshold (kept was
+ * ranked > t) and the band's half-width, both updated. The mask bits that cross t are flipped
+ * while scanning; then, if not exactly k values are above t, the band [t - d, t + d] holds the
+ * values that cross the new cut: the smallest kept ones to drop, or the largest others to add.
+ * band, vals, tmp: scratch of cap entries. Returns DONE, NARROW (the band holds too few values:
+ * widen it and call again) or CROWDED (more than cap values in the band: narrow it and call
+ * again). kept and prod agree after every return.
+ */
+int32_t il_topk_step(int64_t n, int64_t k, int32_t mode, float *td, uint8_t *kept, int32_t *band,
+                     float *vals, float *tmp, int64_t cap, const float *s, const float *w,
+                     float *prod)
+{
+    const int rs = mode & 1;
+    const float t = td[0], d = td[1];
+    scan_t x = {s, w, kept, prod, band, 0, cap, 0};
+    int64_t from = 0;
+#ifdef HAVE_X86
+    if (il_topk_simd()) from = scan_avx2(&x, n, t, t - d, t + d, rs);
+#endif
+    scan_scalar(&x, from, n, t, t - d, t + d, rs);
+    const int64_t c = x.count;
+    if (c == k) return DONE; /* exactly k values above t: the top k, and no tie at the cut */
+    if (x.nb > cap) return CROWDED;
+    const int dropping = c > k;
+    const int64_t change = dropping ? c - k : k - c; /* values that cross the cut */
+    /* The candidates, in ascending position: kept values in the band (dropping) or values in
+       the band not kept (adding). Comparing the same floats with the same t as the scan keeps
+       the two sets exactly complementary. */
+    int64_t nc = 0;
+    for (int64_t j = 0; j < x.nb; j++) {
+        float a = ranked(s[band[j]], rs);
+        if ((a > t) == dropping) {
+            band[nc] = band[j];
+            vals[nc] = a;
+            nc++;
+        }
+    }
+    if (nc <= change) return NARROW;
+    memcpy(tmp, vals, (size_t)nc * sizeof(float));
+    /* ascending ranks: dropping removes the `change` smallest candidates, adding takes the
+       `change` largest; kth is the k-th largest value of all, below the (k+1)-th */
+    const int64_t r = dropping ? change : nc - change;
+    const float kth = select_rank(tmp, nc, r);
+    float below = tmp[0];
+    for (int64_t j = 1; j < r; j++) below = tmp[j] > below ? tmp[j] : below;
+    if (kth != below) {
+        for (int64_t j = 0; j < nc; j++) {
+            if (dropping ? vals[j] <= below : vals[j] >= kth)
+                set_bit(band[j], (uint8_t)!dropping, kept, prod, w);
+        }
+    } else {
+        /* equal values straddle the cut: every value above it, then the first equal ones */
+        int64_t above = c; /* values above the cut once the candidates are settled */
+        for (int64_t j = 0; j < nc; j++) {
+            if (dropping && vals[j] <= kth) {
+                if (vals[j] < kth) set_bit(band[j], 0, kept, prod, w);
+                above--;
+            }
+            if (!dropping && vals[j] > kth) {
+                set_bit(band[j], 1, kept, prod, w);
+                above++;
+            }
+        }
+        for (int64_t j = 0; j < nc; j++) {
+            if (vals[j] != kth) continue;
+            uint8_t keep = above < k;
+            set_bit(band[j], keep, kept, prod, w);
+            above += keep;
+        }
+    }
+    /* follow how far the cut moves: a band a few times that wide holds it next time */
+    float nd = 0.8f * d;
+    if (4.0f * fabsf(kth - t) > nd) nd = 4.0f * fabsf(kth - t);
+    if (1e-6f * fabsf(t) > nd) nd = 1e-6f * fabsf(t);
+    td[1] = nd;
+    /* any threshold in [below, kth) separates the mask; the midpoint stays valid longest */
+    float mid = (float)(0.5 * ((double)kth + (double)below));
+    td[0] = (below <= mid && mid < kth) ? mid : below;
+    return DONE;
+}
