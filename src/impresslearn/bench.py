@@ -9,6 +9,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -115,16 +116,6 @@ def _begin_scores(model, rule: DensityRule, kind: str) -> list[torch.nn.Paramete
     ]
 
 
-def _learning_norms(model, step: Callable[[], None]) -> Callable[[], None]:
-    """``step`` run with the model's per-task batch norm (if any) learning task 0's statistics."""
-
-    def run() -> None:
-        with norm_stats(model, 0, learn=True):
-            step()
-
-    return run
-
-
 def _train_step(model, optimizer, x, y) -> Callable[[], None]:
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -164,12 +155,15 @@ def bench_mask_step(
     for kind in ("topk", "threshold"):
         model = build_backbone(config, shape, 10).to(device)
         scores = _begin_scores(model, rule, kind)
-        contenders[kind] = _learning_norms(
-            model, _train_step(model, torch.optim.RMSprop(scores, lr=1e-4), x, y)
-        )
+        contenders[kind] = _train_step(model, torch.optim.RMSprop(scores, lr=1e-4), x, y)
         masked[kind] = model
     warmup = max(2, min(20, repeats // 20))
-    step = _interleaved(contenders, repeats, warmup, block=block, sync=runtime.synchronize)
+    # As a task is learned (runners.stream): per-task batch norm learns its statistics in one
+    # block around all the steps.
+    with ExitStack() as learning:
+        for model in masked.values():
+            learning.enter_context(norm_stats(model, 0, learn=True))
+        step = _interleaved(contenders, repeats, warmup, block=block, sync=runtime.synchronize)
 
     # Evaluation with a known task: the effective weight is cached inside use_coeffs.
     model = masked["topk"]
@@ -243,8 +237,9 @@ def bench_data_pipeline(
         for i, layer in enumerate(masked_layers(model))
     ]
     x, y = next(batches)
-    step = _learning_norms(model, _train_step(model, torch.optim.Adam(scores, lr=1e-3), x, y))
-    model_times = _interleaved_times({"step": step}, repeats, warmup=2, block=BLOCK[backbone])
+    step = _train_step(model, torch.optim.Adam(scores, lr=1e-3), x, y)
+    with norm_stats(model, 0, learn=True):
+        model_times = _interleaved_times({"step": step}, repeats, warmup=2, block=BLOCK[backbone])
     batch_s, step_s = statistics.median(pipeline), statistics.median(model_times["step"])
     return {
         "benchmark": "data-pipeline",

@@ -6,7 +6,8 @@
  * pass over the scores instead of a dozen NumPy passes: the mask changes in a few hundred places
  * per step, so the step is a read of the scores plus work proportional to the changes.
  *
- * Ranked values: |scores| (SupSup's top-k) or the signed scores (mode & 1). Ties at the cut are
+ * Ranked values: |scores| (SupSup's top-k) or the signed scores (mode & 1); mode >> 1 is the
+ * scan to run, il_topk_simd() or lower. Ties at the cut are
  * broken as everywhere else in impresslearn: every value above the k-th largest, then the values
  * equal to it that come first by flat position.
  */
@@ -93,6 +94,39 @@ __attribute__((target("avx2,popcnt"))) static int64_t scan_avx2(scan_t *x, int64
     x->count += c;
     return i;
 }
+
+/* 64 values per iteration, with AVX-512's comparison masks. */
+__attribute__((target("avx512f,avx512bw,popcnt"))) static int64_t scan_avx512(scan_t *x, int64_t n,
+                                                                            float t, float lo,
+                                                                            float hi, int rs)
+{
+    const __m512 tv = _mm512_set1_ps(t), lov = _mm512_set1_ps(lo), hiv = _mm512_set1_ps(hi);
+    const __m512i absmask = _mm512_set1_epi32(rs ? -1 : 0x7fffffff);
+    int64_t c = 0, i = 0;
+    for (; i + 64 <= n; i += 64) {
+        uint64_t gt = 0, in_band = 0;
+        for (int j = 0; j < 4; j++) {
+            __m512 a = _mm512_castsi512_ps(
+                _mm512_and_si512(_mm512_loadu_si512((const void *)(x->s + i + 16 * j)), absmask));
+            uint64_t g = _mm512_cmp_ps_mask(a, tv, _CMP_GT_OQ);
+            uint64_t b = _mm512_mask_cmp_ps_mask(_mm512_cmp_ps_mask(a, lov, _CMP_GE_OQ), a, hiv,
+                                                 _CMP_LE_OQ);
+            gt |= g << (16 * j);
+            in_band |= b << (16 * j);
+        }
+        __m512i k = _mm512_loadu_si512((const void *)(x->kept + i));
+        uint64_t old = _mm512_test_epi8_mask(k, k);
+        c += _mm_popcnt_u64(gt);
+        uint64_t flips = gt ^ old, events = flips | in_band;
+        while (events) {
+            int j = __builtin_ctzll(events);
+            events &= events - 1;
+            on_events(x, i + j, (flips >> j) & 1, (in_band >> j) & 1);
+        }
+    }
+    x->count += c;
+    return i;
+}
 #endif
 
 /* ascending rank r (0-based) of a[0..n); reorders a so that a[j] <= a[r] for every j < r */
@@ -120,11 +154,13 @@ static float select_rank(float *a, int64_t n, int64_t r)
     return a[r];
 }
 
-/* 1 where this machine runs the AVX2 scan, 0 where the portable loop runs */
+/* 2 where this machine runs the AVX-512 scan, 1 the AVX2 scan, 0 the portable loop */
 int32_t il_topk_simd(void)
 {
 #ifdef HAVE_X86
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+    if (!__builtin_cpu_supports("popcnt")) return 0;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")) return 2;
+    return __builtin_cpu_supports("avx2") ? 1 : 0;
 #else
     return 0;
 #endif
@@ -145,12 +181,15 @@ int32_t il_topk_step(int64_t n, int64_t k, int32_t mode, float *td, uint8_t *kep
                      float *vals, float *tmp, int64_t cap, const float *s, const float *w,
                      float *prod)
 {
-    const int rs = mode & 1;
+    const int rs = mode & 1, simd = mode >> 1;
     const float t = td[0], d = td[1];
     scan_t x = {s, w, kept, prod, band, 0, cap, 0};
     int64_t from = 0;
 #ifdef HAVE_X86
-    if (il_topk_simd()) from = scan_avx2(&x, n, t, t - d, t + d, rs);
+    switch (simd) {
+    case 2: from = scan_avx512(&x, n, t, t - d, t + d, rs); break;
+    case 1: from = scan_avx2(&x, n, t, t - d, t + d, rs); break;
+    }
 #endif
     scan_scalar(&x, from, n, t, t - d, t + d, rs);
     const int64_t c = x.count;

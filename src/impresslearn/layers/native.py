@@ -41,12 +41,15 @@ def load_kernel() -> ctypes.CDLL | None:
     return None
 
 
-def kernel_info() -> dict[str, bool]:
-    """Whether the compiled kernel is present and whether it runs its AVX2 scan here."""
+SIMD = ("portable", "avx2", "avx512")
+
+
+def kernel_info() -> dict[str, str | bool]:
+    """Whether the compiled kernel is present, and the scan it runs on this machine."""
     library = load_kernel()
     return {
         "native_topk": library is not None,
-        "native_simd": bool(library is not None and library.il_topk_simd()),
+        "native_scan": SIMD[library.il_topk_simd()] if library is not None else "none",
     }
 
 
@@ -75,7 +78,7 @@ class NativeBand:
             library.il_topk_step,
             numel,
             k,
-            int(signed),
+            int(signed) | library.il_topk_simd() << 1,
             self._td.ctypes.data,
             kept.ctypes.data,
             band.ctypes.data,
@@ -93,7 +96,9 @@ class NativeBand:
         """The threshold and band half-width the next step starts from."""
         return self._td[0], float(self._td[1])
 
-    def step(self, scores: Tensor, weight: Tensor | None = None, product: Tensor | None = None) -> bool:
+    def step(
+        self, scores: Tensor, weight: Tensor | None = None, product: Tensor | None = None
+    ) -> bool:
         """``scores``: contiguous float32 on the CPU; ``product``: ``weight * kept`` before the
         call (contiguous float32, like ``weight``), kept in step."""
         td = self._td
