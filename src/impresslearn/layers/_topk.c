@@ -105,6 +105,8 @@ __attribute__((target("avx512f,avx512bw,popcnt"))) static int64_t scan_avx512(sc
     int64_t c = 0, i = 0;
     for (; i + 64 <= n; i += 64) {
         uint64_t gt = 0, in_band = 0;
+        for (int j = 0; j < 4; j++) /* the scores a few KB ahead (they may sit in the other core) */
+            _mm_prefetch((const char *)(x->s + i + 1024 + 16 * j), _MM_HINT_T0);
         for (int j = 0; j < 4; j++) {
             __m512 a = _mm512_castsi512_ps(
                 _mm512_and_si512(_mm512_loadu_si512((const void *)(x->s + i + 16 * j)), absmask));
@@ -251,4 +253,22 @@ int32_t il_topk_step(int64_t n, int64_t k, int32_t mode, float *td, uint8_t *kep
     float mid = (float)(0.5 * ((double)kth + (double)below));
     td[0] = (below <= mid && mid < kth) ? mid : below;
     return DONE;
+}
+
+/* out = sign(s) * w * g (through |s|, mode 1) or w * g (mode 0): the straight-through gradient
+   of the scores, with the bits of torch's sign(s), then the two products in that order. */
+#ifdef HAVE_X86
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void il_straight_through(const float *g, const float *w, const float *s, float *out, int64_t n,
+                         int32_t mode)
+{
+    if (mode & 1) {
+        for (int64_t i = 0; i < n; i++) {
+            float sg = (float)(s[i] > 0.0f) - (float)(s[i] < 0.0f);
+            out[i] = sg * w[i] * g[i];
+        }
+    } else {
+        for (int64_t i = 0; i < n; i++) out[i] = w[i] * g[i];
+    }
 }

@@ -108,6 +108,7 @@ class _Reusable:
 
     def __init__(self) -> None:
         self._buffer: Tensor | None = None
+        self._storage = None  # the buffer's storage, held to count its holders cheaply
         self._alone: int | None = None  # the holder count of the buffer held by this alone
 
     def get(self, like: Tensor) -> tuple[Tensor, bool]:
@@ -119,13 +120,21 @@ class _Reusable:
             buffer is not None
             and buffer.shape == like.shape
             and buffer.dtype == like.dtype
-            and _storage_users(buffer) == self._alone
+            and self.alone()
         ):
             return buffer, True
         buffer = torch.empty(like.shape, dtype=like.dtype, device="cpu")
+        self._storage = buffer.untyped_storage()
         self._alone = _storage_users(buffer)
         self._buffer = buffer if self._alone is not None else None
         return buffer, False
+
+    def alone(self) -> bool:
+        """Whether nothing but this holds the buffer handed out last."""
+        return (
+            self._alone is not None
+            and torch._C._storage_Use_Count(self._storage._cdata) == self._alone
+        )
 
 
 class _MaskedWeight(torch.autograd.Function):
@@ -150,7 +159,7 @@ class _MaskedWeight(torch.autograd.Function):
         ctx.save_for_backward(scores, weight)
         ctx.through_abs = through_abs
         if isinstance(mask, TopKSelector):
-            large = scores.device.type == "cpu" and mask.numel > mask._SMALL
+            large = scores.is_cpu and mask.numel > mask._SMALL
             ctx.reusable = mask._grad_buffer if large else None
             return mask.masked(scores, weight)
         ctx.reusable = None
@@ -222,6 +231,8 @@ class TopKSelector:
             )
         self._kernel = kernel if k < numel else None
         self._native: NativeBand | None = None  # made with the buffers
+        # The last kernel step's scores, weight and product buffer (see _masked_hot).
+        self._hot: tuple | None = None
         self._threshold: np.float32 | None = None  # |scores| > threshold held the last mask
         self._delta = 0.0
         self._band_target = max(256, numel // 128)
@@ -248,6 +259,11 @@ class TopKSelector:
         """``weight * self(scores)`` (no autograd graph), the same bits. On the CPU path the
         product is kept in a buffer reused from step to step (see :class:`_Reusable`) and only
         the weights whose mask changed since it was computed are rewritten."""
+        hot = self._hot
+        if hot is not None and hot[0] is scores and hot[1] is weight:
+            out = self._masked_hot(hot)
+            if out is not None:
+                return out
         if (
             self.k < self.numel
             and weight.dtype == torch.float32
@@ -280,6 +296,30 @@ class TopKSelector:
             and last[2] == out._version
         )
 
+    def _masked_hot(self, hot: tuple) -> Tensor | None:
+        """The kernel's step for the same scores and weight as the last call, with the least
+        Python: their memory, the weight's version and the product buffer are checked unchanged
+        (and the buffer not held elsewhere); ``None`` where something changed."""
+        scores, weight, scores_at, weight_at, weight_version, out, out_at, out_version = hot
+        if (
+            scores.data_ptr() == scores_at
+            and scores.is_contiguous()
+            and weight.data_ptr() == weight_at
+            and weight._version == weight_version
+            and out._version == out_version
+            and self._weight_buffer.alone()
+        ):
+            if self._native.step_at(scores_at, weight_at, out_at):
+                return out.detach()
+            self._threshold, self._delta = self._native.state()
+        self._forget_product()
+        return None
+
+    def _forget_product(self) -> None:
+        """The weight buffer no longer holds the product of the current mask."""
+        self._product_of = None
+        self._hot = None
+
     def _masked_native(self, scores: Tensor, weight: Tensor) -> Tensor | None:
         """One step of the compiled kernel, which updates the mask and the product together
         (there the product is ``weight * _kept``); ``None`` where it does not apply or the band
@@ -295,8 +335,18 @@ class TopKSelector:
             self._product_of = (weakref.ref(weight), weight._version, out._version)
         if not self._native.step(scores, weight, out):
             self._threshold, self._delta = self._native.state()
-            self._product_of = None
+            self._forget_product()
             return None
+        self._hot = (
+            scores,
+            weight,
+            scores.data_ptr(),
+            weight.data_ptr(),
+            weight._version,
+            out,
+            out.data_ptr(),
+            out._version,
+        )
         return out.detach()
 
     def _masked_cpu(self, weight: Tensor, kept: np.ndarray) -> Tensor:
@@ -327,7 +377,7 @@ class TopKSelector:
         if self._abs is None:
             self._make_buffers()
         if self._native is not None:
-            self._product_of = None  # _kept changes here, without the product
+            self._forget_product()  # _kept changes here, without the product
             if native and self._threshold is not None and flat.is_contiguous():
                 if self._native.step(flat):
                     return self._kept

@@ -35,6 +35,8 @@ def load_kernel() -> ctypes.CDLL | None:
             p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32
             library.il_topk_step.argtypes = [i64, i64, i32, p, p, p, p, p, i64, p, p, p]
             library.il_topk_step.restype = i32
+            library.il_straight_through.argtypes = [p, p, p, p, i64, i32]
+            library.il_straight_through.restype = None
             library.il_topk_simd.argtypes = []
             library.il_topk_simd.restype = i32
             return library
@@ -101,15 +103,20 @@ class NativeBand:
     ) -> bool:
         """``scores``: contiguous float32 on the CPU; ``product``: ``weight * kept`` before the
         call (contiguous float32, like ``weight``), kept in step."""
-        td = self._td
-        pointers = (
+        return self.step_at(
             scores.data_ptr(),
             None if weight is None else weight.data_ptr(),
             None if product is None else product.data_ptr(),
         )
-        for _ in range(_TRIES):
-            status = self._call(*pointers)
-            if status == _DONE:
-                return True
-            td[1] *= 4.0 if status == _NARROW else 0.25
-        return False
+
+    def step_at(self, scores: int, weight: int | None, product: int | None) -> bool:
+        """:meth:`step` given the tensors' data pointers."""
+        status = self._call(scores, weight, product)
+        tries = 1
+        while status != _DONE:
+            if tries == _TRIES:
+                return False
+            self._td[1] *= 4.0 if status == _NARROW else 0.25
+            status = self._call(scores, weight, product)
+            tries += 1
+        return True
