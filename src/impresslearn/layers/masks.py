@@ -145,8 +145,12 @@ class _MaskedWeight(torch.autograd.Function):
     (top-k masks, which rank ``|scores|``). One fused function instead of a chain of autograd ops
     saves passes over the weight per step. ``mask`` is a tensor, or the :class:`TopKSelector`
     that selects it here, with ``weight * mask`` and the scores' gradient in buffers reused from
-    step to step.
+    step to step. Where the compiled kernel is built, the gradient of a layer of at most
+    ``_FUSED_MAX`` weights is one fused pass in C (torch's three passes, each on all threads,
+    are faster for larger layers).
     """
+
+    _FUSED_MAX = 65536
 
     @staticmethod
     def forward(
@@ -171,6 +175,9 @@ class _MaskedWeight(torch.autograd.Function):
         out = None  # a reused buffer, except when the backward pass builds a graph (create_graph)
         if ctx.reusable is not None and not torch.is_grad_enabled():
             out = ctx.reusable.get(scores)[0]
+        fused = _fused_gradient(grad, scores, weight, ctx.through_abs, out)
+        if fused is not None:
+            return fused, None, None, None
         if not ctx.through_abs:
             if out is None:
                 return grad * weight, None, None, None
@@ -182,6 +189,31 @@ class _MaskedWeight(torch.autograd.Function):
         grad_scores.mul_(weight)
         grad_scores.mul_(grad)
         return grad_scores, None, None, None
+
+
+def _fused_gradient(
+    grad: Tensor, scores: Tensor, weight: Tensor, through_abs: bool, out: Tensor | None
+) -> Tensor | None:
+    """The straight-through gradient in one pass of the compiled kernel, the same bits as
+    torch's ``sign(scores) * weight * grad`` (or ``weight * grad``); ``None`` where it does not
+    apply: no kernel, a graph being built, a large layer, not contiguous float32 on the CPU."""
+    n = scores.numel()
+    if (
+        n > _MaskedWeight._FUSED_MAX
+        or torch.is_grad_enabled()
+        or not (grad.is_cpu and grad.dtype == torch.float32 and scores.dtype == torch.float32)
+        or not (grad.is_contiguous() and scores.is_contiguous() and weight.is_contiguous())
+        or weight.dtype != torch.float32
+    ):
+        return None
+    kernel = load_kernel()
+    if kernel is None:
+        return None
+    out = torch.empty_like(scores) if out is None else out
+    kernel.il_straight_through(
+        grad.data_ptr(), weight.data_ptr(), scores.data_ptr(), out.data_ptr(), n, int(through_abs)
+    )
+    return out.detach()
 
 
 class TopKSelector:
