@@ -106,7 +106,7 @@ __attribute__((target("avx512f,avx512bw,popcnt"))) static int64_t scan_avx512(sc
     for (; i + 64 <= n; i += 64) {
         uint64_t gt = 0, in_band = 0;
         for (int j = 0; j < 4; j++) /* the scores a few KB ahead (they may sit in the other core) */
-            _mm_prefetch((const char *)(x->s + i + 1024 + 16 * j), _MM_HINT_T0);
+            _mm_prefetch((const char *)(x->s + i + 2048 + 16 * j), _MM_HINT_T0);
         for (int j = 0; j < 4; j++) {
             __m512 a = _mm512_castsi512_ps(
                 _mm512_and_si512(_mm512_loadu_si512((const void *)(x->s + i + 16 * j)), absmask));
@@ -253,6 +253,30 @@ int32_t il_topk_step(int64_t n, int64_t k, int32_t mode, float *td, uint8_t *kep
     float mid = (float)(0.5 * ((double)kth + (double)below));
     td[0] = (below <= mid && mid < kth) ? mid : below;
     return DONE;
+}
+
+/* A selector's constant arguments of il_topk_step, filled once (see native.py). */
+typedef struct {
+    int64_t n, k;
+    int32_t mode, tries;
+    float *td;
+    uint8_t *kept;
+    int32_t *band;
+    float *vals, *tmp;
+    int64_t cap;
+} il_topk_t;
+
+/* il_topk_step, widening a band too narrow (4x) or narrowing a crowded one (1/4) up to `tries`
+   times; 1 when the mask is the top k, 0 when the caller must select afresh */
+int32_t il_topk_run(const il_topk_t *a, const float *s, const float *w, float *prod)
+{
+    for (int32_t i = 0; i < a->tries; i++) {
+        int32_t status = il_topk_step(a->n, a->k, a->mode, a->td, a->kept, a->band, a->vals,
+                                      a->tmp, a->cap, s, w, prod);
+        if (status == DONE) return 1;
+        a->td[1] *= status == NARROW ? 4.0f : 0.25f;
+    }
+    return 0;
 }
 
 /* out = sign(s) * w * g (through |s|, mode 1) or w * g (mode 0): the straight-through gradient

@@ -17,8 +17,24 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor
 
-_DONE, _NARROW, _CROWDED = 0, 1, 2
-_TRIES = 8
+_TRIES = 8  # band widenings or narrowings per step before a fresh selection
+
+
+class _Arguments(ctypes.Structure):
+    """``il_topk_t``: a selector's constant arguments of the kernel."""
+
+    _fields_ = [
+        ("n", ctypes.c_int64),
+        ("k", ctypes.c_int64),
+        ("mode", ctypes.c_int32),
+        ("tries", ctypes.c_int32),
+        ("td", ctypes.c_void_p),
+        ("kept", ctypes.c_void_p),
+        ("band", ctypes.c_void_p),
+        ("vals", ctypes.c_void_p),
+        ("tmp", ctypes.c_void_p),
+        ("cap", ctypes.c_int64),
+    ]
 
 
 @functools.cache
@@ -33,8 +49,8 @@ def load_kernel() -> ctypes.CDLL | None:
             except OSError:
                 return None
             p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32
-            library.il_topk_step.argtypes = [i64, i64, i32, p, p, p, p, p, i64, p, p, p]
-            library.il_topk_step.restype = i32
+            library.il_topk_run.argtypes = [p, p, p, p]
+            library.il_topk_run.restype = i32
             library.il_straight_through.argtypes = [p, p, p, p, i64, i32]
             library.il_straight_through.restype = None
             library.il_topk_simd.argtypes = []
@@ -76,11 +92,11 @@ class NativeBand:
             np.empty(cap, dtype=np.float32),  # a copy to select in
         )
         kept, self._td, band, vals, tmp = self._buffers
-        self._call = functools.partial(
-            library.il_topk_step,
+        self._arguments = _Arguments(
             numel,
             k,
             int(signed) | library.il_topk_simd() << 1,
+            _TRIES,
             self._td.ctypes.data,
             kept.ctypes.data,
             band.ctypes.data,
@@ -88,6 +104,7 @@ class NativeBand:
             tmp.ctypes.data,
             cap,
         )
+        self._run = functools.partial(library.il_topk_run, ctypes.addressof(self._arguments))
 
     def load(self, threshold: np.float32, delta: float) -> None:
         """Start from a selection made elsewhere: ``kept`` is ranked above ``threshold``."""
@@ -111,12 +128,4 @@ class NativeBand:
 
     def step_at(self, scores: int, weight: int | None, product: int | None) -> bool:
         """:meth:`step` given the tensors' data pointers."""
-        status = self._call(scores, weight, product)
-        tries = 1
-        while status != _DONE:
-            if tries == _TRIES:
-                return False
-            self._td[1] *= 4.0 if status == _NARROW else 0.25
-            status = self._call(scores, weight, product)
-            tries += 1
-        return True
+        return self._run(scores, weight, product) == 1
