@@ -185,7 +185,16 @@ class MaskedLayer(nn.Module):
 
     def effective_weight(self) -> Tensor:
         """``weight * mask`` for the current coeffs, or for the scores being learned."""
-        if self._coeffs is not None:
+        if self._coeffs is None:
+            # The training step's path. Scores and weight are read from nn.Module's dicts:
+            # its __getattr__ costs about a microsecond a call, on every layer and step.
+            scores = self._parameters["scores"]
+            if scores is not None:
+                weight = self._buffers["weight"]
+                if self._mask_kind == "threshold":
+                    return threshold_masked_weight(scores, weight)
+                return topk_masked_weight(scores, weight, self._selector)
+        else:
             if self._cached_weight is not None:
                 return self._cached_weight
             if not self._coeffs.requires_grad:
@@ -196,10 +205,6 @@ class MaskedLayer(nn.Module):
             if weighted is not None:  # W * (coeffs @ bank) == coeffs @ (W * bank): one GEMV
                 return mix_bank(self._coeffs, self.bank, float_bank=weighted)
             return self.weight * self._mix_large_bank()
-        if self.scores is not None:
-            if self._mask_kind == "threshold":
-                return threshold_masked_weight(self.scores, self.weight)
-            return topk_masked_weight(self.scores, self.weight, self._selector)
         raise RuntimeError(
             "this masked layer has no mask selected: evaluate inside impresslearn.layers.use_coeffs"
             "(model, coeffs) or learn a mask with begin_scores"
