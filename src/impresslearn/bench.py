@@ -26,6 +26,7 @@ from impresslearn.layers import (
     one_hot,
     use_coeffs,
 )
+from impresslearn.layers.native import kernel_info
 from impresslearn.registry import Registry
 from impresslearn.seeding import generator
 
@@ -190,6 +191,7 @@ def bench_mask_step(
         "batch_size": batch_size,
         "repeats": repeats,
         "threads": torch.get_num_threads(),
+        **kernel_info(),
         "ratio": step["topk"] / step["dense"],
         "threshold_ratio": step["threshold"] / step["dense"],
         "eval_ratio": evaluation["masked"] / evaluation["dense"],
@@ -260,6 +262,9 @@ def format_table(result: dict[str, Any]) -> str:
         f"benchmark {result['benchmark']} ({result.get('backbone', '')}, "
         f"{result.get('threads', '?')} threads, medians of {result.get('repeats', '?')})"
     ]
+    if "native_topk" in result:
+        kernel = f"compiled, {result['native_scan']} scan" if result["native_topk"] else "NumPy"
+        lines.append(f"  top-k selection: {kernel}")
     for key, value in result.get("median_ms", {}).items():
         lines.append(f"  {key:<20} {value:8.3f} ms")
     for key, value in result.get("peak_memory_mb", {}).items():

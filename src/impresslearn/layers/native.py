@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor
 
+from impresslearn.errors import ConfigError
+
 _TRIES = 8  # band widenings or narrowings per step before a fresh selection
 
 
@@ -92,10 +94,11 @@ class NativeBand:
             np.empty(cap, dtype=np.float32),  # a copy to select in
         )
         kept, self._td, band, vals, tmp = self._buffers
+        self._simd = library.il_topk_simd()
         self._arguments = _Arguments(
             numel,
             k,
-            int(signed) | library.il_topk_simd() << 1,
+            int(signed) | self._simd << 1,
             _TRIES,
             self._td.ctypes.data,
             kept.ctypes.data,
@@ -105,6 +108,20 @@ class NativeBand:
             cap,
         )
         self._run = functools.partial(library.il_topk_run, ctypes.addressof(self._arguments))
+
+    @property
+    def scan(self) -> str:
+        """The scan this selector runs: ``portable``, ``avx2`` or ``avx512``."""
+        return SIMD[self._arguments.mode >> 1]
+
+    def set_scan(self, name: str) -> None:
+        """Run another scan than the fastest this machine has (the tests compare them)."""
+        level = SIMD.index(name) if name in SIMD else -1
+        if not 0 <= level <= self._simd:
+            raise ConfigError(
+                f"scan {name!r} does not run here: choose one of {list(SIMD[: self._simd + 1])}"
+            )
+        self._arguments.mode = (self._arguments.mode & 1) | level << 1
 
     def load(self, threshold: np.float32, delta: float) -> None:
         """Start from a selection made elsewhere: ``kept`` is ranked above ``threshold``."""
