@@ -11,6 +11,7 @@ import torch
 import impresslearn.layers.masks as masks_module
 from impresslearn.errors import ConfigError
 from impresslearn.layers import (
+    ThresholdMask,
     TopKSelector,
     num_kept,
     threshold_masked_weight,
@@ -152,3 +153,37 @@ def test_an_unavailable_scan_is_refused():
     selector(torch.randn(5000))
     with pytest.raises(ConfigError, match="does not run here"):
         selector._native.set_scan("sse9")
+
+
+@pytest.mark.parametrize("kernel", [True, False])
+def test_threshold_mask_reuses_buffers_with_exact_bits(kernel, monkeypatch):
+    """A ThresholdMask kept from step to step (the kernel's product, or torch's into the same
+    buffers): ``weight * (scores >= 0)`` and the gradient ``grad * weight`` bit for bit on every
+    step, signed zeros included, and a result still held is never overwritten."""
+    if kernel and KERNEL is None:
+        pytest.skip("the compiled kernel is not built here")
+    if not kernel:
+        monkeypatch.setattr(masks_module, "load_kernel", lambda: None)
+    gen = torch.Generator().manual_seed(4)
+    shape = (300, 260)  # above _FUSED_MAX: the gradient in torch's ops, into a reused buffer
+    weight = torch.randn(shape, generator=gen)
+    weight[::9] = -weight[::9]
+    scores = torch.nn.Parameter(torch.randn(shape, generator=gen))
+    mask = ThresholdMask()
+    upstream = torch.randn(shape, generator=gen)
+    held = []
+    for step in range(6):
+        with torch.no_grad():
+            scores.add_(0.3 * torch.randn(shape, generator=gen))
+            scores[::17, ::5] = 0.0 if step % 2 else -0.0
+        expected = weight * (scores.detach() >= 0).to(weight.dtype)
+        scores.grad = None
+        effective = threshold_masked_weight(scores, weight, mask)
+        assert torch.equal(effective.view(torch.int32), expected.view(torch.int32)), step
+        (effective * upstream).sum().backward()
+        assert torch.equal(scores.grad.view(torch.int32), (upstream * weight).view(torch.int32))
+        if step % 2:
+            held.append((effective, expected))  # kept alive: its buffer must not be reused
+        del effective
+    for effective, expected in held:
+        assert torch.equal(effective, expected)

@@ -17,6 +17,7 @@ from impresslearn.layers.masked import (
 from impresslearn.layers.masks import (
     MASK_KINDS,
     DensityRule,
+    ThresholdMask,
     TopKSelector,
     mix_bank,
     num_kept,
@@ -45,6 +46,7 @@ __all__ = [
     "MaskedLayer",
     "MaskedLinear",
     "TaskBatchNorm2d",
+    "ThresholdMask",
     "TopKSelector",
     "copy_norm_stats",
     "drop_norm_stats",

@@ -296,3 +296,13 @@ void il_straight_through(const float *g, const float *w, const float *s, float *
         for (int64_t i = 0; i < n; i++) out[i] = w[i] * g[i];
     }
 }
+
+/* prod = w * (s >= 0): a threshold mask's effective weight, the bits of torch's weight * mask
+   (w * 0 keeps w's sign; a NaN score keeps nothing, as torch's comparison) */
+#ifdef HAVE_X86
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void il_threshold_product(const float *s, const float *w, float *prod, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) prod[i] = w[i] * (float)(s[i] >= 0.0f);
+}

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from impresslearn.errors import ConfigError
 from impresslearn.layers.masks import (
     MASK_KINDS,
+    ThresholdMask,
     TopKSelector,
     mix_bank,
     num_kept,
@@ -95,7 +96,7 @@ class MaskedLayer(nn.Module):
         self.num_masks = 0
         self.register_parameter("scores", None)  # trainable only while a mask is learned
         self._mask_kind = "topk"
-        self._selector: TopKSelector | None = None
+        self._selector: TopKSelector | ThresholdMask | None = None
         self._coeffs: Tensor | None = None
         self._cached_weight: Tensor | None = None
         self._weighted_bank: Tensor | None = None  # weight * bank as floats, while small
@@ -161,7 +162,7 @@ class MaskedLayer(nn.Module):
                 signed=kind == "topk_raw",
             )
             if kind != "threshold"
-            else None
+            else ThresholdMask()
         )
         return self.scores
 
@@ -192,7 +193,7 @@ class MaskedLayer(nn.Module):
             if scores is not None:
                 weight = self._buffers["weight"]
                 if self._mask_kind == "threshold":
-                    return threshold_masked_weight(scores, weight)
+                    return threshold_masked_weight(scores, weight, self._selector)
                 return topk_masked_weight(scores, weight, self._selector)
         else:
             if self._cached_weight is not None:

@@ -55,6 +55,8 @@ def load_kernel() -> ctypes.CDLL | None:
             library.il_topk_run.restype = i32
             library.il_straight_through.argtypes = [p, p, p, p, i64, i32]
             library.il_straight_through.restype = None
+            library.il_threshold_product.argtypes = [p, p, p, i64]
+            library.il_threshold_product.restype = None
             library.il_topk_simd.argtypes = []
             library.il_topk_simd.restype = i32
             return library
