@@ -7,17 +7,24 @@
  * per step, so the step is a read of the scores plus work proportional to the changes.
  *
  * Ranked values: |scores| (SupSup's top-k) or the signed scores (mode & 1); mode >> 1 is the
- * scan to run, il_topk_simd() or lower. Ties at the cut are
- * broken as everywhere else in impresslearn: every value above the k-th largest, then the values
- * equal to it that come first by flat position.
+ * scan to run, il_topk_simd() or lower. Ties at the cut are broken as everywhere else in
+ * impresslearn: every value above the k-th largest, then the values equal to it that come first
+ * by flat position.
  */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
 
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+/* The SIMD scans need GCC or Clang on x86-64; function clones (the fused passes) need ifunc
+   support, which Linux has. Elsewhere the portable loops run. */
+#if defined(__GNUC__) && defined(__x86_64__)
 #include <immintrin.h>
 #define HAVE_X86 1
+#endif
+#if defined(HAVE_X86) && defined(__linux__)
+#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define CLONES
 #endif
 
 enum { DONE = 0, NARROW = 1, CROWDED = 2 };
@@ -171,8 +178,8 @@ int32_t il_topk_simd(void)
 /*
  * Brings kept (0/1 bytes) and, unless prod is NULL, prod = w * kept from the last step's mask to
  * the exact top-k of the scores s (n values, k kept; the arguments that stay the same from call
- * to call come first). td = {t, d}: the last threshold (kept was
- * ranked > t) and the band's half-width, both updated. The mask bits that cross t are flipped
+ * to call come first). td = {t, d}: the last threshold (kept was ranked > t) and the band's
+ * half-width, both updated. The mask bits that cross t are flipped
  * while scanning; then, if not exactly k values are above t, the band [t - d, t + d] holds the
  * values that cross the new cut: the smallest kept ones to drop, or the largest others to add.
  * band, vals, tmp: scratch of cap entries. Returns DONE, NARROW (the band holds too few values:
@@ -281,9 +288,7 @@ int32_t il_topk_run(const il_topk_t *a, const float *s, const float *w, float *p
 
 /* out = sign(s) * w * g (through |s|, mode 1) or w * g (mode 0): the straight-through gradient
    of the scores, with the bits of torch's sign(s), then the two products in that order. */
-#ifdef HAVE_X86
-__attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
+CLONES
 void il_straight_through(const float *g, const float *w, const float *s, float *out, int64_t n,
                          int32_t mode)
 {
@@ -299,9 +304,7 @@ void il_straight_through(const float *g, const float *w, const float *s, float *
 
 /* prod = w * (s >= 0): a threshold mask's effective weight, the bits of torch's weight * mask
    (w * 0 keeps w's sign; a NaN score keeps nothing, as torch's comparison) */
-#ifdef HAVE_X86
-__attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
+CLONES
 void il_threshold_product(const float *s, const float *w, float *prod, int64_t n)
 {
     for (int64_t i = 0; i < n; i++) prod[i] = w[i] * (float)(s[i] >= 0.0f);
