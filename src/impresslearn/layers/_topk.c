@@ -16,8 +16,8 @@
 #include <string.h>
 
 /* The SIMD scans need GCC or Clang on x86-64; function clones (the fused passes) need ifunc
-   support, which Linux has. Elsewhere the portable loops run. */
-#if defined(__GNUC__) && defined(__x86_64__)
+   support, which Linux has. Elsewhere, or with -DIL_PORTABLE, the portable loops run. */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(IL_PORTABLE)
 #include <immintrin.h>
 #define HAVE_X86 1
 #endif
@@ -190,12 +190,12 @@ int32_t il_topk_step(int64_t n, int64_t k, int32_t mode, float *td, uint8_t *kep
                      float *vals, float *tmp, int64_t cap, const float *s, const float *w,
                      float *prod)
 {
-    const int rs = mode & 1, simd = mode >> 1;
+    const int rs = mode & 1;
     const float t = td[0], d = td[1];
     scan_t x = {s, w, kept, prod, band, 0, cap, 0};
     int64_t from = 0;
 #ifdef HAVE_X86
-    switch (simd) {
+    switch (mode >> 1) {
     case 2: from = scan_avx512(&x, n, t, t - d, t + d, rs); break;
     case 1: from = scan_avx2(&x, n, t, t - d, t + d, rs); break;
     }
