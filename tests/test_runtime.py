@@ -129,6 +129,7 @@ def test_a_run_names_its_device_and_resumes_on_another(tmp_path):
     metrics = json.loads((tmp_path / "ref" / "metrics.json").read_text())
     assert metrics["device"] == "cpu" and metrics["device_name"] == "cpu"
     assert metrics["torch_version"] == torch.__version__ and metrics["precision"] == "fp32"
+    assert isinstance(metrics["native_topk"], bool) and "native_scan" in metrics
 
     short = apply_overrides(config, ["scenario.num_tasks=1"])
     run_experiment(short, None, tmp_path / "run", device="cpu")

@@ -54,6 +54,7 @@ from impresslearn.inference import (
     self_test,
 )
 from impresslearn.layers import masked_layers, task_norms
+from impresslearn.layers.native import kernel_info
 from impresslearn.methods import Method, build_method
 from impresslearn.metrics import (
     average_accuracy,
@@ -591,6 +592,7 @@ def build_metrics(
         "peak_memory_mb": peak_memory_mb(),
         "impresslearn_version": __version__,
         "torch_version": torch.__version__,
+        **kernel_info(),  # the top-k selection that ran: the compiled kernel (and scan) or NumPy
         **method.extra_metrics(matrix),
     }
 
