@@ -187,3 +187,22 @@ def test_threshold_mask_reuses_buffers_with_exact_bits(kernel, monkeypatch):
         del effective
     for effective, expected in held:
         assert torch.equal(effective, expected)
+
+
+def test_a_kernel_built_from_another_version_is_not_used(monkeypatch, caplog):
+    """An editable install not rebuilt after _topk.c changed: the NumPy code runs, and a warning
+    says how to rebuild, instead of calling functions whose arguments changed."""
+    import impresslearn.layers.native as native
+
+    if KERNEL is None:
+        pytest.skip("the compiled kernel is not built here")
+    monkeypatch.setattr(native, "_ABI", native._ABI + 1)
+    native.load_kernel.cache_clear()
+    try:
+        with caplog.at_level("WARNING"):
+            assert native.load_kernel() is None
+        assert "pip install -e ." in caplog.text
+    finally:
+        monkeypatch.undo()
+        native.load_kernel.cache_clear()
+    assert native.load_kernel() is not None

@@ -163,6 +163,10 @@ static float select_rank(float *a, int64_t n, int64_t r)
     return a[r];
 }
 
+/* The version of these functions' arguments and structs: native.py refuses a library built from
+   another version of this file (an editable install not rebuilt after a change). */
+int32_t il_topk_abi(void) { return 1; }
+
 /* 2 where this machine runs the AVX-512 scan, 1 the AVX2 scan, 0 the portable loop */
 int32_t il_topk_simd(void)
 {

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import importlib.machinery
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,8 @@ from torch import Tensor
 from impresslearn.errors import ConfigError
 
 _TRIES = 8  # band widenings or narrowings per step before a fresh selection
+_ABI = 1  # il_topk_abi() of the _topk.c these bindings are written for
+log = logging.getLogger(__name__)
 
 
 class _Arguments(ctypes.Structure):
@@ -41,14 +44,23 @@ class _Arguments(ctypes.Structure):
 
 @functools.cache
 def load_kernel() -> ctypes.CDLL | None:
-    """The compiled library next to this file, or ``None`` where it was not built."""
+    """The compiled library next to this file, or ``None`` where it was not built (or was built
+    from another version of ``_topk.c``: then a warning says to reinstall)."""
     here = Path(__file__).parent
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
         path = here / f"_topk{suffix}"
         if path.is_file():
             try:
                 library = ctypes.CDLL(str(path))
-            except OSError:
+                abi = library.il_topk_abi()
+            except (OSError, AttributeError):
+                abi = None
+            if abi != _ABI:
+                log.warning(
+                    "%s was built from another version of _topk.c: using the NumPy top-k "
+                    "selection; run `pip install -e .` again to rebuild it",
+                    path,
+                )
                 return None
             p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32
             library.il_topk_run.argtypes = [p, p, p, p]
