@@ -56,6 +56,19 @@ static inline void on_events(scan_t *x, int64_t i, int flip, int in_band)
     }
 }
 
+/* A block of up to 64 values from i: its bits above t (gt), kept before (old) and in the band.
+   Handles the (rare) events one by one; returns how many values are above t. */
+static inline int64_t on_block(scan_t *x, int64_t i, uint64_t gt, uint64_t old, uint64_t in_band)
+{
+    uint64_t flips = gt ^ old, events = flips | in_band;
+    while (events) {
+        int j = __builtin_ctzll(events);
+        events &= events - 1;
+        on_events(x, i + j, (flips >> j) & 1, (in_band >> j) & 1);
+    }
+    return __builtin_popcountll(gt);
+}
+
 static void scan_scalar(scan_t *x, int64_t from, int64_t n, float t, float lo, float hi, int rs)
 {
     int64_t c = 0;
@@ -90,13 +103,7 @@ __attribute__((target("avx2,popcnt"))) static int64_t scan_avx2(scan_t *x, int64
         /* kept holds 0/1 bytes: bit 0 of each byte moved to its top bit, then gathered */
         __m256i k = _mm256_loadu_si256((const __m256i *)(x->kept + i));
         uint32_t old = (uint32_t)_mm256_movemask_epi8(_mm256_slli_epi64(k, 7));
-        c += _mm_popcnt_u32(gt);
-        uint32_t flips = gt ^ old, events = flips | in_band;
-        while (events) {
-            int j = __builtin_ctz(events);
-            events &= events - 1;
-            on_events(x, i + j, (flips >> j) & 1, (in_band >> j) & 1);
-        }
+        c += on_block(x, i, gt, old, in_band);
     }
     x->count += c;
     return i;
@@ -125,13 +132,7 @@ __attribute__((target("avx512f,avx512bw,popcnt"))) static int64_t scan_avx512(sc
         }
         __m512i k = _mm512_loadu_si512((const void *)(x->kept + i));
         uint64_t old = _mm512_test_epi8_mask(k, k);
-        c += _mm_popcnt_u64(gt);
-        uint64_t flips = gt ^ old, events = flips | in_band;
-        while (events) {
-            int j = __builtin_ctzll(events);
-            events &= events - 1;
-            on_events(x, i + j, (flips >> j) & 1, (in_band >> j) & 1);
-        }
+        c += on_block(x, i, gt, old, in_band);
     }
     x->count += c;
     return i;
@@ -190,7 +191,7 @@ int32_t il_topk_simd(void)
  * widen it and call again) or CROWDED (more than cap values in the band: narrow it and call
  * again). kept and prod agree after every return.
  */
-int32_t il_topk_step(int64_t n, int64_t k, int32_t mode, float *td, uint8_t *kept, int32_t *band,
+static int32_t il_topk_step(int64_t n, int64_t k, int32_t mode, float *td, uint8_t *kept, int32_t *band,
                      float *vals, float *tmp, int64_t cap, const float *s, const float *w,
                      float *prod)
 {

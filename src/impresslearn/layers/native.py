@@ -88,7 +88,7 @@ def kernel_info() -> dict[str, str | bool]:
 
 
 class NativeBand:
-    """One selector's state and scratch buffers for ``il_topk_step``.
+    """One selector's state and scratch buffers for the kernel's ``il_topk_run``.
 
     It holds the selector's bool mask ``kept`` (bound once, updated in place), the threshold and
     the band half-width. :meth:`step` brings ``kept`` (and, when given, the product
