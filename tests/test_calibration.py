@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from impresslearn.checkpoint import Calibration
-from impresslearn.config import EvalConfig, apply_overrides
+from impresslearn.config import apply_overrides
 from impresslearn.errors import ConfigError
 from impresslearn.inference import (
+    InferenceConfig,
     chosen_verification,
     infer_task,
     reference_value,
@@ -18,15 +19,15 @@ from impresslearn.inference import (
     verify,
 )
 from impresslearn.presets import get_preset
-from impresslearn.runners import load_run, run_experiment
+from impresslearn.runners import check_experiment, load_run, run_experiment
 from impresslearn.runners.saved import evaluate_run_inferred
 
 CALIBRATED = [
     "eval.scenario=GNu",
-    "eval.inference=exhaustive",
-    "eval.verification=auto",
-    "eval.inference_images=128",
-    "eval.inference_test_images=512",
+    "inference.procedure=exhaustive",
+    "inference.verification=auto",
+    "inference.images=128",
+    "inference.test_images=512",
 ]
 
 
@@ -97,7 +98,7 @@ def test_an_auto_run_stores_references_and_self_tests_and_reloads_them(quickstar
     # Measured on this stream: calibration finds the new tasks more often, so auto uses it.
     assert quickstart.metrics["self_test_calibrated"] > quickstart.metrics["self_test_raw"]
     assert quickstart.metrics["verification"] == "auto: calibrated"
-    again = evaluate_run_inferred(run, None, run.config.eval)
+    again = evaluate_run_inferred(run, None, run.config)
     for key in ("task_inference_accuracy", "average_accuracy_inferred"):
         assert again[key] == quickstart.metrics[key]
 
@@ -106,32 +107,38 @@ def test_references_measured_after_the_stream_equal_those_of_the_tasks_end(quick
     """A run learned without calibration and evaluated with auto verification later measures the
     same references and self-tests: a learned task's model is frozen."""
     raw = apply_overrides(get_preset("quickstart"), ["eval.scenario=GNu", *CALIBRATED[1:]])
-    raw = dataclasses.replace(raw, eval=dataclasses.replace(raw.eval, verification="raw"))
+    raw = dataclasses.replace(raw, inference=dataclasses.replace(raw.inference, verification="raw"))
     result = run_experiment(raw, None, tmp_path / "raw")
     run = load_run(result.out_dir, device="cpu")
     assert run.state.calibration == Calibration()
-    calibrated = evaluate_run_inferred(run, None, quickstart.config.eval)
+    calibrated = evaluate_run_inferred(run, None, quickstart.config)
     keys = ("task_inference_accuracy", "average_accuracy_inferred", "self_test_raw")
     for key in (*keys, "self_test_calibrated", "verification"):
         assert calibrated[key] == quickstart.metrics[key]
     # Measured on this real stream: calibration separates the rotations better than raw entropy.
     plain = evaluate_run_inferred(
-        run, None, dataclasses.replace(quickstart.config.eval, verification="raw")
+        run, None, apply_overrides(quickstart.config, ["inference.verification=raw"])
     )
     assert calibrated["task_inference_accuracy"] > plain["task_inference_accuracy"] + 0.03
 
 
 def test_calibration_is_refused_where_it_does_not_apply():
     with pytest.raises(ConfigError, match="verifying procedures"):
-        EvalConfig(scenario="GNu", inference="oneshot", verification="calibrated")
+        InferenceConfig(procedure="oneshot", verification="calibrated")
     with pytest.raises(ConfigError, match="verifying procedures"):
-        EvalConfig(scenario="GNu", inference="binary", verification="auto")
-    with pytest.raises(ConfigError, match="NNs"):
-        EvalConfig(scenario="NNs", inference="exhaustive", verification="calibrated")
-    with pytest.raises(ConfigError, match="eval.verification"):
-        EvalConfig(verification="z-score")
+        InferenceConfig(procedure="binary", verification="auto")
+    nns = ["kind=nns", "train.schedule=constant", "eval.scenario=GNu"]
+    with pytest.raises(ConfigError, match="not available with kind=nns"):
+        check_experiment(
+            apply_overrides(
+                get_preset("supsup-permuted-mnist"),
+                [*nns, "inference.procedure=exhaustive", "inference.verification=calibrated"],
+            )
+        )
+    with pytest.raises(ConfigError, match="inference.verification"):
+        InferenceConfig(verification="z-score")
     with pytest.raises(ConfigError, match="reference_images"):
-        EvalConfig(reference_images=0)
+        InferenceConfig(reference_images=0)
 
 
 def test_auto_keeps_raw_values_unless_calibration_is_significantly_better():

@@ -32,7 +32,7 @@ IMPRESS = [
     "scenario.num_tasks=4",
     "method.name=impresslearn",
     "method.num_impressions=2",
-    "method.impression_iterations=40",
+    "method.impressions.iterations=40",
     "train.lr=1e-2",
 ]
 
@@ -165,7 +165,7 @@ def test_eval_command_infers_tasks_of_a_saved_run(saved_run, capsys):
     _, run = saved_run
     argv = ["eval", str(run), "--quiet", "--set", "eval.scenario=GNu"]
     assert (
-        main([*argv, "--set", "eval.inference=binary", "--set", "eval.inference_images=128"]) == 0
+        main([*argv, "--set", "inference.procedure=binary", "--set", "inference.images=128"]) == 0
     )
     out = capsys.readouterr().out
     assert "GNu, binary on entropy" in out
@@ -174,8 +174,8 @@ def test_eval_command_infers_tasks_of_a_saved_run(saved_run, capsys):
     summary = out.splitlines()[-1]
     assert summary.startswith("average accuracy") and "task inference" in summary
     # On a subset of each task's test images: one inferred batch of 128 per task.
-    subset = ["--set", "eval.inference_test_images=128", "--set", "eval.inference_images=128"]
-    assert main([*argv, "--set", "eval.inference=binary", *subset]) == 0
+    subset = ["--set", "inference.test_images=128", "--set", "inference.images=128"]
+    assert main([*argv, "--set", "inference.procedure=binary", *subset]) == 0
     rows = [
         line.split() for line in capsys.readouterr().out.splitlines() if line[:5].strip().isdigit()
     ]

@@ -108,7 +108,7 @@ def test_run_refuses_folder_with_another_run(tmp_path, capsys):
                 "--set",
                 "eval.scenario=GNu",
                 "--set",
-                "eval.objective=superfluous",
+                "inference.objective=superfluous",
             ],
             "needs more outputs than classes",
         ),

@@ -145,9 +145,9 @@ def test_a_new_method(tmp_path, added):
     # are refused when the config is built, naming the method.
     assert infer_task(result.method, x, procedure="binary", num_classes=10)[0] in (0, 1)
     with pytest.raises(ConfigError, match="mask_per_task"):
-        apply_overrides(config, ["eval.scenario=GNu", "eval.inference=entropy_fit"])
+        apply_overrides(config, ["eval.scenario=GNu", "inference.procedure=entropy_fit"])
     with pytest.raises(ConfigError, match="mask_per_task"):
-        apply_overrides(config, ["eval.scenario=NNs", "train.schedule=constant"])
+        apply_overrides(config, ["kind=nns", "train.schedule=constant"])
 
 
 def test_a_new_backbone(added):
@@ -172,7 +172,7 @@ def test_a_new_backbone(added):
             "backbone.name=tiny_mlp",
             "scenario.num_tasks=3",
             "method.num_impressions=2",
-            "method.impression_iterations=60",
+            "method.impressions.iterations=60",
             "train.iterations=30",
         ],
     )

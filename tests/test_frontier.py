@@ -18,7 +18,7 @@ TINY = [
     "scenario.num_tasks=4",
     "method.name=impresslearn",
     "method.num_impressions=2",
-    "method.impression_iterations=40",
+    "method.impressions.iterations=40",
     "train.iterations=40",
     "train.lr=1e-2",
 ]

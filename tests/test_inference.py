@@ -115,8 +115,8 @@ def test_gnu_run_reports_task_inference():
             *THREE_TASKS,
             "backbone.num_outputs=100",
             "eval.scenario=GNu",
-            "eval.objective=superfluous",
-            "eval.inference_batch=500",
+            "inference.objective=superfluous",
+            "inference.batch=500",
         ],
     )
     metrics = run_experiment(config, None).metrics
@@ -142,11 +142,11 @@ def test_entropy_fit_needs_alphas_and_reports_fitted_accuracy():
             "train.lr=1e-2",
             "method.name=impresslearn",
             "method.num_impressions=2",
-            "method.impression_iterations=60",
+            "method.impressions.iterations=60",
             "eval.scenario=GNu",
-            "eval.inference=entropy_fit",
-            "eval.inference_batch=1000",
-            "eval.inference_images=1000",
+            "inference.procedure=entropy_fit",
+            "inference.batch=1000",
+            "inference.images=1000",
         ],
     )
     metrics = run_experiment(config, None).metrics

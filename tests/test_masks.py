@@ -1,5 +1,9 @@
-"""Tests for impresslearn.layers.masks: top-k selection, density rules, straight-through
-gradients, bank mixing and bit packing."""
+"""Tests for impresslearn.layers.masks and its CPU accelerator (impresslearn.layers.cpu_topk): top-k
+selection, density rules, straight-through gradients, bank mixing and bit packing.
+
+Every test runs twice: with the compiled top-k kernel and with the accelerator's NumPy selection
+(the kernel hidden), so that CI checks both paths (the kernel is built there).
+"""
 
 import math
 from fractions import Fraction
@@ -21,6 +25,19 @@ from impresslearn.layers import (
 )
 from impresslearn.layers.masked import one_hot
 from impresslearn.layers.masks import exact_topk_mask
+from impresslearn.layers.native import load_kernel
+
+
+@pytest.fixture(autouse=True, params=["compiled", "numpy"])
+def cpu_path(request, monkeypatch):
+    """Run the test with the compiled kernel, or with the NumPy selection only."""
+    if request.param == "compiled" and load_kernel() is None:
+        pytest.skip("the compiled kernel is not built here")
+    if request.param == "numpy":
+        import impresslearn.layers.cpu_topk as cpu_topk
+
+        monkeypatch.setattr(cpu_topk, "load_kernel", lambda: None)
+    return request.param
 
 
 def reference_topk_mask(scores: torch.Tensor, k: int) -> torch.Tensor:

@@ -2,13 +2,14 @@
 masks, products and gradients bit for bit as the NumPy code and the documented tie rule, on every
 scan this machine runs (portable C, AVX2, AVX-512)."""
 
+import ctypes
 import os
 
 import numpy as np
 import pytest
 import torch
 
-import impresslearn.layers.masks as masks_module
+import impresslearn.layers.cpu_topk as masks_module
 from impresslearn.errors import ConfigError
 from impresslearn.layers import (
     ThresholdMask,
@@ -190,19 +191,38 @@ def test_threshold_mask_reuses_buffers_with_exact_bits(kernel, monkeypatch):
 
 
 def test_a_kernel_built_from_another_version_is_not_used(monkeypatch, caplog):
-    """An editable install not rebuilt after _topk.c changed: the NumPy code runs, and a warning
-    says how to rebuild, instead of calling functions whose arguments changed."""
+    """An editable install not rebuilt after _topk.c changed: its own description of its
+    interface differs from what the bindings call, so the NumPy code runs, and a warning says how
+    to rebuild, instead of calling functions whose arguments changed."""
     import impresslearn.layers.native as native
 
     if KERNEL is None:
         pytest.skip("the compiled kernel is not built here")
-    monkeypatch.setattr(native, "_ABI", native._ABI + 1)
-    native.load_kernel.cache_clear()
-    try:
-        with caplog.at_level("WARNING"):
-            assert native.load_kernel() is None
-        assert "pip install -e ." in caplog.text
-    finally:
-        monkeypatch.undo()
+    changed = {**native.EXPECTED, "il_topk_run": (("p", "p", "p"), "i32")}
+    for attribute, value in (("EXPECTED", changed), ("STRUCT_FIELDS", ("n", "k"))):
+        monkeypatch.setattr(native, attribute, value)
         native.load_kernel.cache_clear()
+        try:
+            with caplog.at_level("WARNING"):
+                assert native.load_kernel() is None
+            assert "pip install -e ." in caplog.text
+        finally:
+            monkeypatch.undo()
+            native.load_kernel.cache_clear()
     assert native.load_kernel() is not None
+
+
+def test_the_kernel_describes_its_interface_and_the_struct_matches_the_compiler():
+    """The C file declares its struct and functions once, as text; the bindings are built from it
+    and the struct's size and offsets are the compiler's (il_topk_layout)."""
+    import impresslearn.layers.native as native
+
+    if KERNEL is None:
+        pytest.skip("the compiled kernel is not built here")
+    fields, functions = native.parse_interface(KERNEL.il_interface().decode())
+    assert tuple(name for name, _ in fields) == native.STRUCT_FIELDS
+    assert {k: functions[k] for k in native.EXPECTED} == native.EXPECTED
+    struct = native.bind(KERNEL)
+    assert ctypes.sizeof(struct) == 72  # 3 int64, 2 int32, 5 pointers on a 64-bit machine
+    with pytest.raises(native.InterfaceMismatch, match="unknown C type"):
+        native.parse_interface("struct n:float\n")

@@ -8,13 +8,15 @@ from impresslearn.config import ExperimentConfig, apply_overrides
 from impresslearn.errors import ConfigError
 from impresslearn.inference import objective_value
 from impresslearn.layers import extra_masks, masked_layers, one_hot, use_coeffs
+from impresslearn.methods import ImpressLearn
 from impresslearn.runners import load_run, run_experiment
 
 NNS = [
     "scenario.dataset=mnist_embedded",
     "scenario.num_tasks=3",
-    "eval.scenario=NNs",
-    "eval.inference_images=128",
+    "kind=nns",
+    "eval.scenario=GNu",
+    "inference.images=128",
     "train.schedule=constant",
     "train.lr=1e-3",
     "train.iterations=300",
@@ -24,8 +26,8 @@ NNS = [
 @pytest.mark.parametrize(
     "objective",
     [
-        ["eval.nns_objective=entropy"],  # SupSup's test, H
-        ["eval.nns_objective=cross_entropy", "eval.nns_threshold=2", "backbone.num_outputs=500"],
+        ["nns.objective=entropy"],  # SupSup's test, H
+        ["nns.objective=cross_entropy", "nns.threshold=2", "backbone.num_outputs=500"],
     ],
 )
 def test_nns_detects_every_boundary_of_a_real_stream(tmp_path, objective):
@@ -55,12 +57,12 @@ def test_impresslearn_nns_detects_a_task_outside_its_impressions(tmp_path):
         *NNS,
         "method.name=impresslearn",
         "method.num_impressions=2",
-        "method.impression_iterations=150",
+        "method.impressions.iterations=150",
         "method.train_impression_tasks=true",
         "method.granularity=output_unit",
         "train.lr=1e-2",
-        "eval.nns_objective=cross_entropy",
-        "eval.nns_threshold=2",
+        "nns.objective=cross_entropy",
+        "nns.threshold=2",
     ]
     result = run_experiment(apply_overrides(ExperimentConfig(), overrides), None, tmp_path / "r")
     m = result.metrics
@@ -73,6 +75,59 @@ def test_impresslearn_nns_detects_a_task_outside_its_impressions(tmp_path):
     with torch.no_grad(), result.method.task_context(2):
         expected = result.method.model(x)
     assert torch.equal(load_run(tmp_path / "r").logits(x, 2), expected)
+
+
+def _regulariser_values(method) -> list[float]:
+    """Per stored task, ImpressLearn's term sum_l (||alpha[t, l]||_1 - 1)^2 (without lambda)."""
+    values = []
+    for t in method.learned_tasks():
+        rows = [
+            layout.rows([a]) for layout, a in zip(method.layouts, method.alphas[t], strict=True)
+        ]
+        values.append(float(sum(((r.abs().sum(-1) - 1.0) ** 2).sum() for r in rows)))
+    return values
+
+
+def test_impresslearn_nns_trains_with_its_regulariser(tmp_path, monkeypatch):
+    """The NNs stream takes the one training step of every recipe, whose loss adds the method's
+    regulariser: ImpressLearn's reg_lambda * sum_l (||alpha||_1 - 1)^2 enters every step it
+    trains, and changes what it learns. (The NNs stream once trained with plain cross-entropy and
+    silently ignored reg_lambda.)"""
+    overrides = [
+        *NNS,
+        "scenario.num_tasks=2",
+        "train.iterations=200",
+        "method.name=impresslearn",
+        "method.num_impressions=2",
+        "method.impressions.iterations=60",
+        "method.train_impression_tasks=true",
+        "train.lr=1e-2",
+        "nns.objective=cross_entropy",
+        "nns.threshold=2",
+    ]
+    calls = []
+    original = ImpressLearn.loss_regulariser
+
+    def spy(self):
+        value = original(self)
+        calls.append(value is not None and value.requires_grad)
+        return value
+
+    monkeypatch.setattr(ImpressLearn, "loss_regulariser", spy)
+    strong = run_experiment(
+        apply_overrides(ExperimentConfig(), [*overrides, "method.reg_lambda=1.0"]), None
+    )
+    m = strong.metrics
+    assert m["tasks_detected"] == 2
+    trained = 2 * 200 - m["skipped_batches"]
+    assert len(calls) == trained and all(calls)  # in every training step, with its gradient
+    monkeypatch.setattr(ImpressLearn, "loss_regulariser", original)
+    none = run_experiment(
+        apply_overrides(ExperimentConfig(), [*overrides, "method.reg_lambda=0"]), None
+    )
+    # The term pulls every unit's ||alpha||_1 towards 1: far closer with lambda 1 than with 0.
+    with_term, without = _regulariser_values(strong.method), _regulariser_values(none.method)
+    assert all(a < 0.5 * b for a, b in zip(with_term, without, strict=True)), (with_term, without)
 
 
 def test_extra_masks_are_removed_and_leave_the_bank_alone():
@@ -99,8 +154,8 @@ def test_extra_masks_are_removed_and_leave_the_bank_alone():
     [
         (["method.name=impresslearn"], "set method.train_impression_tasks=true"),
         (["train.schedule=cosine"], "set train.schedule=constant"),
-        (["eval.nns_threshold=0.9"], "nns_threshold must be > 1"),
-        (["eval.nns_objective=superfluous"], "use entropy or cross_entropy"),
+        (["nns.threshold=0.9"], "nns.threshold must be > 1"),
+        (["nns.objective=superfluous"], "use entropy or cross_entropy"),
     ],
 )
 def test_nns_bad_config(overrides, message):

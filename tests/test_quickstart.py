@@ -12,7 +12,7 @@ from impresslearn.report import impressions_table
 # The quickstart with far fewer steps (the real one: docs in README.md, about a minute).
 SHORT = [
     "--set",
-    "method.impression_iterations=40",
+    "method.impressions.iterations=40",
     "--set",
     "train.iterations=40",
     "--quiet",

@@ -218,8 +218,8 @@ def test_impresslearn_with_batch_norm_reloads_bit_for_bit(shared_data_root, tmp_
             "scenario.num_tasks=3",
             "method.name=impresslearn",
             "method.num_impressions=2",
-            "method.impression_iterations=3",
-            "method.impression_batch_size=32",
+            "method.impressions.iterations=3",
+            "method.impressions.batch_size=32",
         ],
     )
     result = run_experiment(config, shared_data_root, tmp_path / "run")

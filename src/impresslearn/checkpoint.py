@@ -28,48 +28,13 @@ from torch import nn
 
 from impresslearn.config import ExperimentConfig, config_from_dict
 from impresslearn.errors import CheckpointError, ImpressLearnError
+from impresslearn.inference.calibration import Calibration
 from impresslearn.layers import masked_layers, pack_bits, task_norms, unpack_bits
 from impresslearn.storage import atomic_write_bytes
 
 FORMAT = "impresslearn-checkpoint"
 FORMAT_VERSION = 1
 CHECKPOINT_NAME = "checkpoint.safetensors"
-
-
-@dataclass
-class Calibration:
-    """What calibrated and auto verification keep per task (no data): ``references``, objective ->
-    task -> its reference value, and ``self_tests``, objective -> task -> (raw hits, calibrated
-    hits, batches, batches where the two disagreed) of the self-test after the task was
-    learned."""
-
-    references: dict[str, dict[int, float]] = field(default_factory=dict)
-    self_tests: dict[str, dict[int, tuple[int, int, int, int]]] = field(default_factory=dict)
-
-    def copy(self) -> Calibration:
-        return Calibration(
-            {k: dict(v) for k, v in self.references.items()},
-            {k: dict(v) for k, v in self.self_tests.items()},
-        )
-
-    def to_json(self) -> str:
-        return json.dumps({"references": self.references, "self_tests": self.self_tests})
-
-    @classmethod
-    def from_json(cls, text: str) -> Calibration:
-        raw = json.loads(text)
-        return cls(
-            {
-                objective: {int(t): float(v) for t, v in values.items()}
-                for objective, values in raw.get("references", {}).items()
-            },
-            {  # counts of another shape (an older layout) are measured again when needed
-                objective: {
-                    int(t): tuple(int(c) for c in v) for t, v in values.items() if len(v) == 4
-                }
-                for objective, values in raw.get("self_tests", {}).items()
-            },
-        )
 
 
 @dataclass

@@ -38,7 +38,7 @@ examples:
   impresslearn run supsup-permuted-mnist --set scenario.num_tasks=10 --data-root ~/data
   impresslearn run supsup-split-cifar100 --set scenario.num_tasks=2 --set train.epochs=1
   impresslearn show supsup-rotated-mnist --set train.lr=3e-4
-  impresslearn eval runs/NAME --set eval.scenario=GNu --set eval.inference=binary
+  impresslearn eval runs/NAME --set eval.scenario=GNu --set inference.procedure=binary
   impresslearn bench mask-step --backbone gem_resnet18 --json
   impresslearn run supsup-split-cifar100 --device cuda --precision bf16
   impresslearn run --resume runs/NAME --device cpu
@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="eval.KEY=VALUE",
         help="evaluation settings only; with eval.scenario=GNu or GNs the tasks are inferred, "
-        "e.g. --set eval.scenario=GNu --set eval.inference=binary (repeatable)",
+        "e.g. --set eval.scenario=GNu --set inference.procedure=binary (repeatable)",
     )
     _add_runtime_args(p)
 
@@ -221,9 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _resolve_config(args: argparse.Namespace):
+    """The config of the preset (or ``--config`` file) with the ``--set`` overrides, checked
+    against its experiment kind's recipe."""
     from impresslearn.config import apply_overrides
     from impresslearn.presets import get_preset
-    from impresslearn.runners import load_config_file
+    from impresslearn.runners import check_experiment, load_config_file
 
     if getattr(args, "config", None) is not None:
         if args.preset:
@@ -234,95 +236,59 @@ def _resolve_config(args: argparse.Namespace):
         config = get_preset(args.preset)
     else:
         raise ImpressLearnError("name a preset (see `impresslearn list`) or give --config FILE")
-    return apply_overrides(config, args.overrides)
+    config = apply_overrides(config, args.overrides)
+    check_experiment(config)
+    return config
 
 
-def _runtime(args: argparse.Namespace):
-    """The runtime of ``--device`` / ``--precision``, resolved before anything is written."""
-    from impresslearn.runtime import Runtime
+def _context(args: argparse.Namespace, out: Path | None, *, resume: bool = False):
+    """The run context of the command line, built once: ``--device`` / ``--precision`` resolved
+    (before anything is written), the data root, the folder, progress and logging."""
+    from impresslearn.data import resolve_data_root
+    from impresslearn.runners import RunContext
 
-    return Runtime.create(args.device, getattr(args, "precision", "fp32"))
+    return RunContext.create(
+        resolve_data_root(args.data_root, os.environ),
+        out,
+        device=args.device,
+        precision=getattr(args, "precision", "fp32"),
+        overwrite=getattr(args, "overwrite", False),
+        resume=resume,
+        progress=not args.quiet,
+        log=getattr(args, "log", None),
+    )
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from impresslearn.data import resolve_data_root
-    from impresslearn.report import impressions_table, summary_table
-    from impresslearn.runners import run_experiment
+    from impresslearn.report import seeds_table
+    from impresslearn.runners import check_experiment, run, run_seeds
 
-    runtime = _runtime(args)
     if args.resume is not None:
-        return _resume(args, runtime)
+        return _resume(args)
     config = _resolve_config(args)
-    data_root = resolve_data_root(args.data_root, os.environ)
     out = args.out or Path("runs") / f"{config.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    where = {"device": runtime.device, "precision": runtime.precision}
+    ctx = _context(args, out)
     if not args.quiet:
-        print(f"impresslearn {__version__}: running {config.name} on {runtime.device} -> {out}")
+        print(f"impresslearn {__version__}: running {config.name} on {ctx.runtime.device} -> {out}")
     if args.seeds is not None:
-        from impresslearn.report import seeds_table
-        from impresslearn.runners.seeds import run_seeds
-
-        record = run_seeds(
-            config,
-            data_root,
-            out,
-            args.seeds,
-            overwrite=args.overwrite,
-            progress=not args.quiet,
-            log=args.log,
-            **where,
-        )
-        print(seeds_table(record))
-    elif config.sweep.num_impressions:
-        from impresslearn.report import sweep_table
-        from impresslearn.runners.sweep import run_sweep
-
-        if args.log:
-            raise ImpressLearnError("--log tensorboard logs runs and repeats, not sweeps: drop it")
-        metrics = run_sweep(
-            config, data_root, out, overwrite=args.overwrite, progress=not args.quiet, **where
-        )
-        print(sweep_table(metrics))
-    elif config.frontier.representations:
-        from impresslearn.report import frontier_table
-        from impresslearn.runners.frontier import run_frontier
-
-        if args.log:
-            raise ImpressLearnError(
-                "--log tensorboard logs runs and repeats, not frontiers: drop it"
-            )
-        metrics = run_frontier(
-            config, data_root, out, overwrite=args.overwrite, progress=not args.quiet, **where
-        )
-        print(frontier_table(metrics))
+        print(seeds_table(run_seeds(config, ctx, args.seeds).metrics))
     else:
-        result = run_experiment(
-            config,
-            data_root,
-            out,
-            overwrite=args.overwrite,
-            progress=not args.quiet,
-            log=args.log,
-            **where,
-        )
-        print(summary_table(result.metrics))
-        per_task = impressions_table(result.metrics)  # ImpressLearn: the per-task comparison
-        if per_task:
-            print(per_task)
+        recipe = check_experiment(config)
+        result = run(config, ctx)
+        if recipe.report is not None:
+            print(recipe.report(result.metrics))
     print(f"run folder: {out}")
     return 0
 
 
-def _resume(args: argparse.Namespace, runtime) -> int:
+def _resume(args: argparse.Namespace) -> int:
     from impresslearn.checkpoint import checkpoint_config
     from impresslearn.config import apply_overrides
-    from impresslearn.data import resolve_data_root
-    from impresslearn.report import seeds_table, summary_table
-    from impresslearn.runners import run_experiment
-    from impresslearn.runners.seeds import is_seeds_folder, resume_seeds
+    from impresslearn.report import seeds_table
+    from impresslearn.runners import check_experiment, resume_seeds, run
+    from impresslearn.runners.seeds import is_seeds_folder
 
     run_dir = args.resume
-    where = {"device": runtime.device, "precision": runtime.precision}
     if args.out is not None and args.out.resolve() != run_dir.resolve():
         raise ImpressLearnError("--resume continues in its own folder: drop --out")
     if args.config is not None:
@@ -333,40 +299,37 @@ def _resume(args: argparse.Namespace, runtime) -> int:
                 "--resume of repeats over seeds finishes them as they were started: drop the "
                 "preset, --set and --seeds"
             )
-        record = resume_seeds(
-            run_dir, resolve_data_root(args.data_root, os.environ), progress=not args.quiet, **where
-        )
-        print(seeds_table(record))
+        print(seeds_table(resume_seeds(_context(args, run_dir)).metrics))
         print(f"run folder: {run_dir}")
         return 0
     if args.seeds is not None:
         raise ImpressLearnError("--resume continues one run; --seeds starts new repeats: drop one")
     saved = checkpoint_config(run_dir / "checkpoint.safetensors")
     config = _resolve_config(args) if args.preset else apply_overrides(saved, args.overrides)
-    data_root = resolve_data_root(args.data_root, os.environ)
-    result = run_experiment(
-        config, data_root, run_dir, resume=True, progress=not args.quiet, log=args.log, **where
-    )
-    print(summary_table(result.metrics))
+    recipe = check_experiment(config)
+    result = run(config, _context(args, run_dir, resume=True))
+    if recipe.report is not None:
+        print(recipe.report(result.metrics))
     print(f"run folder: {run_dir}")
     return 0
 
 
+EVAL_SECTIONS = ("eval.", "inference.")
+
+
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from impresslearn.data import resolve_data_root
     from impresslearn.errors import ConfigError
     from impresslearn.runners.seeds import is_seeds_folder
 
-    runtime = _runtime(args)
-    not_eval = [o for o in args.overrides if not o.startswith("eval.")]
+    not_eval = [o for o in args.overrides if not o.startswith(EVAL_SECTIONS)]
     if not_eval:
         raise ConfigError(
-            f"impresslearn eval changes evaluation settings only (eval.*), got {not_eval}; "
-            "to change training, start a new run"
+            f"impresslearn eval changes evaluation settings only (eval.*, inference.*), got "
+            f"{not_eval}; to change training, start a new run"
         )
-    data_root = resolve_data_root(args.data_root, os.environ)
+    ctx = _context(args, None)
     if not is_seeds_folder(args.run_dir):
-        _eval_run(args.run_dir, data_root, args.overrides, args.quiet, runtime, verbose=True)
+        _eval_run(args.run_dir, ctx, args.overrides, verbose=True)
         return 0
     # A folder of repeats over seeds: evaluate each, then the mean ± std over them.
     from impresslearn.report import seeds_table
@@ -375,11 +338,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     record = load_seeds_record(args.run_dir)
     metrics = []
     for name in record["runs"]:
-        metrics.append(
-            _eval_run(
-                args.run_dir / name, data_root, args.overrides, args.quiet, runtime, verbose=False
-            )
-        )
+        metrics.append(_eval_run(args.run_dir / name, ctx, args.overrides, verbose=False))
         print(f"{name}: {_eval_line(metrics[-1])}")
     print(seeds_table({**record, "summary": summarize(metrics)}))
     return 0
@@ -394,25 +353,23 @@ def _eval_line(metrics: dict) -> str:
     return f"average accuracy {100 * metrics['average_accuracy']:.2f}% with task ids"
 
 
-def _eval_run(
-    run_dir: Path, data_root, overrides: list[str], quiet: bool, runtime, *, verbose: bool
-) -> dict:
-    """Evaluate one saved run (task ids given, or inferred per ``eval.*`` overrides); print the
-    per-task table when ``verbose``; return the headline metrics."""
+def _eval_run(run_dir: Path, ctx, overrides: list[str], *, verbose: bool) -> dict:
+    """Evaluate one saved run (task ids given, or inferred per ``eval.*`` / ``inference.*``
+    overrides); print the per-task table when ``verbose``; return the headline metrics."""
     from impresslearn.config import apply_overrides
     from impresslearn.report import margin_text
     from impresslearn.runners import evaluate_run, evaluate_run_inferred, load_run
 
-    run = load_run(run_dir, device=runtime.device, precision=runtime.precision)
+    run = load_run(run_dir, runtime=ctx.runtime)
     config = apply_overrides(run.config, overrides)
-    if config.eval.scenario != "GG":
-        metrics = evaluate_run_inferred(run, data_root, config.eval, progress=not quiet)
+    if config.eval.infers_tasks:
+        metrics = evaluate_run_inferred(run, ctx.data_root, config, progress=ctx.progress)
         if not verbose:
             return metrics
-        e = config.eval
+        e, inf = config.eval, config.inference
         print(
-            f"{e.scenario}, {e.inference} on {e.objective}, task inferred per batch of "
-            f"{e.inference_batch} from {e.inference_images} image(s)"
+            f"{e.scenario}, {inf.procedure} on {inf.objective}, task inferred per batch of "
+            f"{inf.batch} from {inf.images} image(s)"
         )
         print(f"{'task':>5} {'accuracy %':>11} {'task inference %':>17}")
         for t, (acc, right) in enumerate(
@@ -430,9 +387,9 @@ def _eval_run(
             print(f"one-shot margin {margin_text(metrics)}")
         if "shortlist_recall" in metrics:
             recall = 100 * metrics["shortlist_recall"]
-            print(f"the shortlist of {e.shortlist_size} held the true task for {recall:.2f}%")
+            print(f"the shortlist of {inf.shortlist_size} held the true task for {recall:.2f}%")
         return metrics
-    accs = evaluate_run(run, data_root, progress=not quiet)
+    accs = evaluate_run(run, ctx.data_root, progress=ctx.progress)
     average = sum(accs) / len(accs) if accs else float("nan")
     if verbose:
         saved = run.state.matrix[run.state.next_task - 1] if run.tasks else []
@@ -449,15 +406,26 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from impresslearn.data import list_datasets
     from impresslearn.methods import METHODS
     from impresslearn.presets import PRESETS, preset_summary
+    from impresslearn.runners import RECIPES
     from impresslearn.scenarios import SCENARIOS
 
     print("presets:")
     width = max(len(n) for n in PRESETS.names())
     for name in PRESETS.names():
         print(f"  {name:<{width}}  {preset_summary(name)}")
+    print("experiment kinds (kind=...):")
+    for name in RECIPES.names():
+        print(f"  {name:<10} {RECIPES.get(name).doc}")
+    print("methods:")
+    for name in METHODS.names():
+        method = METHODS.get(name)
+        scenarios = ", ".join(s for s in ("GG", "GNs", "GNu", "NNs") if s in method.scenarios)
+        print(
+            f"  {name:<13} scenarios {scenarios}; task inference "
+            f"{', '.join(sorted(method.procedures))}"
+        )
     print("backbones: " + ", ".join(BACKBONES.names()))
     print("scenarios: " + ", ".join(SCENARIOS.names()))
-    print("methods:   " + ", ".join(METHODS.names()))
     print("datasets:  " + ", ".join(list_datasets()) + " (and folder:PATH)")
     print("           `impresslearn data check` says which are found; `data fetch NAME` gets one")
     return 0
@@ -518,7 +486,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             print(f"  {name:<12} {doc}")
         return 0
     bench = BENCHMARKS.get(args.name)
-    runtime = _runtime(args)
+    from impresslearn.runtime import Runtime
+
+    runtime = Runtime.create(args.device)  # refuses a device that does not exist
     kwargs = {}
     if "device" in inspect.signature(bench).parameters:
         kwargs["device"] = runtime.device

@@ -1,17 +1,26 @@
-"""The experiment config: frozen sections, dotted overrides, JSON round trip.
+"""The experiment config: its kind, frozen sections, dotted overrides, JSON round trip.
 
-An experiment is seven sections, so that an override reads the same in every preset:
-``scenario``, ``backbone``, ``method``, ``train``, ``eval``, ``sweep`` and ``frontier`` (empty
-unless the experiment is an ImpressLearn sweep or frontier). Each section is the frozen config
-dataclass of its component; the ``method`` section's class depends on ``method.name``.
-Overrides (``--set train.lr=1e-3``) refuse unknown keys and values of the wrong type (minGPT's
+An experiment names its ``kind`` (``stream``, ``nns``, ``sweep``, ``frontier``, or any kind
+registered later: :mod:`impresslearn.runners.recipes`) and holds nine sections, so that an
+override reads the same in every preset: ``scenario``, ``backbone``, ``method``, ``train``,
+``eval``, ``inference`` (task inference, :class:`~impresslearn.inference.InferenceConfig`),
+``nns`` (new-task detection), ``sweep`` and ``frontier`` (the grids of those kinds). Each
+section is the frozen config dataclass of its component; the ``method`` section's class depends on
+``method.name``, and a section may nest another (``method.impressions`` is a
+:class:`~impresslearn.train.TrainConfig`). Overrides (``--set train.lr=1e-3``,
+``--set method.impressions.lr=1e-3``) refuse unknown keys and values of the wrong type (minGPT's
 ``merge_from_args`` refuses unknown keys; here the result is frozen and re-validated too).
+
+Keys that moved keep working for a while: an override of an old key (``eval.inference``) is
+applied to its new place (``inference.procedure``) with a warning naming it, and configs saved
+in the old layout (``config.json``, checkpoints) load unchanged (:data:`RENAMED`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,13 +29,54 @@ from typing import Any
 from impresslearn.backbones import BACKBONES, BackboneConfig
 from impresslearn.data import is_known_dataset, list_datasets
 from impresslearn.errors import ConfigError
-from impresslearn.inference import PROCEDURES, VERIFICATIONS, VERIFIED
+from impresslearn.inference.config import InferenceConfig
 from impresslearn.methods import SupSupConfig, method_class, method_config_class
 from impresslearn.methods.coeffs import parse_representation
 from impresslearn.scenarios import SCENARIOS, ScenarioConfig
 from impresslearn.train import TrainConfig
 
-SECTIONS = ("scenario", "backbone", "method", "train", "eval", "sweep", "frontier")
+log = logging.getLogger(__name__)
+
+SECTIONS = (
+    "scenario",
+    "backbone",
+    "method",
+    "train",
+    "eval",
+    "inference",
+    "nns",
+    "sweep",
+    "frontier",
+)
+TOP_LEVEL = ("name", "kind")
+EVAL_SCENARIOS = ("GG", "GNs", "GNu")
+
+# Keys that moved: old dotted key -> new dotted key. Old overrides are applied to the new key
+# with a warning; old saved configs are read into the new layout.
+RENAMED = {
+    "eval.inference": "inference.procedure",
+    "eval.objective": "inference.objective",
+    "eval.inference_batch": "inference.batch",
+    "eval.inference_images": "inference.images",
+    "eval.inference_test_images": "inference.test_images",
+    "eval.shortlist_size": "inference.shortlist_size",
+    "eval.verification": "inference.verification",
+    "eval.reference_images": "inference.reference_images",
+    "eval.nns_threshold": "nns.threshold",
+    "eval.nns_objective": "nns.objective",
+    **{
+        f"method.impression_{key}": f"method.impressions.{key}"
+        for key in (
+            "optimizer",
+            "lr",
+            "iterations",
+            "epochs",
+            "batch_size",
+            "schedule",
+            "weight_decay",
+        )
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -34,107 +84,67 @@ class EvalConfig:
     """Evaluation settings.
 
     ``batch_size``: of the evaluation forward passes (task ids given). ``scenario``: ``GG`` (task
-    ids given at test time) or, after the stream, also ``GNs`` / ``GNu`` (SupSup's taxonomy): the
-    task is inferred once per test batch of ``inference_batch`` images, from its first
-    ``inference_images`` images (1 = one-shot from a single image), by ``inference``
-    (``oneshot``, ``binary``, ImpressLearn's ``entropy_fit``, ``shortlist``: the
-    ``shortlist_size`` tasks the one-shot gradient ranks best, each verified by its own model,
-    ``binary_shortlist``: binary search stopped at ``shortlist_size`` candidates, each verified,
-    or ``exhaustive``: every task verified) on ``objective`` (``entropy`` = H, ``superfluous`` = G). GNu counts
-    the whole batch wrong when the task is wrong; GNs classifies it with the inferred task. NNs
-    trains without task ids too: the learner detects new tasks itself (:mod:`impresslearn.nns`):
-    a new task when ``N * max(softmax(-grad)) < nns_threshold`` (SupSup: ``1 + 2^-3``), the
-    gradient taken of ``nns_objective``: ``entropy`` (H, SupSup's) or ``cross_entropy`` (the
-    training batch's labels, which NNs has; only task ids are missing).
-    ``inference_test_images``: evaluate task inference on the first this many test images of each
-    task (0 = all; one-shot superposition of 250 tasks costs ~0.16 s per batch on one CPU core).
+    ids given at test time) or, after the stream, also ``GNs`` / ``GNu`` (SupSup's taxonomy):
+    the task of every test batch is inferred (the ``inference`` section says how). GNu counts the
+    whole batch wrong when the task is wrong; GNs classifies it with the inferred task.
     ``matrix``: ``full`` evaluates every seen task after each task (the whole accuracy matrix);
     ``diagonal`` evaluates only the task just learned, then all tasks once at the end (the final
     row), for long streams where the full matrix would cost T²/2 evaluations.
     ``predict``: the prediction is the argmax over the task's ``classes`` (the superfluous outputs
     are ignored), or over all ``outputs``, as SupSup's code does (an image whose largest output is
     a superfluous one then counts as wrong).
-    ``verification``: how the verifying procedures (``shortlist``, ``binary_shortlist``,
-    ``exhaustive``) compare candidates: by the objective as it is (``raw``) or ``calibrated``, each
-    candidate's value minus its task's reference (its own model's mean value on the first
-    ``reference_images`` training images of its task, measured when the task is learned), or
-    ``auto``: whichever of the two found each new task more often among the tasks learned before
-    it, on its next ``reference_images`` training images (a self-test after every task).
     """
 
     batch_size: int = 1000
     scenario: str = "GG"
-    inference: str = "oneshot"
-    objective: str = "entropy"
-    inference_batch: int = 128
-    inference_images: int = 1
     matrix: str = "full"
-    nns_threshold: float = 1.125
-    nns_objective: str = "entropy"
-    inference_test_images: int = 0
-    shortlist_size: int = 5
     predict: str = "classes"
-    verification: str = "raw"
-    reference_images: int = 1024
 
     def __post_init__(self) -> None:
         if self.predict not in ("classes", "outputs"):
             raise ConfigError(f"eval.predict={self.predict!r}: use classes or outputs")
-        if self.inference_test_images < 0:
-            raise ConfigError(
-                "eval.inference_test_images must be >= 0 (0 = every test image), got "
-                f"{self.inference_test_images}"
-            )
-        if not self.nns_threshold > 1.0:
-            raise ConfigError(
-                f"eval.nns_threshold must be > 1 (N * max(nu) is 1 when no candidate stands out), "
-                f"got {self.nns_threshold}"
-            )
-        if self.nns_objective not in ("entropy", "cross_entropy"):
-            raise ConfigError(
-                f"eval.nns_objective={self.nns_objective!r}: use entropy or cross_entropy"
-            )
         if self.matrix not in ("full", "diagonal"):
             raise ConfigError(f"eval.matrix={self.matrix!r}: use full or diagonal")
         if self.batch_size < 1:
             raise ConfigError(f"eval.batch_size must be >= 1, got {self.batch_size}")
-        if self.scenario not in ("GG", "GNs", "GNu", "NNs"):
-            raise ConfigError(f"eval.scenario={self.scenario!r}: use GG, GNs, GNu or NNs")
-        if self.inference not in PROCEDURES:
-            raise ConfigError(f"eval.inference={self.inference!r}: use one of {PROCEDURES}")
-        if self.shortlist_size < 1:
-            raise ConfigError(f"eval.shortlist_size must be >= 1, got {self.shortlist_size}")
-        if self.objective not in ("entropy", "superfluous"):
-            raise ConfigError(f"eval.objective={self.objective!r}: use entropy or superfluous")
-        if not 1 <= self.inference_images <= self.inference_batch:
-            raise ConfigError("need 1 <= eval.inference_images <= eval.inference_batch")
-        if self.verification not in VERIFICATIONS:
+        if self.scenario not in EVAL_SCENARIOS:
+            hint = " (new-task detection is an experiment kind: --set kind=nns)"
             raise ConfigError(
-                f"eval.verification={self.verification!r}: use one of {VERIFICATIONS}"
-            )
-        if self.reference_images < 1:
-            raise ConfigError(f"eval.reference_images must be >= 1, got {self.reference_images}")
-        if self.verification != "raw" and self.inference not in VERIFIED:
-            raise ConfigError(
-                f"eval.verification={self.verification} applies to the verifying procedures "
-                f"{VERIFIED}, not eval.inference={self.inference!r}"
-            )
-        if self.verification != "raw" and self.scenario == "NNs":
-            raise ConfigError(
-                f"eval.verification={self.verification} is not available with NNs: use GNs or GNu"
+                f"eval.scenario={self.scenario!r}: use GG, GNs or GNu"
+                + (hint if self.scenario == "NNs" else "")
             )
 
     @property
-    def needs_calibration(self) -> bool:
-        """Whether task inference needs each task's reference and self-test (calibrated or auto
-        verification in GNs or GNu)."""
-        return self.verification != "raw" and self.scenario in ("GNs", "GNu")
+    def infers_tasks(self) -> bool:
+        """Whether the tasks are inferred at test time (GNs or GNu)."""
+        return self.scenario != "GG"
+
+
+@dataclass(frozen=True)
+class NNsConfig:
+    """New-task detection (experiment kind ``nns``; SupSup's scenario NNs): every 100 training
+    batches the learner superposes its candidates and declares a new task when ``N *
+    max(softmax(-grad)) < threshold`` (SupSup: ``1 + 2^-3``), the gradient taken of
+    ``objective``: ``entropy`` (H, SupSup's) or ``cross_entropy`` (the training batch's labels,
+    which NNs has; only task ids are missing)."""
+
+    threshold: float = 1.125
+    objective: str = "entropy"
+
+    def __post_init__(self) -> None:
+        if not self.threshold > 1.0:
+            raise ConfigError(
+                "nns.threshold must be > 1 (N * max(nu) is 1 when no candidate stands out), "
+                f"got {self.threshold}"
+            )
+        if self.objective not in ("entropy", "cross_entropy"):
+            raise ConfigError(f"nns.objective={self.objective!r}: use entropy or cross_entropy")
 
 
 @dataclass(frozen=True)
 class SweepConfig:
-    """Sweep grid: ``num_impressions`` (empty = not a sweep), ``kinds``, and the evaluation tasks
-    (default: every 3rd task after the first ``max(num_impressions)``)."""
+    """The grid of an experiment of kind ``sweep``: ``num_impressions``, the impression ``kinds``,
+    and the evaluation tasks (default: every 3rd task after the first ``max(num_impressions)``)."""
 
     num_impressions: tuple[int, ...] = ()
     kinds: tuple[str, ...] = ("heterogeneous", "homogeneous", "random")
@@ -162,7 +172,7 @@ class SweepConfig:
 class FrontierConfig:
     """ImpressLearn's accuracy-per-byte frontier: the impressions are learned once, then the
     ``eval_tasks`` (default: every task that is not an impression) learn their coefficients in
-    each of the ``representations`` (empty = not a frontier), named ``GRANULARITY[:K][@DTYPE]``:
+    each of the ``representations`` (experiment kind ``frontier``), named ``GRANULARITY[:K][@DTYPE]``:
     ``layer``, ``output_unit``, ``classifier_unit``, ``groups:G``, ``low_rank:R``, each stored
     as ``float32`` (default), ``float16`` or ``int8``, e.g. ``classifier_unit@float16``.
     ``train_scales``: every representation is trained at each of these multiples of the
@@ -188,16 +198,25 @@ class FrontierConfig:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """A complete, replayable experiment. ``name`` is the preset it came from."""
+    """A complete, replayable experiment. ``name`` is the preset it came from; ``kind`` the
+    recipe that runs it (:mod:`impresslearn.runners.recipes`: ``stream``, ``nns``, ``sweep``,
+    ``frontier``, ...)."""
 
     name: str = "custom"
+    kind: str = "stream"
     scenario: ScenarioConfig = field(default_factory=ScenarioConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     method: Any = field(default_factory=SupSupConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    nns: NNsConfig = field(default_factory=NNsConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     frontier: FrontierConfig = field(default_factory=FrontierConfig)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, str) or not self.kind:
+            raise ConfigError(f"kind must name an experiment kind, got {self.kind!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -208,26 +227,41 @@ class ExperimentConfig:
             return num_classes
         return self.backbone.num_outputs or num_classes
 
+    @property
+    def needs_calibration(self) -> bool:
+        """Whether each task's reference (and self-test) is measured as the stream goes:
+        calibrated or auto verification with the tasks inferred at test time."""
+        return self.eval.infers_tasks and self.inference.calibrated
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+
+
+_SECTION_CLASSES = {
+    "scenario": ScenarioConfig,
+    "backbone": BackboneConfig,
+    "train": TrainConfig,
+    "eval": EvalConfig,
+    "inference": InferenceConfig,
+    "nns": NNsConfig,
+    "sweep": SweepConfig,
+    "frontier": FrontierConfig,
+}
 
 
 def _section_class(section: str, values: dict[str, Any]) -> type:
     if section == "method":
         return method_config_class(values.get("name", "supsup"))
-    return {
-        "scenario": ScenarioConfig,
-        "backbone": BackboneConfig,
-        "train": TrainConfig,
-        "eval": EvalConfig,
-        "sweep": SweepConfig,
-        "frontier": FrontierConfig,
-    }[section]
+    return _SECTION_CLASSES[section]
 
 
 def _field_types(cls: type) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _is_config_class(annotation: Any) -> bool:
+    return isinstance(annotation, type) and dataclasses.is_dataclass(annotation)
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
@@ -243,6 +277,17 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         if isinstance(value, (list, tuple)):
             return tuple(_coerce(v, item, key) for v in value)
         raise ConfigError(f"{key} must be a list like [0, 4, 8], got {value!r}")
+    if _is_config_class(annotation):  # a nested section, e.g. method.impressions
+        if isinstance(value, annotation):
+            return value
+        if isinstance(value, dict):
+            try:
+                return _build(annotation, value, key)
+            except ConfigError as e:
+                raise ConfigError(f"{key}: {e}") from None
+        raise ConfigError(
+            f"{key} must be an object of the keys {', '.join(_field_types(annotation))}"
+        )
     if annotation is bool:
         if isinstance(value, bool):
             return value
@@ -268,27 +313,87 @@ def _type_name(annotation: Any) -> str:
     )
 
 
-def _build_section(section: str, values: dict[str, Any]) -> Any:
-    cls = _section_class(section, values)
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
     types_ = _field_types(cls)
     unknown = sorted(set(values) - set(types_))
     if unknown:
         raise ConfigError(
-            f"unknown key(s) {', '.join(f'{section}.{k}' for k in unknown)}; "
-            f"{section} has: {', '.join(types_)}"
+            f"unknown key(s) {', '.join(f'{prefix}.{k}' for k in unknown)}; "
+            f"{prefix} has: {', '.join(types_)}"
         )
-    coerced = {k: _coerce(v, types_[k], f"{section}.{k}") for k, v in values.items()}
+    defaults = {f.name: f for f in dataclasses.fields(cls)}
+    coerced = {}
+    for k, v in values.items():
+        if _is_config_class(types_[k]) and isinstance(v, dict):
+            # A nested section given in part: the rest from the field's own default (e.g. the
+            # impressions' training defaults, not TrainConfig's).
+            f = defaults[k]
+            default = (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            )
+            if default is not dataclasses.MISSING:
+                v = {**dataclasses.asdict(default), **v}
+        coerced[k] = _coerce(v, types_[k], f"{prefix}.{k}")
     return cls(**coerced)
 
 
+def _build_section(section: str, values: dict[str, Any]) -> Any:
+    return _build(_section_class(section, values), values, section)
+
+
+def _move(data: dict[str, Any], old: str, new: str) -> bool:
+    """Move the value at dotted key ``old`` of ``data`` to ``new`` (kept there if already set);
+    whether ``old`` was present."""
+    *old_path, old_leaf = old.split(".")
+    holder = data
+    for part in old_path:
+        holder = holder.get(part)
+        if not isinstance(holder, dict):
+            return False
+    if old_leaf not in holder:
+        return False
+    value = holder.pop(old_leaf)
+    *new_path, new_leaf = new.split(".")
+    target = data
+    for part in new_path:
+        target = target.setdefault(part, {})
+        if not isinstance(target, dict):
+            return True  # a malformed section: its own check reports it
+    target.setdefault(new_leaf, value)
+    return True
+
+
+def _migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """A config dict of an earlier layout in the current one (a copy): the keys of
+    :data:`RENAMED` moved, ``eval.scenario=NNs`` turned into ``kind=nns`` (evaluated as GNu, as
+    NNs runs always were), and a missing ``kind`` told from the sections, as runs were told apart
+    before kinds had names."""
+    data = json.loads(json.dumps(data))
+    for old, new in RENAMED.items():
+        _move(data, old, new)
+    evaluation = data.get("eval")
+    if isinstance(evaluation, dict) and evaluation.get("scenario") == "NNs":
+        evaluation["scenario"] = "GNu"
+        data.setdefault("kind", "nns")
+    if "kind" not in data:
+        sweep, frontier = data.get("sweep", {}), data.get("frontier", {})
+        if isinstance(sweep, dict) and sweep.get("num_impressions"):
+            data["kind"] = "sweep"
+        elif isinstance(frontier, dict) and frontier.get("representations"):
+            data["kind"] = "frontier"
+    return data
+
+
 def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
-    """Rebuild a config from :meth:`ExperimentConfig.to_dict` output, strictly."""
+    """Rebuild a config from :meth:`ExperimentConfig.to_dict` output (or an earlier layout's,
+    see :data:`RENAMED`), strictly."""
     if not isinstance(data, dict):
         raise ConfigError("a config must be a JSON object with the sections " + ", ".join(SECTIONS))
-    unknown = sorted(set(data) - {"name", *SECTIONS})
+    data = _migrate(data)
+    unknown = sorted(set(data) - {*TOP_LEVEL, *SECTIONS})
     if unknown:
         raise ConfigError(
-            f"unknown config section(s) {unknown}; known: name, {', '.join(SECTIONS)}"
+            f"unknown config section(s) {unknown}; known: {', '.join((*TOP_LEVEL, *SECTIONS))}"
         )
     sections = {}
     for section in SECTIONS:
@@ -296,10 +401,13 @@ def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
         if not isinstance(values, dict):
             raise ConfigError(f"config section {section!r} must be an object, got {values!r}")
         sections[section] = _build_section(section, values)
-    name = data.get("name", "custom")
-    if not isinstance(name, str):
-        raise ConfigError(f"config name must be a string, got {name!r}")
-    config = ExperimentConfig(name=name, **sections)
+    top = {}
+    for key in TOP_LEVEL:
+        if key in data:
+            if not isinstance(data[key], str):
+                raise ConfigError(f"config {key} must be a string, got {data[key]!r}")
+            top[key] = data[key]
+    config = ExperimentConfig(**top, **sections)
     _check_registered(config)
     return config
 
@@ -307,21 +415,11 @@ def config_from_dict(data: dict[str, Any]) -> ExperimentConfig:
 def _check_registered(config: ExperimentConfig) -> None:
     """Names that must be registered, and what the method cannot run
     (:meth:`~impresslearn.methods.Method.check_config`): refused at config time, not halfway into
-    a run."""
+    a run. What the experiment's kind needs is its recipe's check
+    (:func:`impresslearn.runners.check_experiment`)."""
     BACKBONES.get(config.backbone.name)
     SCENARIOS.get(config.scenario.name)
     method_class(config.method.name).check_config(config)
-    if config.frontier.representations:
-        if config.method.name != "impresslearn":
-            raise ConfigError("a frontier needs method.name=impresslearn")
-        if config.sweep.num_impressions:
-            raise ConfigError("an experiment is a sweep or a frontier, not both")
-    if config.eval.scenario == "NNs":
-        if config.train.schedule != "constant":
-            raise ConfigError(
-                "eval.scenario=NNs: the learner does not know when a task ends, so a per-task "
-                "learning-rate schedule cannot be used; set train.schedule=constant"
-            )
     if not is_known_dataset(config.scenario.dataset):
         raise ConfigError(
             f"unknown data set {config.scenario.dataset!r} (scenario.dataset); known: "
@@ -342,33 +440,67 @@ def parse_value(text: str) -> Any:
         return text
 
 
+def _renamed_key(key: str, text: str) -> list[tuple[str, str]]:
+    """The overrides an old key stands for now, with a warning naming the new key."""
+    if key == "eval.scenario" and text.strip() == "NNs":
+        log.warning(
+            "eval.scenario=NNs is now an experiment kind: use --set kind=nns (applied as "
+            "kind=nns, eval.scenario=GNu)"
+        )
+        return [("kind", "nns"), ("eval.scenario", "GNu")]
+    new = RENAMED.get(key)
+    if new is None:
+        return [(key, text)]
+    log.warning("%s is now %s: use --set %s=%s (applied)", key, new, new, text)
+    return [(new, text)]
+
+
+def _set(data: dict[str, Any], key: str, text: str) -> None:
+    """Set the dotted ``key`` (section.field, or section.nested.field) of ``data`` to ``text``."""
+    section, dot, rest = key.partition(".")
+    if not dot or section not in SECTIONS:
+        raise ConfigError(
+            f"unknown override key {key!r}: keys are {', '.join(TOP_LEVEL)} or section.field "
+            f"with section one of {', '.join(SECTIONS)} (see `impresslearn show PRESET`)"
+        )
+    values = data[section]
+    cls = _section_class(section, values)
+    *path, name = rest.split(".")
+    prefix = section
+    for part in path:  # into a nested section
+        nested = _field_types(cls).get(part)
+        if not _is_config_class(nested):
+            raise ConfigError(
+                f"unknown override key {key!r}: {prefix}.{part} is not a section; "
+                f"{prefix} has: {', '.join(_field_types(cls))}"
+            )
+        values, cls, prefix = values[part], nested, f"{prefix}.{part}"
+    known = _field_types(cls)
+    if name not in known or _is_config_class(known[name]):
+        raise ConfigError(f"unknown override key {key!r}; {prefix} has: {', '.join(known)}")
+    values[name] = parse_value(text)
+    if prefix == "method" and name == "name":
+        # A different method: keep only the fields the new method also has.
+        fields_ = _field_types(_section_class("method", values))
+        data[section] = {k: v for k, v in values.items() if k in fields_}
+    exclusive = getattr(cls, "exclusive", {})
+    if name in exclusive and values[name] is not None:
+        values[exclusive[name]] = None
+
+
 def apply_overrides(config: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
-    """Apply ``section.key=value`` overrides; unknown keys and wrong types are a ConfigError."""
+    """Apply ``key=value`` overrides (``kind``, ``name``, ``section.field`` or
+    ``section.nested.field``); unknown keys and wrong types are a ConfigError. Keys that moved
+    (:data:`RENAMED`) are applied to their new place with a warning."""
     data = config.to_dict()
     for item in overrides:
         key, sep, text = item.partition("=")
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not of the form section.key=value")
-        if key == "name":
-            data["name"] = text
-            continue
-        section, dot, name = key.partition(".")
-        if not dot or section not in SECTIONS:
-            raise ConfigError(
-                f"unknown override key {key!r}: keys are section.field with section one of "
-                f"{', '.join(SECTIONS)} (see `impresslearn show PRESET`)"
-            )
-        values = data[section]
-        known = _field_types(_section_class(section, values))
-        if name not in known:
-            raise ConfigError(f"unknown override key {key!r}; {section} has: {', '.join(known)}")
-        values[name] = parse_value(text)
-        if section == "method" and name == "name":
-            # A different method: keep only the fields the new method also has.
-            fields_ = _field_types(_section_class("method", values))
-            data[section] = {k: v for k, v in values.items() if k in fields_}
-        exclusive = getattr(_section_class(section, values), "exclusive", {})
-        if name in exclusive and values[name] is not None:
-            values[exclusive[name]] = None
+        for key_, text_ in _renamed_key(key, text):
+            if key_ in TOP_LEVEL:
+                data[key_] = text_
+            else:
+                _set(data, key_, text_)
     return config_from_dict(data)

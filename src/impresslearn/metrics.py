@@ -8,11 +8,57 @@ tasks:
 * forgetting (Chaudhry et al. 2018) = ``mean_{j<T-1} (max_{j<=i<T-1} R[i, j] - R[T-1, j])``.
 
 Both transfer measures are 0 with a single task. This module needs NumPy only.
+
+Reference accuracies (a dedicated SupSup mask per task, one ImpressLearn impression unchanged)
+travel as :class:`ReferenceAccuracy` records, from the method that measures them to
+``metrics.json``, the tables and the plots; their keys are named here once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
 import numpy as np
+
+# metrics.json keys of the reference accuracies: per task (by task id as a string), and
+# "<key>_unseen", their mean over the tasks the method learned without a mask of their own.
+DEDICATED = "dedicated_accuracy"
+SINGLE_IMPRESSION = "single_impression_accuracy"
+REFERENCE_LABELS = {
+    DEDICATED: "dedicated SupSup mask",
+    SINGLE_IMPRESSION: "one impression, unchanged",
+}
+
+
+@dataclass(frozen=True)
+class ReferenceAccuracy:
+    """Accuracies of a reference model, per task, measured beside a method's own: ``key`` (one
+    of :data:`REFERENCE_LABELS`), and ``per_task``, task id -> accuracy."""
+
+    key: str
+    per_task: Mapping[int, float]
+
+    @property
+    def label(self) -> str:
+        return REFERENCE_LABELS.get(self.key, self.key)
+
+    def mean(self, tasks: Sequence[int] | None = None) -> float | None:
+        """Mean over ``tasks`` (those measured; default all), or None if none was."""
+        values = [a for t, a in sorted(self.per_task.items()) if tasks is None or t in tasks]
+        return float(np.mean(values)) if values else None
+
+    def series(self, num_tasks: int) -> list[float | None]:
+        """Per task of a stream of ``num_tasks``, None where not measured (for plots)."""
+        return [self.per_task.get(t) for t in range(num_tasks)]
+
+    def to_metrics(self, unseen: Sequence[int] | None = None) -> dict[str, object]:
+        """``metrics.json`` entries: ``key`` per task and ``key_unseen``, the mean over
+        ``unseen`` (default every measured task)."""
+        return {
+            f"{self.key}_unseen": self.mean(unseen),
+            self.key: {str(t): a for t, a in self.per_task.items()},
+        }
 
 
 def _check(matrix: np.ndarray) -> np.ndarray:

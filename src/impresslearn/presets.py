@@ -13,7 +13,14 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from impresslearn.backbones import BackboneConfig
-from impresslearn.config import EvalConfig, ExperimentConfig, FrontierConfig, SweepConfig
+from impresslearn.config import (
+    EvalConfig,
+    ExperimentConfig,
+    FrontierConfig,
+    NNsConfig,
+    SweepConfig,
+)
+from impresslearn.inference import InferenceConfig
 from impresslearn.methods import ImpressLearnConfig, SupSupConfig
 from impresslearn.registry import Registry
 from impresslearn.scenarios import ScenarioConfig
@@ -87,7 +94,7 @@ def quickstart() -> ExperimentConfig:
             IMPRESS_MNIST,
             num_impressions=4,
             granularity="output_unit",
-            impression_iterations=600,
+            impressions=replace(IMPRESS_MNIST.impressions, iterations=600),
             dedicated_masks=True,
         ),
         train=TrainConfig(optimizer="rmsprop", lr=1e-2, batch_size=128, iterations=600),
@@ -184,8 +191,8 @@ def supsup_split_mnist() -> ExperimentConfig:
 
     Top-k masks at density 0.5, RMSprop lr 1e-4, batch 128, 1000 iterations per task.
     Run: ``impresslearn run supsup-split-mnist``; task inference on this stream:
-    ``impresslearn eval RUN --set eval.scenario=GNu --set eval.inference=binary
-    --set eval.inference_images=128``.
+    ``impresslearn eval RUN --set eval.scenario=GNu --set inference.procedure=binary
+    --set inference.images=128``.
     """
     return ExperimentConfig(
         scenario=ScenarioConfig(name="split_mnist", dataset="mnist", num_tasks=5),
@@ -198,13 +205,7 @@ def supsup_split_mnist() -> ExperimentConfig:
 # ImpressLearn (Bhardwaj et al. 2022). Alphas: RMSprop lr 1e-3 as in the authors' MNIST runs,
 # lambda 0.005, alphas start at 1/n; impressions are SupSup masks trained as BEST_MNIST_TRAIN.
 IMPRESS_ALPHA_TRAIN = TrainConfig(optimizer="rmsprop", lr=1e-3, batch_size=128, iterations=1000)
-IMPRESS_MNIST = ImpressLearnConfig(
-    impression_optimizer=BEST_MNIST_TRAIN.optimizer,
-    impression_lr=BEST_MNIST_TRAIN.lr,
-    impression_iterations=BEST_MNIST_TRAIN.iterations,
-    impression_schedule=BEST_MNIST_TRAIN.schedule,
-    impression_batch_size=BEST_MNIST_TRAIN.batch_size,
-)
+IMPRESS_MNIST = ImpressLearnConfig(impressions=BEST_MNIST_TRAIN)
 
 
 @register_preset("impress-rotated-mnist")
@@ -298,6 +299,7 @@ def _sweep(scenario: str) -> ExperimentConfig:
         backbone=BackboneConfig(name="lenet_300_100"),
         method=IMPRESS_MNIST,
         train=IMPRESS_ALPHA_TRAIN,
+        kind="sweep",
         sweep=SweepConfig(num_impressions=(1, 2, 5, 10, 20)),
     )
 
@@ -319,7 +321,7 @@ def impress_sweep_permuted_mnist() -> ExperimentConfig:
     """ImpressLearn's main figure on PermutedMNIST (as ``impress-sweep-rotated-mnist``).
 
     Run: ``impresslearn run impress-sweep-permuted-mnist``
-    (``--set method.impression_iterations=1000`` for shorter impression training).
+    (``--set method.impressions.iterations=1000`` for shorter impression training).
     """
     return _sweep("permuted_mnist")
 
@@ -363,6 +365,7 @@ def impress_frontier_rotated_mnist() -> ExperimentConfig:
     return replace(
         impress_rotated_mnist(),
         train=IMPRESS_ALPHA_TRAIN,
+        kind="frontier",
         frontier=FrontierConfig(representations=MNIST_REPRESENTATIONS),
     )
 
@@ -376,20 +379,17 @@ def impress_frontier_permuted_mnist() -> ExperimentConfig:
     impress-frontier-permuted-mnist``.
     """
     return replace(
-        impress_permuted_mnist(), frontier=FrontierConfig(representations=MNIST_REPRESENTATIONS)
+        impress_permuted_mnist(),
+        kind="frontier",
+        frontier=FrontierConfig(representations=MNIST_REPRESENTATIONS),
     )
 
 
 # Task inference (SupSup section 3; scenario GNu): the task of each test batch of 128 is inferred
 # from its first image (one-shot), or from the whole batch (binary search), after the stream.
-GNU_ONE_IMAGE = EvalConfig(scenario="GNu", inference="oneshot", objective="superfluous")
-GNU_FULL_BATCH = EvalConfig(
-    scenario="GNu",
-    inference="binary",
-    objective="entropy",
-    inference_batch=128,
-    inference_images=128,
-)
+GNU = EvalConfig(scenario="GNu")
+ONE_IMAGE = InferenceConfig(procedure="oneshot", objective="superfluous")
+FULL_BATCH = InferenceConfig(procedure="binary", objective="entropy", batch=128, images=128)
 
 
 @register_preset("supsup-gnu-permuted-mnist")
@@ -403,15 +403,16 @@ def supsup_gnu_permuted_mnist() -> ExperimentConfig:
     more clearly than an exact top-k mask, which 250 candidates need (docs/protocols.md). With 250
     tasks the full accuracy matrix would take 31,375 task evaluations, so only each new task is
     evaluated as it is learned and all 250 at the end (``eval.matrix=diagonal``).
-    Run: ``impresslearn run supsup-gnu-permuted-mnist --set eval.inference_test_images=1280``
+    Run: ``impresslearn run supsup-gnu-permuted-mnist --set inference.test_images=1280``
     (task inference on the first 1,280 test images of each task; 0 = all of them). Quick check:
-    ``--set scenario.num_tasks=20``; ``--set eval.objective=entropy`` for H.
+    ``--set scenario.num_tasks=20``; ``--set inference.objective=entropy`` for H.
     """
     return replace(
         supsup_permuted_mnist(),
         backbone=BackboneConfig(name="lenet_300_100", num_outputs=500),
         method=SupSupConfig(mask_kind="threshold"),
-        eval=replace(GNU_ONE_IMAGE, matrix="diagonal"),
+        eval=replace(GNU, matrix="diagonal"),
+        inference=ONE_IMAGE,
     )
 
 
@@ -421,9 +422,9 @@ def supsup_gnu_rotated_mnist() -> ExperimentConfig:
 
     SupSup's GNu protocol on RotatedMNIST: the task of every test batch of 128 is inferred by
     binary search with the output entropy H over the whole batch.
-    Run: ``impresslearn run supsup-gnu-rotated-mnist --set eval.inference_test_images=1280``.
+    Run: ``impresslearn run supsup-gnu-rotated-mnist --set inference.test_images=1280``.
     """
-    return replace(supsup_rotated_mnist(), eval=GNU_FULL_BATCH)
+    return replace(supsup_rotated_mnist(), eval=GNU, inference=FULL_BATCH)
 
 
 @register_preset("impress-gnu-permuted-mnist")
@@ -434,11 +435,11 @@ def impress_gnu_permuted_mnist() -> ExperimentConfig:
     39,400 B for a mask), 500 outputs; the task of each test batch is inferred from one image: one
     one-shot pass over the impressions ranks all tasks (beta enters through gamma = beta @
     alpha), then the 5 best are verified by their own alphas with the superfluous-output
-    objective G (``eval.inference=shortlist``). Measured: 92.94% with task ids, 97.57% task
+    objective G (``inference.procedure=shortlist``). Measured: 92.94% with task ids, 97.57% task
     inference on every test image, 90.86% with the task inferred (SupSup's masks: 100.00%). The
     paper's per-layer alphas (``--set method.granularity=layer --set
     method.coeff_dtype=float32``, 120 B per task) model unseen permutations poorly and reach
-    51.00%; the one-shot ranking alone: ``--set eval.inference=oneshot``.
+    51.00%; the one-shot ranking alone: ``--set inference.procedure=oneshot``.
     Run: ``impresslearn run impress-gnu-permuted-mnist``.
     """
     base = impress_permuted_mnist()
@@ -448,7 +449,8 @@ def impress_gnu_permuted_mnist() -> ExperimentConfig:
         method=replace(
             base.method, dedicated_masks=False, granularity="output_unit", coeff_dtype="int8"
         ),
-        eval=replace(GNU_ONE_IMAGE, inference="shortlist"),
+        eval=GNU,
+        inference=replace(ONE_IMAGE, procedure="shortlist"),
     )
 
 
@@ -459,14 +461,14 @@ def impress_gnu_rotated_mnist() -> ExperimentConfig:
     9 impressions spread over the stream from shared initial scores, as ``impress-rotated-mnist``,
     with alphas per output unit (float32, 14,760 B per task) and LeNet-300-100 with 500 outputs.
     The task of each test batch of 128 is the one whose own model gives the batch the lowest
-    output entropy H (``eval.inference=exhaustive``: 36 forward passes per batch), taken relative
+    output entropy H (``inference.procedure=exhaustive``: 36 forward passes per batch), taken relative
     to the entropy each model gives its own training images if the self-test after every task
-    says so (``eval.verification=auto``; here it does: 93.9% vs 73.6%). The most accurate
+    says so (``inference.verification=auto``; here it does: 93.9% vs 73.6%). The most accurate
     ImpressLearn procedure measured on this stream: 94.44% against 46.67% uncalibrated
     (docs/results.md). ``--set method.granularity=layer`` for the paper's per-layer alphas (auto
-    then keeps raw values); ``--set eval.inference=binary_shortlist`` for log T cost (77.50%).
+    then keeps raw values); ``--set inference.procedure=binary_shortlist`` for log T cost (77.50%).
     Run: ``impresslearn run impress-gnu-rotated-mnist --set eval.matrix=diagonal --set
-    eval.inference_test_images=1280``.
+    inference.test_images=1280``.
     """
     base = impress_rotated_mnist()
     return replace(
@@ -479,7 +481,8 @@ def impress_gnu_rotated_mnist() -> ExperimentConfig:
             coeff_dtype="float32",
         ),
         train=IMPRESS_ALPHA_TRAIN,
-        eval=replace(GNU_FULL_BATCH, inference="exhaustive", verification="auto"),
+        eval=GNU,
+        inference=replace(FULL_BATCH, procedure="exhaustive", verification="auto"),
     )
 
 
@@ -507,12 +510,7 @@ CIFAR_IMPRESS = ImpressLearnConfig(
     num_impressions=10,
     density=CIFAR_SUPSUP.density,
     density_rule=CIFAR_SUPSUP.density_rule,
-    impression_optimizer=PAPER_CIFAR_TRAIN.optimizer,
-    impression_lr=PAPER_CIFAR_TRAIN.lr,
-    impression_iterations=None,
-    impression_epochs=PAPER_CIFAR_TRAIN.epochs,
-    impression_batch_size=PAPER_CIFAR_TRAIN.batch_size,
-    impression_schedule=PAPER_CIFAR_TRAIN.schedule,
+    impressions=PAPER_CIFAR_TRAIN,
 )
 
 
@@ -580,7 +578,9 @@ def impress_split_cifar100() -> ExperimentConfig:
     return replace(
         impress_split_cifar100_paper(),
         method=replace(
-            CIFAR_IMPRESS, impression_epochs=CPU_CIFAR_EPOCHS, granularity="output_unit"
+            CIFAR_IMPRESS,
+            impressions=replace(PAPER_CIFAR_TRAIN, epochs=CPU_CIFAR_EPOCHS),
+            granularity="output_unit",
         ),
         train=replace(PAPER_CIFAR_ALPHA_TRAIN, epochs=CPU_CIFAR_EPOCHS),
     )
@@ -599,6 +599,7 @@ def impress_frontier_split_cifar100() -> ExperimentConfig:
     return replace(
         base,
         method=replace(base.method, num_impressions=5),
+        kind="frontier",
         frontier=FrontierConfig(
             representations=CIFAR_REPRESENTATIONS, eval_tasks=tuple(range(5, 10))
         ),
@@ -611,10 +612,10 @@ def supsup_nns_permuted_mnist() -> ExperimentConfig:
 
     SupSup's NNs protocol: batches arrive task after task (1000 per task) with no boundary given;
     every 100 batches the learner runs SupSup's one-shot test and allocates a new mask when
-    ``N * max(softmax(-grad)) < eval.nns_threshold``. The gradient is of the training batch's
-    cross-entropy over the real classes (``eval.nns_objective=cross_entropy``; NNs has labels, only
+    ``N * max(softmax(-grad)) < nns.threshold``. The gradient is of the training batch's
+    cross-entropy over the real classes (``nns.objective=cross_entropy``; NNs has labels, only
     task ids are missing), threshold 2, because SupSup's own test (``--set
-    eval.nns_objective=entropy --set eval.nns_threshold=1.125``) does not separate a boundary from
+    nns.objective=entropy --set nns.threshold=1.125``) does not separate a boundary from
     the task being learned on this stream (docs/results.md). Constant lr 3e-4 (the learner cannot
     schedule per task). At the end the task of every test batch of 128 is inferred by binary
     search with H over all 500 outputs. ``metrics.json`` reports the detected boundaries.
@@ -625,14 +626,10 @@ def supsup_nns_permuted_mnist() -> ExperimentConfig:
         backbone=BackboneConfig(name="lenet_300_100", num_outputs=500),
         method=BEST_MNIST_SUPSUP,
         train=replace(PAPER_MNIST_TRAIN, lr=3e-4),
-        eval=EvalConfig(
-            scenario="NNs",
-            inference="binary",
-            objective="entropy",
-            inference_images=128,
-            nns_objective="cross_entropy",
-            nns_threshold=2.0,
-        ),
+        kind="nns",
+        eval=GNU,
+        inference=InferenceConfig(procedure="binary", objective="entropy", images=128),
+        nns=NNsConfig(objective="cross_entropy", threshold=2.0),
     )
 
 
@@ -657,5 +654,5 @@ def impress_nns_permuted_mnist() -> ExperimentConfig:
             train_impression_tasks=True,
         ),
         train=replace(IMPRESS_ALPHA_TRAIN, schedule="constant"),
-        eval=replace(base.eval, nns_threshold=3.0),
+        nns=replace(base.nns, threshold=3.0),
     )

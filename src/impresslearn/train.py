@@ -140,6 +140,24 @@ def backward(
     return loss
 
 
+def train_step(
+    optimizer: torch.optim.Optimizer,
+    params: list[nn.Parameter],
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    x: Tensor,
+    y: Tensor,
+    parallel: Runtime | None = None,
+) -> Tensor:
+    """One optimiser step on the global batch ``(x, y)``: the step every training loop takes
+    (:func:`fit`, and the NNs stream, which decides between steps whether a new task began).
+    Gradients as :func:`backward` computes them (shared among ``parallel``'s processes). Returns
+    this process's (weighted) loss."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = backward(params, loss_fn, x, y, parallel)
+    optimizer.step()
+    return loss
+
+
 @dataclass(frozen=True)
 class TrainStats:
     steps: int
@@ -172,9 +190,7 @@ def fit(
     loss_value = float("nan")
     bar = tqdm(total=steps, desc=description, disable=not progress, leave=False, mininterval=0.5)
     for step, (x, y) in enumerate(iterate_batches(data, config.batch_size, steps, gen)):
-        optimizer.zero_grad(set_to_none=True)
-        loss = backward(params, loss_fn, x, y, parallel)
-        optimizer.step()
+        loss = train_step(optimizer, params, loss_fn, x, y, parallel)
         if scheduler is not None:
             scheduler.step()
         if step % 50 == 0 or step == steps - 1:

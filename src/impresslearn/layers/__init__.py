@@ -1,5 +1,6 @@
 """Masked layers, mask learning and mask banks (one layer contract behind SupSup and ImpressLearn)."""
 
+from impresslearn.layers.cpu_topk import ThresholdMask, TopKSelector, accelerated_selector
 from impresslearn.layers.masked import (
     WEIGHT_INITS,
     DenseConv2d,
@@ -17,8 +18,10 @@ from impresslearn.layers.masked import (
 from impresslearn.layers.masks import (
     MASK_KINDS,
     DensityRule,
-    ThresholdMask,
-    TopKSelector,
+    ExactTopK,
+    StraightThrough,
+    ThresholdRule,
+    exact_topk_mask,
     mix_bank,
     num_kept,
     pack_bits,
@@ -42,14 +45,19 @@ __all__ = [
     "DenseConv2d",
     "DenseLinear",
     "DensityRule",
+    "ExactTopK",
     "MaskedConv2d",
     "MaskedLayer",
     "MaskedLinear",
+    "StraightThrough",
     "TaskBatchNorm2d",
     "ThresholdMask",
+    "ThresholdRule",
     "TopKSelector",
+    "accelerated_selector",
     "copy_norm_stats",
     "drop_norm_stats",
+    "exact_topk_mask",
     "extra_masks",
     "freeze_norm_stats",
     "init_weight",

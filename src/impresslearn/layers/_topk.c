@@ -12,6 +12,7 @@
  * by flat position.
  */
 #include <math.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -164,10 +165,6 @@ static float select_rank(float *a, int64_t n, int64_t r)
     return a[r];
 }
 
-/* The version of these functions' arguments and structs: native.py refuses a library built from
-   another version of this file (an editable install not rebuilt after a change). */
-int32_t il_topk_abi(void) { return 1; }
-
 /* 2 where this machine runs the AVX-512 scan, 1 the AVX2 scan, 0 the portable loop */
 int32_t il_topk_simd(void)
 {
@@ -277,6 +274,34 @@ typedef struct {
     float *vals, *tmp;
     int64_t cap;
 } il_topk_t;
+
+/* The interface native.py binds, declared once, here: il_topk_t's fields (name:type, in order)
+   and the signature of every function it calls (p = pointer, i32 / i64 = integers). native.py
+   builds its ctypes struct and argument types from this text, and refuses the library if the
+   struct it built does not have the size and field offsets il_topk_layout reports (so this text
+   and the struct above cannot drift apart unnoticed). */
+static const char IL_INTERFACE[] =
+    "struct n:i64 k:i64 mode:i32 tries:i32 td:p kept:p band:p vals:p tmp:p cap:i64\n"
+    "il_topk_run p p p p -> i32\n"
+    "il_straight_through p p p p i64 i32 -> void\n"
+    "il_threshold_product p p p i64 -> void\n"
+    "il_topk_simd -> i32\n";
+
+const char *il_interface(void) { return IL_INTERFACE; }
+
+/* out[0] = sizeof(il_topk_t), out[1 + i] = the offset of its i-th field; returns the count */
+int32_t il_topk_layout(int64_t *out)
+{
+    const int64_t layout[] = {
+        sizeof(il_topk_t),          offsetof(il_topk_t, n),    offsetof(il_topk_t, k),
+        offsetof(il_topk_t, mode),  offsetof(il_topk_t, tries), offsetof(il_topk_t, td),
+        offsetof(il_topk_t, kept),  offsetof(il_topk_t, band), offsetof(il_topk_t, vals),
+        offsetof(il_topk_t, tmp),   offsetof(il_topk_t, cap),
+    };
+    int32_t count = (int32_t)(sizeof(layout) / sizeof(layout[0]));
+    for (int32_t i = 0; i < count; i++) out[i] = layout[i];
+    return count;
+}
 
 /* il_topk_step, widening a band too narrow (4x) or narrowing a crowded one (1/4) up to `tries`
    times; 1 when the mask is the top k, 0 when the caller must select afresh */

@@ -29,20 +29,31 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from impresslearn.errors import ConfigError
+from impresslearn.layers.cpu_topk import accelerated_selector
 from impresslearn.layers.masks import (
     MASK_KINDS,
-    ThresholdMask,
-    TopKSelector,
+    ExactTopK,
+    ThresholdRule,
     mix_bank,
     num_kept,
-    threshold_masked_weight,
-    topk_masked_weight,
 )
 from impresslearn.seeding import PURPOSE_WEIGHTS, generator
 
 WeightInit = Literal["signed_constant", "kaiming_normal"]
 FLOAT_BANK_BYTES = 128 * 2**20  # per layer
 WEIGHT_INITS: tuple[str, ...] = ("signed_constant", "kaiming_normal")
+
+
+def mask_selector(kind: str, numel: int, k: int, device: torch.device):
+    """What selects a learning layer's mask from its scores, step after step (``k`` kept weights
+    for the top-k kinds): on the CPU the accelerator (:func:`~impresslearn.layers.cpu_topk.
+    accelerated_selector`), elsewhere the reference's torch ops (:class:`ExactTopK`,
+    :class:`ThresholdRule`); the same masks bit for bit."""
+    if device.type == "cpu":
+        return accelerated_selector(numel, k, kind)
+    if kind == "threshold":
+        return ThresholdRule()
+    return ExactTopK(numel, k, signed=kind == "topk_raw")
 
 
 def init_weight(
@@ -96,7 +107,7 @@ class MaskedLayer(nn.Module):
         self.num_masks = 0
         self.register_parameter("scores", None)  # trainable only while a mask is learned
         self._mask_kind = "topk"
-        self._selector: TopKSelector | ThresholdMask | None = None
+        self._selector = None  # selects the mask of the scores being learned (mask_selector)
         self._coeffs: Tensor | None = None
         self._cached_weight: Tensor | None = None
         self._weighted_bank: Tensor | None = None  # weight * bank as floats, while small
@@ -155,14 +166,8 @@ class MaskedLayer(nn.Module):
         shape = tuple(self.weight.shape)
         self.scores = nn.Parameter(init_scores(shape, gen).to(self.weight.device))
         self._mask_kind = kind
-        self._selector = (
-            TopKSelector(
-                self.weight.numel(),
-                num_kept(density, self.weight.numel()),
-                signed=kind == "topk_raw",
-            )
-            if kind != "threshold"
-            else ThresholdMask()
+        self._selector = mask_selector(
+            kind, self.weight.numel(), num_kept(density, self.weight.numel()), self.weight.device
         )
         return self.scores
 
@@ -191,10 +196,7 @@ class MaskedLayer(nn.Module):
             # its __getattr__ costs about a microsecond a call, on every layer and step.
             scores = self._parameters["scores"]
             if scores is not None:
-                weight = self._buffers["weight"]
-                if self._mask_kind == "threshold":
-                    return threshold_masked_weight(scores, weight, self._selector)
-                return topk_masked_weight(scores, weight, self._selector)
+                return self._selector.masked_weight(scores, self._buffers["weight"])
         else:
             if self._cached_weight is not None:
                 return self._cached_weight

@@ -21,56 +21,96 @@ from torch import Tensor
 from impresslearn.errors import ConfigError
 
 _TRIES = 8  # band widenings or narrowings per step before a fresh selection
-_ABI = 1  # il_topk_abi() of the _topk.c these bindings are written for
 log = logging.getLogger(__name__)
 
+# The C types the interface text of _topk.c names.
+_CTYPES = {"p": ctypes.c_void_p, "i32": ctypes.c_int32, "i64": ctypes.c_int64, "void": None}
+# What these bindings call, by name: a library that does not describe them is not used.
+EXPECTED = {
+    "il_topk_run": (("p", "p", "p", "p"), "i32"),
+    "il_straight_through": (("p", "p", "p", "p", "i64", "i32"), "void"),
+    "il_threshold_product": (("p", "p", "p", "i64"), "void"),
+    "il_topk_simd": ((), "i32"),
+}
+STRUCT_FIELDS = ("n", "k", "mode", "tries", "td", "kept", "band", "vals", "tmp", "cap")
 
-class _Arguments(ctypes.Structure):
-    """``il_topk_t``: a selector's constant arguments of the kernel."""
 
-    _fields_ = [
-        ("n", ctypes.c_int64),
-        ("k", ctypes.c_int64),
-        ("mode", ctypes.c_int32),
-        ("tries", ctypes.c_int32),
-        ("td", ctypes.c_void_p),
-        ("kept", ctypes.c_void_p),
-        ("band", ctypes.c_void_p),
-        ("vals", ctypes.c_void_p),
-        ("tmp", ctypes.c_void_p),
-        ("cap", ctypes.c_int64),
-    ]
+class InterfaceMismatch(Exception):
+    """The library's description of its interface is not what these bindings call."""
+
+
+def parse_interface(text: str) -> tuple[list[tuple[str, str]], dict[str, tuple]]:
+    """The struct's fields ``[(name, type)]`` and the functions ``{name: (argument types, result
+    type)}`` of ``_topk.c``'s interface text (``il_interface()``)."""
+    fields, functions = [], {}
+    for line in text.strip().splitlines():
+        words = line.split()
+        if not words:
+            continue
+        if words[0] == "struct":
+            fields = [tuple(w.split(":")) for w in words[1:]]
+            continue
+        if "->" not in words:
+            raise InterfaceMismatch(f"unreadable line {line!r}")
+        arrow = words.index("->")
+        functions[words[0]] = (tuple(words[1:arrow]), words[arrow + 1])
+    for _, kind in [*fields, *((k, r) for args, r in functions.values() for k in args)]:
+        if kind not in _CTYPES:
+            raise InterfaceMismatch(f"unknown C type {kind!r}")
+    return fields, functions
+
+
+def bind(library: ctypes.CDLL) -> type[ctypes.Structure]:
+    """Declare the library's functions to ctypes from its own description, check that it is
+    what these bindings call and that the struct built from it has the compiler's layout; the
+    ctypes struct of ``il_topk_t``. Raises :class:`InterfaceMismatch` otherwise."""
+    library.il_interface.restype = ctypes.c_char_p
+    library.il_interface.argtypes = []
+    fields, functions = parse_interface(library.il_interface().decode())
+    for name, signature in EXPECTED.items():
+        if functions.get(name) != signature:
+            raise InterfaceMismatch(f"{name}: {functions.get(name)} instead of {signature}")
+    if tuple(name for name, _ in fields) != STRUCT_FIELDS:
+        raise InterfaceMismatch(f"il_topk_t has fields {[n for n, _ in fields]}")
+    for name, (arguments, result) in functions.items():
+        function = getattr(library, name)
+        function.argtypes = [_CTYPES[a] for a in arguments]
+        function.restype = _CTYPES[result]
+    struct = type(
+        "IlTopkT", (ctypes.Structure,), {"_fields_": [(n, _CTYPES[t]) for n, t in fields]}
+    )
+    layout = (ctypes.c_int64 * (len(fields) + 1))()
+    library.il_topk_layout.argtypes = [ctypes.c_void_p]
+    library.il_topk_layout.restype = ctypes.c_int32
+    count = library.il_topk_layout(ctypes.addressof(layout))
+    ours = [ctypes.sizeof(struct), *(getattr(struct, n).offset for n, _ in fields)]
+    if count != len(ours) or list(layout[:count]) != ours:
+        raise InterfaceMismatch(
+            f"il_topk_t's layout {list(layout[:count])} differs from its description's {ours}"
+        )
+    return struct
 
 
 @functools.cache
 def load_kernel() -> ctypes.CDLL | None:
     """The compiled library next to this file, or ``None`` where it was not built (or was built
-    from another version of ``_topk.c``: then a warning says to reinstall)."""
+    from another version of ``_topk.c``, whose interface is not what these bindings call: then
+    a warning says to reinstall). The library's ctypes struct is ``library.arguments``."""
     here = Path(__file__).parent
     for suffix in importlib.machinery.EXTENSION_SUFFIXES:
         path = here / f"_topk{suffix}"
         if path.is_file():
             try:
                 library = ctypes.CDLL(str(path))
-                abi = library.il_topk_abi()
-            except (OSError, AttributeError):
-                abi = None
-            if abi != _ABI:
+                library.arguments = bind(library)
+            except (OSError, AttributeError, InterfaceMismatch) as e:
                 log.warning(
-                    "%s was built from another version of _topk.c: using the NumPy top-k "
+                    "%s was built from another version of _topk.c (%s): using the NumPy top-k "
                     "selection; run `pip install -e .` again to rebuild it",
                     path,
+                    e,
                 )
                 return None
-            p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32
-            library.il_topk_run.argtypes = [p, p, p, p]
-            library.il_topk_run.restype = i32
-            library.il_straight_through.argtypes = [p, p, p, p, i64, i32]
-            library.il_straight_through.restype = None
-            library.il_threshold_product.argtypes = [p, p, p, i64]
-            library.il_threshold_product.restype = None
-            library.il_topk_simd.argtypes = []
-            library.il_topk_simd.restype = i32
             return library
     return None
 
@@ -109,7 +149,7 @@ class NativeBand:
         )
         kept, self._td, band, vals, tmp = self._buffers
         self._simd = library.il_topk_simd()
-        self._arguments = _Arguments(
+        self._arguments = library.arguments(
             numel,
             k,
             int(signed) | self._simd << 1,

@@ -2,12 +2,12 @@
 
 A method is a small role: it is told when a task begins and ends, hands the training loop the
 parameters to optimise, and selects a task's state for evaluation through a context manager.
-:class:`Method` states the role; its optional hooks have defaults there, so a new method writes
-only what it changes, in one file of this package plus its registration
-(``@METHODS.register("name")`` on the class, whose ``config_class`` is a frozen dataclass with a
-``name`` field). Nothing outside this package asks which method it holds: what differs between
-methods (config checks, new-task detection in scenario NNs, ``entropy_fit`` inference) is a hook
-here. How to add one: docs/extending.md.
+:class:`Method` states the role: the members every method writes, what it supports as data
+(scenarios, inference procedures), the hooks a declared support obliges it to, and the optional
+hooks with their defaults, so a new method writes only what it changes, in one file of this
+package plus its registration (``@METHODS.register("name")`` on the class, whose
+``config_class`` is a frozen dataclass with a ``name`` field). Nothing outside this package asks
+which method it holds. How to add one: docs/extending.md.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from impresslearn.layers import (
     num_kept,
     use_coeffs,
 )
+from impresslearn.metrics import ReferenceAccuracy
 from impresslearn.registry import Registry
 from impresslearn.seeding import PURPOSE_RANDOM_MASK, PURPOSE_SCORES, generator
 from impresslearn.train import TrainConfig
@@ -60,17 +61,42 @@ class Candidates:
         return self.mix(beta)
 
 
+# Task-inference procedures every method offers through the required members alone.
+BASIC_PROCEDURES = frozenset(("oneshot", "binary", "shortlist", "binary_shortlist", "exhaustive"))
+
+
 class Method:
     """What the experiment runner needs from SupSup, ImpressLearn, ...: the base of every method.
 
-    A method writes the role's required members (marked below) and overrides only the optional
-    hooks it needs; the defaults here do nothing. Tensors a method holds outside the model (e.g.
-    ImpressLearn's alphas) live on the model's device and move with :meth:`to`.
+    **Required members** (every method writes them): :meth:`begin_task`,
+    :meth:`training_context`, :meth:`trainable_parameters`, :meth:`end_task`,
+    :meth:`task_context`, :meth:`learned_tasks`, :meth:`mixed_coeffs`, :meth:`bytes_per_task`.
+
+    **What it supports, as data** (read by the config checks and ``impresslearn list``):
+    :attr:`scenarios`, the evaluation scenarios and experiment kinds it can run (``GG``, ``GNs``,
+    ``GNu``; ``NNs`` = the ``nns`` kind, new-task detection), and :attr:`procedures`, the task
+    inference procedures it offers. Declaring one obliges the method to its *capability hooks*,
+    which have no default here (a test checks every registered method):
+
+    * ``NNs``: ``new_task_candidates(min_candidates)``, a context manager yielding the
+      :class:`Candidates` the new-task test superposes (stored tasks, the one being learned, and
+      untrained ones up to ``min_candidates``);
+    * ``entropy_fit``: ``entropy_fit_start()``, per-layer coeffs the fit starts from, and
+      ``nearest_task(coeffs)``, the learned task nearest to fitted coeffs.
+
+    **Optional hooks** (defaults below do nothing): :meth:`check_config`, :meth:`check_stream`,
+    :meth:`prepare`, :meth:`loss_regulariser`, :meth:`after_task`, :meth:`references`,
+    :meth:`extra_metrics`, :meth:`checkpoint_state`, :meth:`restore_state`, :meth:`to`.
+
+    Tensors a method holds outside the model (e.g. ImpressLearn's alphas) live on the model's
+    device and move with :meth:`to`.
     """
 
     name: str
     config_class: type
     model: nn.Module
+    scenarios: frozenset[str] = frozenset(("GG", "GNs", "GNu"))
+    procedures: frozenset[str] = BASIC_PROCEDURES
 
     # ------------------------------------------------------------------ required members
 
@@ -114,42 +140,31 @@ class Method:
     def check_config(cls, config: Any) -> None:
         """Refuse an experiment (an :class:`~impresslearn.config.ExperimentConfig`) this method
         cannot run; called whenever a config is built, before anything runs or is written. The
-        default refuses evaluation settings whose hooks the method lacks (:meth:`check_eval`); an
-        override adds its own checks and calls ``super().check_config(config)``."""
-        cls.check_eval(config.eval)
-
-    @classmethod
-    def check_eval(cls, eval_config: Any) -> None:
-        """Refuse evaluation settings (an :class:`~impresslearn.config.EvalConfig`) that need a
-        hook this method does not override: ``entropy_fit`` inference (:meth:`entropy_fit_start`
-        and :meth:`nearest_task`) and scenario NNs (:meth:`new_task_candidates`)."""
-        if eval_config.scenario not in ("GNs", "GNu", "NNs"):
-            return
-        if eval_config.inference == "entropy_fit" and not (
-            cls._overrides("entropy_fit_start") and cls._overrides("nearest_task")
-        ):
-            raise ConfigError(_no_entropy_fit(cls.name))
-        if eval_config.scenario == "NNs" and not cls._overrides("new_task_candidates"):
-            raise ConfigError(_no_nns(cls.name))
-
-    @classmethod
-    def _overrides(cls, hook: str) -> bool:
-        return getattr(cls, hook) is not getattr(Method, hook)
-
-    def new_task_candidates(self, min_candidates: int) -> AbstractContextManager[Candidates]:
-        """Scenario NNs: within the block, the candidates the new-task test superposes: every
-        stored task, the one being learned (if any) and enough untrained ones to make at least
-        ``min_candidates`` (SupSup: masks; ImpressLearn: coefficient vectors)."""
-        raise ConfigError(_no_nns(self.name))
-
-    def entropy_fit_start(self) -> list[Tensor]:
-        """``entropy_fit`` inference: per-layer coeffs to start the fit from (then fitted to an
-        unlabelled batch by entropy minimisation: :func:`impresslearn.inference.fit_alphas`)."""
-        raise ConfigError(_no_entropy_fit(self.name))
-
-    def nearest_task(self, coeffs: list[Tensor]) -> int:
-        """``entropy_fit`` inference: the learned task whose coeffs are nearest to ``coeffs``."""
-        raise ConfigError(_no_entropy_fit(self.name))
+        default refuses what :attr:`scenarios` and :attr:`procedures` do not declare; an override
+        adds its own checks and calls ``super().check_config(config)``."""
+        detects = config.kind == "nns"
+        if detects and "NNs" not in cls.scenarios:
+            raise ConfigError(
+                f"method {cls.name!r} cannot detect new tasks (kind=nns needs a method that "
+                f"supports NNs: {', '.join(_supporting('NNs'))})"
+            )
+        if config.eval.scenario not in cls.scenarios:
+            raise ConfigError(
+                f"method {cls.name!r} does not support eval.scenario={config.eval.scenario}: it "
+                f"supports {', '.join(sorted(cls.scenarios))}"
+            )
+        if (
+            detects or config.eval.infers_tasks
+        ) and config.inference.procedure not in cls.procedures:
+            raise ConfigError(
+                f"inference.procedure={config.inference.procedure} is not offered by method "
+                f"{cls.name!r}: use one of {', '.join(sorted(cls.procedures))}"
+                + (
+                    " (entropy_fit needs coefficient vectors per task: method.name=impresslearn)"
+                    if config.inference.procedure == "entropy_fit"
+                    else ""
+                )
+            )
 
     def check_stream(self, num_tasks: int) -> None:
         """Refuse a stream of ``num_tasks`` tasks this method cannot learn (called before a run
@@ -164,6 +179,11 @@ class Method:
 
     def after_task(self, task_id: int, trainer: MaskTrainer, evaluate: Callable[[], float]) -> None:
         """Reference measurements after a task (``evaluate()`` = accuracy on its test set)."""
+
+    def references(self) -> list[ReferenceAccuracy]:
+        """Per-task accuracies of reference models measured by :meth:`after_task` (e.g. a
+        dedicated SupSup mask), reported and plotted beside the method's own."""
+        return []
 
     def extra_metrics(self, matrix: np.ndarray) -> dict[str, Any]:
         """Method-specific entries of ``metrics.json``."""
@@ -188,18 +208,15 @@ class Method:
         return self
 
 
-def _no_entropy_fit(name: str) -> str:
-    return (
-        f"entropy_fit inference needs coefficient vectors per task, which method {name!r} does "
-        "not have: use method.name=impresslearn, or eval.inference=oneshot or binary"
-    )
+# The capability hooks each declared support obliges a method to write (see Method).
+CAPABILITY_HOOKS = {
+    "NNs": ("new_task_candidates",),
+    "entropy_fit": ("entropy_fit_start", "nearest_task"),
+}
 
 
-def _no_nns(name: str) -> str:
-    return (
-        f"method {name!r} cannot detect new tasks (eval.scenario=NNs needs its "
-        "new_task_candidates hook): use method.name=supsup or impresslearn"
-    )
+def _supporting(scenario: str) -> list[str]:
+    return [name for name in METHODS.names() if scenario in METHODS.get(name).scenarios]
 
 
 def check_densities(layers: list[MaskedLayer], rule: DensityRule, kind: str) -> None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -46,6 +46,7 @@ from impresslearn.layers import (
     use_coeff_fn,
 )
 from impresslearn.methods.base import (
+    BASIC_PROCEDURES,
     METHODS,
     Candidates,
     MaskTrainer,
@@ -63,10 +64,15 @@ from impresslearn.methods.coeffs import (
     layouts,
     quantise,
 )
+from impresslearn.metrics import DEDICATED, SINGLE_IMPRESSION, ReferenceAccuracy
 from impresslearn.seeding import PURPOSE_TASK, generator
 from impresslearn.train import TrainConfig
 
 IMPRESSION_KINDS = ("heterogeneous", "homogeneous", "random")
+# How impressions are trained unless configured (SupSup's way, the MNIST settings measured best).
+IMPRESSION_TRAIN = TrainConfig(
+    optimizer="rmsprop", lr=3e-4, batch_size=128, iterations=3000, schedule="cosine"
+)
 
 
 @dataclass(frozen=True)
@@ -87,8 +93,9 @@ class ImpressLearnConfig:
     ``(||alpha||_1 - 1)^2`` term. ``density``, ``density_rule``, ``mask_kind``: of the impressions
     (``topk`` ranks ``|scores|`` as SupSup's code; ``topk_raw`` ranks the signed scores as the
     ImpressLearn authors' code).
-    ``impression_*``: how impressions (and the comparison masks) are trained, SupSup's way
-    (``impression_iterations`` or ``impression_epochs`` per mask, not both).
+    ``impressions``: how impressions (and the comparison masks) are trained, SupSup's way: a
+    :class:`~impresslearn.train.TrainConfig` (``method.impressions.lr``,
+    ``method.impressions.iterations`` or ``.epochs`` per mask, ...).
     ``dedicated_masks``: also learn a SupSup mask for every non-impression task, only to report
     its accuracy next to the combination's (the mask is not kept). ``shared_scores``:
     heterogeneous impressions all start from the same initial scores (those of the first
@@ -110,21 +117,9 @@ class ImpressLearnConfig:
     density_rule: str = "uniform"
     mask_kind: str = "topk"
     seed: int = 0
-    impression_optimizer: str = "rmsprop"
-    impression_lr: float = 3e-4
-    impression_iterations: int | None = 3000
-    impression_epochs: int | None = None
-    impression_batch_size: int = 128
-    impression_schedule: str = "cosine"
-    impression_weight_decay: float = 0.0
+    impressions: TrainConfig = field(default_factory=lambda: IMPRESSION_TRAIN)
     dedicated_masks: bool = False
     shared_scores: bool = False
-
-    # Fields that exclude each other: an override of one sets the other to None.
-    exclusive = {
-        "impression_iterations": "impression_epochs",
-        "impression_epochs": "impression_iterations",
-    }
 
     def __post_init__(self) -> None:
         if self.num_impressions < 1:
@@ -169,25 +164,17 @@ class ImpressLearnConfig:
             self.rule()
         except ConfigError as e:
             raise ConfigError(f"method.density / method.density_rule: {e}") from None
-        try:
-            self.impression_train()
-        except ConfigError as e:
-            raise ConfigError(f"method.impression_* (the impressions' training): {e}") from None
+        if not isinstance(self.impressions, TrainConfig):
+            raise ConfigError(
+                f"method.impressions must be a TrainConfig, got {type(self.impressions).__name__}"
+            )
 
     def rule(self) -> DensityRule:
         return DensityRule(self.density_rule, self.density)
 
     def impression_train(self) -> TrainConfig:
         """The training settings of impressions and comparison masks."""
-        return TrainConfig(
-            optimizer=self.impression_optimizer,
-            lr=self.impression_lr,
-            batch_size=self.impression_batch_size,
-            iterations=self.impression_iterations,
-            epochs=self.impression_epochs,
-            schedule=self.impression_schedule,
-            weight_decay=self.impression_weight_decay,
-        )
+        return self.impressions
 
     def source_tasks(self) -> tuple[int, ...]:
         """Tasks whose data the impressions are learned on (empty for random impressions)."""
@@ -213,6 +200,8 @@ class ImpressLearn(Method):
 
     name = "impresslearn"
     config_class = ImpressLearnConfig
+    scenarios = frozenset(("GG", "GNs", "GNu", "NNs"))
+    procedures = BASIC_PROCEDURES | {"entropy_fit"}
 
     def __init__(self, model: nn.Module, config: ImpressLearnConfig) -> None:
         self.model = model
@@ -255,12 +244,12 @@ class ImpressLearn(Method):
         super().check_config(config)
         m = config.method
         if (
-            config.eval.scenario == "NNs"
+            config.kind == "nns"
             and m.impression_kind == "heterogeneous"
             and not m.train_impression_tasks
         ):
             raise ConfigError(
-                "eval.scenario=NNs with ImpressLearn: the learner cannot tell which stream task "
+                "kind=nns with ImpressLearn: the learner cannot tell which stream task "
                 "an impression came from, so every task must learn alphas; set "
                 "method.train_impression_tasks=true"
             )
@@ -605,6 +594,15 @@ class ImpressLearn(Method):
         """Bytes of the impressions, stored once for all tasks (1 bit per weight)."""
         return self.n * self.mask_bytes()
 
+    def references(self) -> list[ReferenceAccuracy]:
+        """A dedicated SupSup mask's accuracy per task (with ``dedicated_masks``) and one
+        impression's applied unchanged (heterogeneous impressions), where measured."""
+        measured = [
+            ReferenceAccuracy(DEDICATED, dict(self.dedicated_accuracy)),
+            ReferenceAccuracy(SINGLE_IMPRESSION, dict(self.single_impression_accuracy)),
+        ]
+        return [r for r in measured if r.per_task]
+
     def extra_metrics(self, matrix: np.ndarray) -> dict[str, Any]:
         final = matrix[-1]
         unseen = [t for t in range(len(final)) if self.impression_of(t) is None]
@@ -617,15 +615,8 @@ class ImpressLearn(Method):
             "shared_bytes": {"impressions": self.shared_bytes()},
             "bytes_per_mask": self.mask_bytes(),
         }
-        if self.dedicated_accuracy:
-            ded = [self.dedicated_accuracy[t] for t in unseen if t in self.dedicated_accuracy]
-            out["dedicated_accuracy_unseen"] = float(np.mean(ded))
-            out["dedicated_accuracy"] = {str(t): a for t, a in self.dedicated_accuracy.items()}
-        if self.single_impression_accuracy:
-            out["single_impression_accuracy_unseen"] = float(
-                np.mean(list(self.single_impression_accuracy.values()))
-            )
-            out["single_impression_accuracy"] = {
-                str(t): a for t, a in self.single_impression_accuracy.items()
-            }
+        for reference in self.references():
+            # the dedicated masks' mean over the unseen tasks; one impression's over every
+            # task it was measured on (the unseen tasks too)
+            out.update(reference.to_metrics(unseen if reference.key == DEDICATED else None))
         return out

@@ -78,6 +78,7 @@ class SupSup(Method):
 
     name = "supsup"
     config_class = SupSupConfig
+    scenarios = frozenset(("GG", "GNs", "GNu", "NNs"))
 
     def __init__(self, model: nn.Module, config: SupSupConfig) -> None:
         self.model = model

@@ -1,4 +1,4 @@
-"""ImpressLearn's accuracy-per-byte frontier: unseen-task accuracy vs the bytes a task stores.
+"""The ``frontier`` recipe, ImpressLearn's accuracy-per-byte frontier: unseen-task accuracy vs the bytes a task stores.
 
 The impressions are learned once (as :class:`~impresslearn.methods.ImpressLearn` learns them
 for a run), then every evaluation task (never an impression) learns its coefficients in each
@@ -18,15 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from impresslearn.config import ExperimentConfig
 from impresslearn.errors import ConfigError
 from impresslearn.layers import drop_norm_stats
 from impresslearn.methods import ImpressLearn, ImpressLearnConfig
 from impresslearn.methods.coeffs import parse_representation
+from impresslearn.metrics import DEDICATED, SINGLE_IMPRESSION
 from impresslearn.plots import plot_frontier
+from impresslearn.report import frontier_table
+from impresslearn.runners.context import RunContext
 from impresslearn.runners.folder import started_folder
+from impresslearn.runners.recipes import RunResult, register_recipe
 from impresslearn.runners.stream import Stream, build_stream
 from impresslearn.runtime import Runtime
 from impresslearn.storage import atomic_write_json, atomic_write_text
@@ -49,29 +52,36 @@ def frontier_tasks(config: ExperimentConfig, method: ImpressLearn, num_tasks: in
     return tasks
 
 
-def run_frontier(
-    config: ExperimentConfig,
-    data_root: Path | None,
-    out_dir: Path | None,
-    *,
-    overwrite: bool = False,
-    progress: bool = False,
-    device: str | torch.device = "auto",
-    precision: str = "fp32",
-) -> dict[str, Any]:
-    """Run the frontier of ``config.frontier`` on ``device``; with ``out_dir``, write
-    ``config.json`` first, then ``frontier.csv``, ``frontier.png`` and ``metrics.json`` (the
-    folder locked meanwhile). Under several processes the references and representations are
-    dealt among them; every process learns the impressions."""
+def check_frontier(config: ExperimentConfig) -> None:
+    """What a frontier needs of a config."""
     if not isinstance(config.method, ImpressLearnConfig):
-        raise ConfigError("a frontier needs method.name=impresslearn")
-    group = Runtime.create(device, precision)
-    stream = build_stream(config, data_root, group.alone(), progress=progress and group.is_writer)
+        raise ConfigError("kind=frontier needs method.name=impresslearn")
+    if not config.frontier.representations:
+        raise ConfigError(
+            "kind=frontier needs the representations to compare: set "
+            "frontier.representations, e.g. [layer,output_unit@int8]"
+        )
+    if config.eval.infers_tasks:
+        raise ConfigError(
+            "a frontier evaluates every representation with task ids given: drop "
+            f"eval.scenario={config.eval.scenario}"
+        )
+
+
+@register_recipe("frontier", check=check_frontier, report=frontier_table)
+def run_frontier(config: ExperimentConfig, ctx: RunContext) -> RunResult:
+    """The ``frontier`` recipe, ImpressLearn's accuracy-per-byte frontier: unseen-task accuracy against bytes per task.
+
+    With a run folder, ``config.json`` first, then ``frontier.csv``, ``frontier.png`` and
+    ``metrics.json`` (the folder locked meanwhile). Under several processes the references and
+    representations are dealt among them; every process learns the impressions."""
+    group = ctx.runtime
+    stream = build_stream(config, ctx.data_root, group.alone(), progress=ctx.shows_progress)
     tasks = frontier_tasks(config, stream.method, stream.num_tasks)
-    if out_dir is None:
-        return _frontier(stream, group, tasks, None)
-    with started_folder(group, out_dir, config, overwrite=overwrite) as out:
-        return _frontier(stream, group, tasks, out)
+    if ctx.out_dir is None:
+        return RunResult(config, _frontier(stream, group, tasks, None))
+    with started_folder(group, ctx.out_dir, config, overwrite=ctx.overwrite) as out:
+        return RunResult(config, _frontier(stream, group, tasks, out), out)
 
 
 def _references(stream: Stream, group: Runtime, tasks: list[int]) -> dict[int, tuple]:
@@ -151,7 +161,7 @@ def _frontier(
     mask_bytes = method.mask_bytes()
     metrics = {
         "preset": config.name,
-        "kind": "frontier",
+        "kind": config.kind,
         "scenario": config.scenario.name,
         "dataset": config.scenario.dataset,
         "backbone": config.backbone.name,
@@ -161,17 +171,17 @@ def _frontier(
         "mask_kind": method.config.mask_kind,
         "eval_tasks": tasks,
         "representations": summary,
-        "dedicated_accuracy_unseen": float(np.mean(dedicated)),
+        f"{DEDICATED}_unseen": float(np.mean(dedicated)),
         "dedicated_bytes_per_task": {
             "mask": mask_bytes,
             "norm_stats": norm_bytes,
             "total": mask_bytes + norm_bytes,
         },
-        "single_impression_accuracy_unseen": float(np.mean(single)) if single else None,
+        f"{SINGLE_IMPRESSION}_unseen": float(np.mean(single)) if single else None,
         "accuracy": {
             spec: {str(t): a for t, a in r["accuracy"].items()} for spec, r in results.items()
         },
-        "dedicated_accuracy": {str(t): references[t][0] for t in tasks},
+        DEDICATED: {str(t): references[t][0] for t in tasks},
         "seconds": time.perf_counter() - start,
         **group.describe(),
     }
@@ -206,8 +216,8 @@ def _write(out_dir: Path, metrics: dict, results: dict, references: dict, tasks:
             spec: (s["bytes_per_task"]["total"], s["mean_accuracy_unseen"])
             for spec, s in metrics["representations"].items()
         },
-        (d["total"], metrics["dedicated_accuracy_unseen"]),
-        metrics["single_impression_accuracy_unseen"],
+        (d["total"], metrics[f"{DEDICATED}_unseen"]),
+        metrics[f"{SINGLE_IMPRESSION}_unseen"],
         out_dir / "frontier.png",
         f"{metrics['preset']}: {metrics['num_impressions']} impressions, {len(tasks)} unseen tasks",
     )

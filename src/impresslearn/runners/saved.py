@@ -10,7 +10,6 @@ loads the scenario's data again.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +26,11 @@ from impresslearn.checkpoint import (
     checkpoint_shape,
     restore_checkpoint,
 )
-from impresslearn.config import EvalConfig, ExperimentConfig, config_from_dict
+from impresslearn.config import ExperimentConfig, config_from_dict
 from impresslearn.data import load_dataset
 from impresslearn.errors import ConfigError
+from impresslearn.inference import check_inference, evaluate_without_task_ids
 from impresslearn.methods import Method, build_method
-from impresslearn.runners.stream import evaluate_without_task_ids
 from impresslearn.runtime import Runtime
 from impresslearn.scenarios import Scenario, build_scenario
 from impresslearn.train import accuracy
@@ -96,11 +95,15 @@ class LoadedRun:
 
 
 def load_run(
-    run_dir: Path, *, device: str | torch.device = "auto", precision: str = "fp32"
+    run_dir: Path,
+    *,
+    device: str | torch.device = "auto",
+    precision: str = "fp32",
+    runtime: Runtime | None = None,
 ) -> LoadedRun:
-    """Rebuild a saved run from ``run_dir/checkpoint.safetensors`` on ``device`` (no data
-    needed)."""
-    runtime = Runtime.create(device, precision)
+    """Rebuild a saved run from ``run_dir/checkpoint.safetensors`` on ``device`` (or on
+    ``runtime``, e.g. a run context's; no data needed)."""
+    runtime = runtime or Runtime.create(device, precision)
     path = Path(run_dir) / CHECKPOINT_NAME
     config = checkpoint_config(path)
     input_shape, num_classes = checkpoint_shape(path)
@@ -123,13 +126,14 @@ def evaluate_run(run: LoadedRun, data_root: Path | None, *, progress: bool = Fal
 
 
 def evaluate_run_inferred(
-    run: LoadedRun, data_root: Path | None, eval_config: EvalConfig, *, progress: bool = False
+    run: LoadedRun, data_root: Path | None, config: ExperimentConfig, *, progress: bool = False
 ) -> dict[str, Any]:
-    """Evaluate a finished saved run with task ids hidden (GNs / GNu) under ``eval_config``, e.g.
+    """Evaluate a finished saved run with task ids hidden, under the ``eval`` (GNs or GNu) and
+    ``inference`` sections of ``config`` (the run's own config with evaluation overrides), e.g.
     to compare inference procedures on one trained model. Returns the metrics entries."""
-    if eval_config.scenario not in ("GNs", "GNu"):
+    if not config.eval.infers_tasks:
         raise ConfigError(
-            f"inference evaluation needs eval.scenario GNs or GNu, got {eval_config.scenario!r}"
+            f"inference evaluation needs eval.scenario GNs or GNu, got {config.eval.scenario!r}"
         )
     scenario = run.scenario(data_root)
     if run.state.next_task != scenario.num_tasks:
@@ -137,11 +141,13 @@ def evaluate_run_inferred(
             f"the run finished {run.state.next_task} of {scenario.num_tasks} tasks; task inference "
             "is evaluated on a finished stream (resume it first)"
         )
-    config = dataclasses.replace(run.config, eval=eval_config)
+    check_inference(config.inference, run.method, run.model, scenario.num_classes)
     return evaluate_without_task_ids(
-        config,
+        config.inference,
+        config.eval.scenario,
         run.method,
         scenario,
+        predicted=config.predicted_outputs(scenario.num_classes),
         progress=progress,
         runtime=run.runtime,
         calibration=run.state.calibration,

@@ -1,6 +1,7 @@
 """Repeats of one experiment over seeds, with the mean and spread of its headline numbers.
 
-``impresslearn run PRESET --seeds N`` runs the config ``N`` times. Repeat ``i`` shifts every seed
+``impresslearn run PRESET --seeds N`` runs the config ``N`` times, whatever its kind: the
+repeats wrap the kind's recipe (:mod:`~impresslearn.runners.recipes`). Repeat ``i`` shifts every seed
 of the config (the scenario's, which draws the permutations or the class order; the backbone's,
 which draws the frozen weights; the method's, which draws the initial scores; and the training
 batches') by ``i``, so repeat 0 is exactly the plain run and the repeats are independent draws of
@@ -23,15 +24,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from impresslearn.config import ExperimentConfig
 from impresslearn.errors import CheckpointError, ConfigError
+from impresslearn.metrics import DEDICATED
 from impresslearn.plots import plot_seeds
+from impresslearn.report import seeds_table
+from impresslearn.runners.context import RunContext
 from impresslearn.runners.folder import RunFolderLock, start_run_folder
+from impresslearn.runners.recipes import RunResult, check_context, check_experiment, run
 from impresslearn.runners.saved import load_config_file
-from impresslearn.runners.stream import run_experiment
-from impresslearn.runtime import Runtime
 from impresslearn.storage import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -44,7 +46,7 @@ HEADLINE = (
     "backward_transfer",
     "forgetting",
     "average_accuracy_unseen",
-    "dedicated_accuracy_unseen",
+    f"{DEDICATED}_unseen",
     "average_accuracy_inferred",
     "task_inference_accuracy",
     "bytes_per_task",
@@ -61,16 +63,31 @@ def seeded(config: ExperimentConfig, offset: int) -> ExperimentConfig:
     return replace(config, **shifted)
 
 
-def summarize(metrics: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per headline metric present in every run: values, mean, std (ddof 1), min and max."""
-    summary = {}
+def headline_values(metrics: dict[str, Any]) -> dict[str, float]:
+    """The numbers a repeat is summarised by: the :data:`HEADLINE` metrics it reports (bytes per
+    task as the total), and a sweep's or frontier's unseen-task accuracy per grid point."""
+    values: dict[str, float] = {}
     for key in HEADLINE:
-        values = [m.get(key) for m in metrics]
-        if key == "bytes_per_task":
-            values = [v["total"] if v else None for v in values]
-        if any(v is None for v in values):
-            continue
-        array = np.asarray(values, dtype=float)
+        value = metrics.get(key)
+        if key == "bytes_per_task" and isinstance(value, dict):
+            value = value.get("total")
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            values[key] = float(value)
+    for kind, by_n in (metrics.get("mean_accuracy_unseen") or {}).items():  # a sweep
+        for n, accuracy in by_n.items():
+            values[f"mean_accuracy_unseen.{kind}.{n}"] = float(accuracy)
+    for name, point in (metrics.get("representations") or {}).items():  # a frontier
+        values[f"mean_accuracy_unseen.{name}"] = float(point["mean_accuracy_unseen"])
+    return values
+
+
+def summarize(metrics: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per headline number present in every run: values, mean, std (ddof 1), min and max."""
+    per_run = [headline_values(m) for m in metrics]
+    keys = [k for k in per_run[0] if all(k in values for values in per_run)] if per_run else []
+    summary = {}
+    for key in keys:
+        array = np.asarray([values[key] for values in per_run], dtype=float)
         summary[key] = {
             "mean": float(array.mean()),
             "std": float(array.std(ddof=1)) if len(array) > 1 else 0.0,
@@ -81,45 +98,34 @@ def summarize(metrics: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return summary
 
 
-def run_seeds(
-    config: ExperimentConfig,
-    data_root: Path | None,
-    out_dir: Path,
-    num_seeds: int,
-    *,
-    overwrite: bool = False,
-    progress: bool = False,
-    device: str | torch.device = "auto",
-    precision: str = "fp32",
-    log: str | None = None,
-) -> dict[str, Any]:
-    """Run ``config`` over ``num_seeds`` seeds into ``out_dir`` on ``device``; return what
-    ``seeds.json`` holds. The folder of repeats is locked meanwhile, and each repeat's own.
+def run_seeds(config: ExperimentConfig, ctx: RunContext, num_seeds: int) -> RunResult:
+    """Run ``config`` (of any kind) over ``num_seeds`` seeds into ``ctx.out_dir``; the result's
+    metrics are what ``seeds.json`` holds. The folder of repeats is locked meanwhile, and each
+    repeat's own.
 
     Raises:
-        ConfigError: fewer than 2 seeds, a sweep config, or ``out_dir`` already holds a run
-            (unless ``overwrite``).
+        ConfigError: fewer than 2 seeds, no run folder, or the folder already holds a run
+            (unless ``ctx.overwrite``).
     """
     if num_seeds < 2:
         raise ConfigError(f"--seeds needs at least 2 repeats, got {num_seeds}")
-    if config.sweep.num_impressions or config.frontier.representations:
-        raise ConfigError(
-            "--seeds repeats a run, not a sweep or frontier: drop --seeds for those presets"
-        )
-    runtime = Runtime.create(device, precision)
-    out = Path(out_dir)
+    if ctx.out_dir is None:
+        raise ConfigError("repeats over seeds are written into a run folder: give one (--out)")
+    if ctx.resume:
+        raise ConfigError("resume repeats with resume_seeds (impresslearn run --resume DIR)")
+    recipe = check_experiment(config)
+    check_context(recipe, ctx.in_folder(ctx.out_dir))
+    out = ctx.out_dir
     lock = RunFolderLock(out)
 
     def start() -> None:
         lock.acquire()
-        start_run_folder(out, config, overwrite=overwrite)
+        start_run_folder(out, config, overwrite=ctx.overwrite)
         atomic_write_json(out / SEEDS_NAME, {"num_seeds": num_seeds, "finished": False})
 
     try:
-        runtime.on_writer(start)
-        return _run(
-            config, data_root, out, num_seeds, runtime, resume=False, progress=progress, log=log
-        )
+        ctx.runtime.on_writer(start)
+        return _run(config, ctx, num_seeds, resume=False)
     finally:
         lock.release()
 
@@ -141,27 +147,21 @@ def load_seeds_record(out_dir: Path) -> dict[str, Any]:
     return record
 
 
-def resume_seeds(
-    out_dir: Path,
-    data_root: Path | None,
-    *,
-    progress: bool = False,
-    device: str | torch.device = "auto",
-    precision: str = "fp32",
-) -> dict:
-    """Finish the repeats in ``out_dir``: finished ones are kept, stopped ones resumed.
+def resume_seeds(ctx: RunContext) -> RunResult:
+    """Finish the repeats in ``ctx.out_dir``: finished ones are kept, stopped ones resumed (or,
+    for a kind that cannot resume, run again).
 
     Raises:
-        CheckpointError: ``out_dir`` is not a folder of repeats, or its files are unreadable.
+        CheckpointError: the folder is not a folder of repeats, or its files are unreadable.
     """
-    runtime = Runtime.create(device, precision)
-    out = Path(out_dir)
+    out = ctx.out_dir
     num_seeds = load_seeds_record(out)["num_seeds"]
     config = load_config_file(out / "config.json")
+    check_experiment(config)
     lock = RunFolderLock(out)
     try:
-        runtime.on_writer(lock.acquire)
-        return _run(config, data_root, out, num_seeds, runtime, resume=True, progress=progress)
+        ctx.runtime.on_writer(lock.acquire)
+        return _run(config, ctx, num_seeds, resume=True)
     finally:
         lock.release()
 
@@ -170,17 +170,9 @@ def is_seeds_folder(path: Path) -> bool:
     return (Path(path) / SEEDS_NAME).is_file()
 
 
-def _run(
-    config: ExperimentConfig,
-    data_root: Path | None,
-    out: Path,
-    num_seeds: int,
-    runtime: Runtime,
-    *,
-    resume: bool,
-    progress: bool,
-    log: str | None = None,
-) -> dict[str, Any]:
+def _run(config: ExperimentConfig, ctx: RunContext, num_seeds: int, *, resume: bool) -> RunResult:
+    out, runtime = ctx.out_dir, ctx.runtime
+    resumable = check_experiment(config).resumable
     done: dict[int, dict[str, Any]] = {}
     for i in range(num_seeds):
         if not runtime.mine(i):  # another process runs this repeat
@@ -192,23 +184,15 @@ def _run(
         logger.info(
             "%s: repeat %d of %d (seeds + %d) -> %s", config.name, i + 1, num_seeds, i, run_dir
         )
-        restart = resume and (run_dir / "checkpoint.safetensors").is_file()
-        result = run_experiment(
-            seeded(config, i),
-            data_root,
-            run_dir,
-            overwrite=not restart,
-            resume=restart,
-            progress=progress,
-            runtime=runtime.alone(),
-            log=log,
-        )
+        restart = resume and resumable and (run_dir / "checkpoint.safetensors").is_file()
+        result = run(seeded(config, i), ctx.alone().in_folder(run_dir, resume=restart))
         done[i] = result.metrics
     for part in runtime.gather(done):  # waits until every process has finished its share
         done.update(part)
     metrics = [done[i] for i in range(num_seeds)]
     record = {
         "preset": config.name,
+        "kind": config.kind,
         "num_seeds": num_seeds,
         "finished": True,
         "seed_offsets": list(range(num_seeds)),
@@ -219,12 +203,18 @@ def _run(
     if runtime.is_writer:
         atomic_write_json(out / SEEDS_NAME, record)
         atomic_write_text(out / "seeds.csv", _csv(record["summary"], num_seeds))
-        series = {"task ids given": [m["final_accuracies"] for m in metrics]}
-        if all("accuracies_inferred" in m for m in metrics):
-            series["task inferred"] = [m["accuracies_inferred"] for m in metrics]
-        title = f"{config.name}: final accuracy per task over {num_seeds} seeds"
-        plot_seeds(series, out / "seeds.png", title)
-    return record
+        if all("final_accuracies" in m for m in metrics):
+            series = {"task ids given": [m["final_accuracies"] for m in metrics]}
+            if all("accuracies_inferred" in m for m in metrics):
+                series["task inferred"] = [m["accuracies_inferred"] for m in metrics]
+            title = f"{config.name}: final accuracy per task over {num_seeds} seeds"
+            plot_seeds(series, out / "seeds.png", title)
+    return RunResult(config, record, out)
+
+
+def seeds_report(record: dict[str, Any]) -> str:
+    """The table the command line prints for repeats."""
+    return seeds_table(record)
 
 
 def _csv(summary: dict[str, dict[str, Any]], num_seeds: int) -> str:

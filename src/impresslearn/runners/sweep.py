@@ -1,4 +1,4 @@
-"""The ImpressLearn sweep: accuracy on unseen tasks vs the number and kind of impressions.
+"""The ``sweep`` recipe, ImpressLearn's main figure: accuracy on unseen tasks vs the number and kind of impressions.
 
 Bhardwaj et al. (arXiv 2210.01987), main figure: for ``n`` in a list and each impression kind
 (heterogeneous = SupSup masks of the first ``n`` tasks, homogeneous = ``n`` masks of task 0 with
@@ -24,13 +24,17 @@ import numpy as np
 import torch
 
 from impresslearn.backbones import build_backbone
-from impresslearn.config import ExperimentConfig, SweepConfig
+from impresslearn.config import ExperimentConfig
 from impresslearn.errors import ConfigError
 from impresslearn.layers import extra_masks, one_hot, task_norms, use_coeffs
 from impresslearn.methods import ImpressLearn, ImpressLearnConfig
 from impresslearn.methods.impress import impression_key
+from impresslearn.metrics import DEDICATED, SINGLE_IMPRESSION
 from impresslearn.plots import plot_sweep
+from impresslearn.report import sweep_table
+from impresslearn.runners.context import RunContext
 from impresslearn.runners.folder import started_folder
+from impresslearn.runners.recipes import RunResult, register_recipe
 from impresslearn.runners.stream import Stream, build_stream
 from impresslearn.runtime import Runtime
 from impresslearn.storage import atomic_write_json, atomic_write_text
@@ -40,34 +44,41 @@ log = logging.getLogger(__name__)
 Masks = list[torch.Tensor]  # one bool mask per masked layer
 
 
-def run_sweep(
-    config: ExperimentConfig,
-    data_root: Path | None,
-    out_dir: Path | None,
-    *,
-    overwrite: bool = False,
-    progress: bool = False,
-    device: str | torch.device = "auto",
-    precision: str = "fp32",
-) -> dict[str, Any]:
-    """Run the sweep of ``config.sweep`` on ``device``; with ``out_dir``, write ``config.json``
-    first, then ``sweep.csv``, ``sweep.png`` and ``metrics.json`` (the folder locked meanwhile)."""
-    sweep: SweepConfig = config.sweep
+def check_sweep(config: ExperimentConfig) -> None:
+    """What a sweep needs of a config."""
     if not isinstance(config.method, ImpressLearnConfig):
-        raise ConfigError("a sweep needs method.name=impresslearn")
-    group = Runtime.create(device, precision)  # the processes the sweep's pieces are dealt to
-    stream = build_stream(config, data_root, group.alone(), progress=progress and group.is_writer)
-    eval_tasks = sweep.resolved_eval_tasks(stream.num_tasks)
+        raise ConfigError("kind=sweep needs method.name=impresslearn")
+    if not config.sweep.num_impressions:
+        raise ConfigError(
+            "kind=sweep needs the grid: set sweep.num_impressions, e.g. [1,2,5,10,20]"
+        )
+    if config.eval.infers_tasks:
+        raise ConfigError(
+            "a sweep evaluates every grid point with task ids given: drop eval.scenario="
+            f"{config.eval.scenario}"
+        )
+
+
+@register_recipe("sweep", check=check_sweep, report=sweep_table)
+def run_sweep(config: ExperimentConfig, ctx: RunContext) -> RunResult:
+    """ImpressLearn's sweep: unseen-task accuracy against the number and kind of impressions.
+
+    With a run folder, ``config.json`` first, then ``sweep.csv``, ``sweep.png`` and
+    ``metrics.json`` (the folder locked meanwhile). Under several processes the masks and grid
+    points are dealt among them."""
+    group = ctx.runtime  # the processes the sweep's pieces are dealt to
+    stream = build_stream(config, ctx.data_root, group.alone(), progress=ctx.shows_progress)
+    eval_tasks = config.sweep.resolved_eval_tasks(stream.num_tasks)
     if task_norms(stream.model):
         raise ConfigError(
             f"sweeps support backbones without batch norm (per-task statistics are not tracked "
             f"through a sweep); {config.backbone.name!r} has it: run impress-split-cifar100 "
             "with --set method.num_impressions=N instead"
         )
-    if out_dir is None:
-        return _sweep(stream, group, eval_tasks, None)
-    with started_folder(group, out_dir, config, overwrite=overwrite) as out:
-        return _sweep(stream, group, eval_tasks, out)
+    if ctx.out_dir is None:
+        return RunResult(config, _sweep(stream, group, eval_tasks, None))
+    with started_folder(group, ctx.out_dir, config, overwrite=ctx.overwrite) as out:
+        return RunResult(config, _sweep(stream, group, eval_tasks, out), out)
 
 
 def _impressions(
@@ -180,17 +191,15 @@ def _sweep(
     }
     metrics = {
         "preset": config.name,
-        "kind": "impression-sweep",
+        "kind": config.kind,
         "scenario": config.scenario.name,
         "dataset": config.scenario.dataset,
         "backbone": config.backbone.name,
         "eval_tasks": list(eval_tasks),
         "mean_accuracy_unseen": summary,
-        "dedicated_accuracy_unseen": float(np.mean(list(dedicated.values()))),
-        "single_impression_accuracy_unseen": float(np.mean(list(single.values())))
-        if single
-        else None,
-        "dedicated_accuracy": {str(t): a for t, a in dedicated.items()},
+        f"{DEDICATED}_unseen": float(np.mean(list(dedicated.values()))),
+        f"{SINGLE_IMPRESSION}_unseen": float(np.mean(list(single.values()))) if single else None,
+        DEDICATED: {str(t): a for t, a in dedicated.items()},
         "rows": rows,
         "seconds": time.perf_counter() - start,
         **group.describe(),
@@ -206,8 +215,8 @@ def _sweep(
         atomic_write_text(out_dir / "sweep.csv", "\n".join(lines) + "\n")
         plot_sweep(
             summary,
-            metrics["dedicated_accuracy_unseen"],
-            metrics["single_impression_accuracy_unseen"],
+            metrics[f"{DEDICATED}_unseen"],
+            metrics[f"{SINGLE_IMPRESSION}_unseen"],
             out_dir / "sweep.png",
             f"{config.name}: mean accuracy on {len(eval_tasks)} unseen tasks",
         )

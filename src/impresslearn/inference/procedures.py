@@ -7,7 +7,7 @@ SupSup (Wortsman et al. 2020, section 3): superpose every learned task with a mi
 * **binary**: repeatedly keep the half of the candidates with the most negative gradient until
   one remains (ceil(log2 T) rounds).
 * **shortlist**: the one-shot gradient ranks all tasks in one pass; the ``k`` best
-  (``eval.shortlist_size``) are then *verified*: each candidate's own model (its mask, or its
+  (``inference.shortlist_size``) are then *verified*: each candidate's own model (its mask, or its
   alphas, and its batch-norm statistics) classifies the batch, and the candidate whose outputs
   score best on the objective wins. One forward/backward pass plus ``k`` forward passes, whatever
   the number of tasks T (for ImpressLearn every pass mixes its ``n`` impressions only).
@@ -46,41 +46,36 @@ forward/backward over n masks gives the gradient for all T tasks (Bhardwaj et al
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from impresslearn.errors import ConfigError
+from impresslearn.inference.config import OBJECTIVES, PROCEDURES, VERIFIED, InferenceConfig
 from impresslearn.layers import use_coeffs
 
-Objective = Literal["entropy", "superfluous"]
-OBJECTIVES = ("entropy", "superfluous")
-PROCEDURES = ("oneshot", "binary", "entropy_fit", "shortlist", "binary_shortlist", "exhaustive")
-VERIFYING = ("shortlist", "binary_shortlist")  # a shortlist, then each candidate verified
-VERIFIED = (*VERIFYING, "exhaustive")  # every procedure that verifies candidates: raw or calibrated
-VERIFICATIONS = ("raw", "calibrated", "auto")
-SELF_TEST_CANDIDATES = 32  # a new task's self-test: itself and up to 31 tasks learned before it
+ENTROPY_FIT_STEPS = 20  # Adam steps of entropy_fit per batch
 
 
-def check_inference(eval_config, method, model, input_shape, num_classes: int) -> None:
+def check_inference(config: InferenceConfig, method, model, num_classes: int) -> None:
     """Refuse, before a run starts, inference settings that would fail after the stream: the G
-    objective without superfluous outputs, and what the method cannot do
-    (:meth:`~impresslearn.methods.Method.check_eval`: ``entropy_fit`` without coefficient
-    vectors, NNs without new-task candidates)."""
-    if eval_config.scenario not in ("GNs", "GNu", "NNs"):
-        return
-    if eval_config.objective == "superfluous":
+    objective without superfluous outputs, and a procedure the method does not declare
+    (:attr:`~impresslearn.methods.Method.procedures`)."""
+    if config.objective == "superfluous":
         outputs = [m.out_features for m in model.modules() if hasattr(m, "out_features")]
         if outputs and outputs[-1] <= num_classes:
             raise ConfigError(
                 "the 'superfluous' objective needs more outputs than classes: set "
                 "backbone.num_outputs (e.g. 100 or 500)"
             )
-    method.check_eval(eval_config)
+    if config.procedure not in method.procedures:
+        raise ConfigError(
+            f"inference.procedure={config.procedure} is not offered by method {method.name!r}: "
+            f"use one of {', '.join(sorted(method.procedures))}"
+        )
 
 
 def objective_value(
@@ -192,67 +187,6 @@ def verify(
     return torch.stack(values)
 
 
-@torch.no_grad()
-def reference_value(method, task: int, data, objective: str, num_classes: int, batch: int) -> float:
-    """Task ``task``'s reference for calibrated verification: its own model's
-    :func:`verification_value` averaged over the images of ``data`` (the first training images
-    of the task), in batches of ``batch``. A learned task's model is frozen, so the value is the
-    same whenever it is measured."""
-    total, count = 0.0, 0
-    with method.task_context(task):
-        for x, _ in data.batches(batch):
-            value = verification_value(method.model(x).float(), objective, num_classes)
-            total += float(value) * len(x)
-            count += len(x)
-    if count == 0:
-        raise ConfigError(f"task {task} has no training images to measure its reference on")
-    return total / count
-
-
-@torch.no_grad()
-def self_test(
-    method,
-    task: int,
-    earlier: list[int],
-    data,
-    objective: str,
-    num_classes: int,
-    *,
-    batch: int,
-    images: int,
-    references: Mapping[int, float],
-) -> tuple[int, int, int, int]:
-    """How often verification finds ``task`` for batches of its own images ``data`` (training
-    images it was not calibrated on) among ``task`` and the ``earlier`` tasks: the hits with raw
-    values, with calibrated values (``references`` of every candidate), the number of batches,
-    and the batches where exactly one of the two rules was right. Each batch of ``batch`` images
-    is judged from its first ``images``, as at test time. Every candidate's model is frozen, so
-    the counts are the same whenever they are measured."""
-    candidates = [task, *earlier]
-    raw_hits = calibrated_hits = batches = disagreements = 0
-    for x, _ in data.batches(batch):
-        x = x[:images]
-        values = verify(method, x, candidates, objective, num_classes)
-        offsets = torch.tensor([references[t] for t in candidates], device=values.device)
-        raw = int(torch.argmin(values)) == 0
-        calibrated = int(torch.argmin(values - offsets)) == 0
-        raw_hits += raw
-        calibrated_hits += calibrated
-        disagreements += raw != calibrated
-        batches += 1
-    return raw_hits, calibrated_hits, batches, disagreements
-
-
-def chosen_verification(counts: Mapping[int, tuple[int, int, int, int]]) -> str:
-    """``auto``'s choice from the self-test counts of every task: ``calibrated`` only if it was
-    right on significantly more batches than raw values (McNemar's test on the batches where
-    exactly one rule was right: z = (calibrated-only - raw-only) / sqrt(their sum) >= 2), else
-    ``raw``, the objective as SupSup and ImpressLearn use it."""
-    gain = sum(c[1] - c[0] for c in counts.values())  # calibrated-only minus raw-only
-    disagreements = sum(c[3] for c in counts.values())
-    return "calibrated" if gain > 0 and gain >= 2.0 * math.sqrt(disagreements) else "raw"
-
-
 def shortlist(method, x: Tensor, objective: str, num_classes: int, size: int) -> list[int]:
     """The ``size`` tasks the one-shot gradient ranks best (most negative first), task ids."""
     tasks = method.learned_tasks()
@@ -291,6 +225,83 @@ def candidates_for(
     return method.learned_tasks(), 0
 
 
+@dataclass(frozen=True)
+class Inference:
+    """What one procedure found for one batch: the ``task`` id and the gradient ``rounds`` it
+    took, and what it looked at on the way: the one-shot gradient over the learned tasks
+    (``grad``, one-shot only), the ``candidates`` it verified (verifying procedures), the
+    ``fitted`` coeffs (``entropy_fit``)."""
+
+    task: int
+    rounds: int
+    grad: Tensor | None = None
+    candidates: list[int] | None = None
+    fitted: list[Tensor] | None = None
+
+
+Procedure = Callable[..., Inference]
+
+
+def _oneshot(method, x, objective, num_classes, shortlist_size, references) -> Inference:
+    grad = oneshot_gradient(method, x, objective, num_classes)
+    return Inference(method.learned_tasks()[int(grad.argmin())], 1, grad=grad)
+
+
+def _binary(method, x, objective, num_classes, shortlist_size, references) -> Inference:
+    (task,), rounds = halve(method, x, objective, num_classes, 1)
+    return Inference(task, rounds)
+
+
+def _entropy_fit(method, x, objective, num_classes, shortlist_size, references) -> Inference:
+    fitted = fit_alphas(method, x, objective, num_classes, ENTROPY_FIT_STEPS)
+    return Inference(nearest_task(method, fitted), ENTROPY_FIT_STEPS, fitted=fitted)
+
+
+def _verifying(procedure: str) -> Procedure:
+    def verifying(method, x, objective, num_classes, shortlist_size, references) -> Inference:
+        candidates, rounds = candidates_for(
+            method, x, procedure, objective, num_classes, shortlist_size
+        )
+        values = verify(method, x, candidates, objective, num_classes, references)
+        return Inference(candidates[int(torch.argmin(values))], rounds, candidates=candidates)
+
+    return verifying
+
+
+# The one dispatch table of the procedures: name -> function(method, x, objective, num_classes,
+# shortlist_size, references) -> Inference. Its names are inference.config.PROCEDURES.
+PROCEDURE_TABLE: dict[str, Procedure] = {
+    "oneshot": _oneshot,
+    "binary": _binary,
+    "entropy_fit": _entropy_fit,
+    **{name: _verifying(name) for name in VERIFIED},
+}
+
+
+def run_procedure(
+    method,
+    x: Tensor,
+    procedure: str,
+    objective: str,
+    num_classes: int,
+    shortlist_size: int = 5,
+    references: Mapping[int, float] | None = None,
+) -> Inference:
+    """Infer the task of the batch ``x`` by ``procedure`` (:data:`PROCEDURE_TABLE`).
+    ``references``: calibrated verification (verifying procedures only). With one learned task
+    that task is the answer, without a pass (``entropy_fit`` still fits its coeffs, which can
+    classify the batch themselves)."""
+    tasks = method.learned_tasks()
+    if not tasks:
+        raise ValueError("no task has been learned yet")
+    run = PROCEDURE_TABLE.get(procedure)
+    if run is None:
+        raise ConfigError(f"unknown inference procedure {procedure!r}; use one of {PROCEDURES}")
+    if len(tasks) == 1 and procedure != "entropy_fit":
+        return Inference(tasks[0], 0)
+    return run(method, x, objective, num_classes, shortlist_size, references)
+
+
 def infer_task(
     method,
     x: Tensor,
@@ -303,110 +314,5 @@ def infer_task(
 ) -> tuple[int, int]:
     """The task id inferred for the batch ``x``, and the number of gradient rounds used.
     ``references``: calibrated verification (verifying procedures only)."""
-    tasks = method.learned_tasks()
-    if not tasks:
-        raise ValueError("no task has been learned yet")
-    num = len(tasks)
-    if num == 1:
-        return tasks[0], 0
-    if procedure in VERIFIED:
-        candidates, rounds = candidates_for(
-            method, x, procedure, objective, num_classes, shortlist_size
-        )
-        values = verify(method, x, candidates, objective, num_classes, references)
-        return candidates[int(torch.argmin(values))], rounds
-    if procedure == "entropy_fit":
-        steps = 20
-        return nearest_task(method, fit_alphas(method, x, objective, num_classes, steps)), steps
-    if procedure == "oneshot":
-        grad = oneshot_gradient(method, x, objective, num_classes)
-        return tasks[int(grad.argmin())], 1
-    if procedure != "binary":
-        raise ConfigError(f"unknown inference procedure {procedure!r}; use one of {PROCEDURES}")
-    (task,), rounds = halve(method, x, objective, num_classes, 1)
-    return task, rounds
-
-
-@dataclass(frozen=True)
-class InferredEvaluation:
-    """Task inference on one task's test data.
-
-    ``accuracy``: fraction of the images classified right with the task inferred (in GNu a batch
-    whose task is wrong counts as all wrong); ``task_accuracy``: fraction of the images whose batch
-    got the right task; ``fitted_accuracy``: accuracy of the fitted alphas themselves
-    (``entropy_fit`` only, else None); ``margins``: :func:`oneshot_margin` of every inference
-    (``oneshot`` only, else empty); ``shortlisted``: fraction of the images whose batch's
-    shortlist held the true task (``shortlist`` only, else None)."""
-
-    accuracy: float
-    task_accuracy: float
-    fitted_accuracy: float | None = None
-    margins: tuple[float, ...] = ()
-    shortlisted: float | None = None
-
-
-def evaluate_inferred(
-    method,
-    data,
-    true_task: int,
-    *,
-    scenario: str,
-    procedure: str,
-    objective: str,
-    batch: int,
-    images: int,
-    num_classes: int,
-    shortlist_size: int = 5,
-    predicted: int | None = None,
-    references: Mapping[int, float] | None = None,
-) -> InferredEvaluation:
-    """Evaluate ``data`` of task ``true_task`` with the task inferred once per batch of ``batch``
-    images from its first ``images`` images. In GNu a batch whose task is wrong counts as all
-    wrong; in GNs it is classified with the inferred task. The prediction is the argmax over the
-    first ``predicted`` outputs (default ``num_classes``). ``references``: calibrated
-    verification (verifying procedures only)."""
-    predicted = predicted or num_classes
-    correct = right_task = fitted_correct = listed = 0
-    margins: list[float] = []
-    tasks = method.learned_tasks()
-    for x, y in data.batches(batch):
-        if procedure == "entropy_fit":
-            fitted = fit_alphas(method, x[:images], objective, num_classes)
-            task = nearest_task(method, fitted)
-            with torch.no_grad(), use_coeffs(method.model, fitted):
-                pred = method.model(x)[:, :predicted].argmax(1)
-            fitted_correct += int((pred == y).sum())
-        elif procedure == "oneshot" and len(tasks) > 1:
-            grad = oneshot_gradient(method, x[:images], objective, num_classes)
-            task = tasks[int(grad.argmin())]
-            if true_task in tasks:
-                margins.append(oneshot_margin(grad, tasks.index(true_task)))
-        elif procedure in VERIFYING and len(tasks) > 1:
-            candidates, _ = candidates_for(
-                method, x[:images], procedure, objective, num_classes, shortlist_size
-            )
-            values = verify(method, x[:images], candidates, objective, num_classes, references)
-            task = candidates[int(torch.argmin(values))]
-            listed += len(y) if true_task in candidates else 0
-        else:
-            task, _ = infer_task(
-                method,
-                x[:images],
-                procedure=procedure,
-                objective=objective,
-                num_classes=num_classes,
-                shortlist_size=shortlist_size,
-                references=references,
-            )
-        if task == true_task:
-            right_task += len(y)
-        if task == true_task or scenario == "GNs":
-            with torch.no_grad(), method.task_context(task):
-                pred = method.model(x)[:, :predicted].argmax(1)
-            correct += int((pred == y).sum())
-    n = len(data)
-    fitted_accuracy = fitted_correct / n if procedure == "entropy_fit" else None
-    shortlisted = listed / n if procedure in VERIFYING and len(tasks) > 1 else None
-    return InferredEvaluation(
-        correct / n, right_task / n, fitted_accuracy, tuple(margins), shortlisted
-    )
+    found = run_procedure(method, x, procedure, objective, num_classes, shortlist_size, references)
+    return found.task, found.rounds

@@ -1,0 +1,125 @@
+"""The end of a run of a stream: its metrics, and the result files of its folder.
+
+``metrics.json`` (every headline number, per-task accuracies, bytes and seconds per task, where
+it ran), ``accuracy_matrix.csv`` and ``accuracy_matrix.png``, and, for a method that measures
+reference models beside its own (:meth:`~impresslearn.methods.Method.references`, e.g.
+ImpressLearn's dedicated masks), ``per_task_accuracy.png``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from impresslearn import __version__
+from impresslearn.checkpoint import CHECKPOINT_NAME, RunState
+from impresslearn.config import ExperimentConfig
+from impresslearn.layers.native import kernel_info
+from impresslearn.methods import Method
+from impresslearn.metrics import (
+    average_accuracy,
+    backward_transfer,
+    forgetting,
+    matrix_to_csv,
+    matrix_to_lists,
+)
+from impresslearn.plots import plot_accuracy_matrix, plot_per_task
+from impresslearn.runners.recipes import RunResult
+from impresslearn.runners.stream import Stream, peak_memory_mb
+from impresslearn.storage import atomic_write_json, atomic_write_text
+
+
+def finish(stream: Stream, state: RunState, extra: dict[str, Any], out: Path | None) -> RunResult:
+    """The one ending of every run of a stream: metrics (with where it ran), and the result
+    files."""
+    config, scenario = stream.config, stream.scenario
+    names = [scenario.task_name(j) for j in range(stream.num_tasks)]
+    metrics = build_metrics(config, state.matrix, stream.method, state.task_seconds, names)
+    metrics.update(extra)
+    metrics["prepare_seconds"] = state.prepare_seconds
+    metrics.update(stream.runtime.describe())
+    if out is not None and stream.runtime.is_writer:
+        # Measured: how much the checkpoint file grew per task of the stream (payload plus
+        # safetensors headers and the event log), next to the payload in bytes_per_task.
+        metrics["checkpoint_bytes"] = (out / CHECKPOINT_NAME).stat().st_size
+        sizes = state.checkpoint_sizes
+        if len(sizes) > 1:
+            metrics["checkpoint_growth_per_task"] = (sizes[-1] - sizes[0]) / (len(sizes) - 1)
+        write_results(out, config, state.matrix, metrics, names, stream.method)
+    if stream.log is not None:
+        stream.log.finish(metrics, state.matrix)
+    return RunResult(
+        config,
+        metrics,
+        out,
+        accuracy_matrix=state.matrix,
+        method=stream.method,
+        scenario=scenario,
+    )
+
+
+def build_metrics(
+    config: ExperimentConfig,
+    matrix: np.ndarray,
+    method: Method,
+    task_seconds: list[float],
+    task_names: list[str],
+) -> dict[str, Any]:
+    """The contents of ``metrics.json``."""
+    per_task = method.bytes_per_task()
+    return {
+        "preset": config.name,
+        "kind": config.kind,
+        "method": config.method.name,
+        "scenario": config.scenario.name,
+        "dataset": config.scenario.dataset,
+        "backbone": config.backbone.name,
+        "num_tasks": int(matrix.shape[0]),
+        "average_accuracy": average_accuracy(matrix),
+        "backward_transfer": backward_transfer(matrix),
+        "forgetting": forgetting(matrix),
+        "final_accuracies": matrix[-1].tolist(),
+        "accuracy_matrix": matrix_to_lists(matrix),
+        "task_names": task_names,
+        "bytes_per_task": {**per_task, "total": sum(per_task.values())},
+        "seconds_per_task": float(np.mean(task_seconds)),
+        "task_seconds": task_seconds,
+        "peak_memory_mb": peak_memory_mb(),
+        "impresslearn_version": __version__,
+        "torch_version": torch.__version__,
+        **kernel_info(),  # the top-k selection that ran: the compiled kernel (and scan) or NumPy
+        **method.extra_metrics(matrix),
+    }
+
+
+def write_results(
+    out_dir: Path,
+    config: ExperimentConfig,
+    matrix: np.ndarray,
+    metrics: dict[str, Any],
+    task_names: list[str],
+    method: Method,
+) -> None:
+    """The result files of a finished stream; ``metrics.json`` last (its presence says the run
+    finished)."""
+    atomic_write_text(out_dir / "accuracy_matrix.csv", matrix_to_csv(matrix, task_names))
+    plot_accuracy_matrix(
+        matrix,
+        out_dir / "accuracy_matrix.png",
+        f"{config.name}: {config.method.name} on {config.scenario.name} "
+        f"(avg {100 * metrics['average_accuracy']:.2f}%)",
+    )
+    references = method.references()
+    if references:
+        series = {"learned combination (final)": metrics["final_accuracies"]}
+        series.update({r.label: r.series(len(task_names)) for r in references})
+        plot_per_task(
+            task_names,
+            series,
+            out_dir / "per_task_accuracy.png",
+            f"{config.name}: per-task accuracy",
+        )
+    atomic_write_json(out_dir / "metrics.json", metrics)
