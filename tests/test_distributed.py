@@ -22,7 +22,7 @@ from impresslearn.config import apply_overrides
 from impresslearn.errors import ImpressLearnError
 from impresslearn.layers import masked_layers
 from impresslearn.presets import get_preset
-from impresslearn.runners import load_run, run_experiment
+from impresslearn.runners import RunContext, load_run, run_experiment
 from impresslearn.runners.seeds import run_seeds
 from impresslearn.runtime import RanksDisagree, Runtime
 from workers.data_parallel_step import run as one_step
@@ -180,7 +180,7 @@ def test_repeats_over_seeds_on_two_processes_equal_one(tmp_path):
         get_preset("supsup-permuted-mnist"),
         [*STREAM, "scenario.num_tasks=2", "train.iterations=60"],
     )
-    run_seeds(config, None, tmp_path / "one", 2, device="cpu")
+    run_seeds(config, RunContext.create(None, tmp_path / "one", device="cpu"), 2)
     for i in range(2):
         one = json.loads((tmp_path / "one" / f"seed-{i}" / "metrics.json").read_text())
         two = json.loads((tmp_path / "two" / f"seed-{i}" / "metrics.json").read_text())

@@ -9,8 +9,8 @@ import pytest
 from impresslearn.cli import main
 from impresslearn.config import ExperimentConfig, apply_overrides
 from impresslearn.errors import ConfigError
-from impresslearn.runners import run_experiment
-from impresslearn.runners.frontier import run_frontier
+from impresslearn.runners import RunContext, check_experiment, run_experiment
+from impresslearn.runners import run as run_kind
 
 TINY = [
     "scenario.dataset=mnist_embedded",
@@ -30,8 +30,10 @@ def test_frontier_equals_one_run_per_representation(tmp_path):
     same unseen tasks (same impressions, batches and starting alphas), and its bytes are the
     run's."""
     specs = json.dumps(SPECS)
-    config = apply_overrides(ExperimentConfig(), [*TINY, f"frontier.representations={specs}"])
-    metrics = run_frontier(config, None, tmp_path / "frontier")
+    config = apply_overrides(
+        ExperimentConfig(), [*TINY, "kind=frontier", f"frontier.representations={specs}"]
+    )
+    metrics = run_kind(config, RunContext.create(None, tmp_path / "frontier")).metrics
     assert metrics["eval_tasks"] == [2, 3]
     runs = {
         "layer": [],
@@ -85,6 +87,8 @@ def test_frontier_from_the_command_line_prints_the_table(tmp_path, capsys):
             "quickstart",
             *sets,
             "--set",
+            "kind=frontier",
+            "--set",
             'frontier.representations=["layer","layer@int8"]',
             "--out",
             str(out),
@@ -100,33 +104,41 @@ def test_frontier_from_the_command_line_prints_the_table(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("overrides", "fragment"),
     [
-        (['frontier.representations=["layer:3"]'], "only groups:G and low_rank:R"),
-        (['frontier.representations=["layer@int4"]'], "int4"),
-        (['frontier.representations=["diagonal"]'], "diagonal"),
-        (['frontier.representations=["layer","layer"]'], "repeats"),
-        (['frontier.representations=["layer"]', "method.name=supsup"], "impresslearn"),
+        (["kind=frontier", 'frontier.representations=["layer:3"]'], "only groups:G and low_rank:R"),
+        (["kind=frontier", 'frontier.representations=["layer@int4"]'], "int4"),
+        (["kind=frontier", 'frontier.representations=["diagonal"]'], "diagonal"),
+        (["kind=frontier", 'frontier.representations=["layer","layer"]'], "repeats"),
+        (
+            ["kind=frontier", 'frontier.representations=["layer"]', "method.name=supsup"],
+            "impresslearn",
+        ),
     ],
 )
 def test_bad_frontiers_are_refused_at_config_time(overrides, fragment):
     with pytest.raises(ConfigError, match=fragment):
-        apply_overrides(ExperimentConfig(), [*TINY, *overrides])
+        check_experiment(apply_overrides(ExperimentConfig(), [*TINY, *overrides]))
 
 
 def test_an_impression_task_cannot_be_a_frontier_task():
     config = apply_overrides(
         ExperimentConfig(),
-        [*TINY, 'frontier.representations=["layer"]', "frontier.eval_tasks=[1,2]"],
+        [*TINY, "kind=frontier", 'frontier.representations=["layer"]', "frontier.eval_tasks=[1,2]"],
     )
     with pytest.raises(ConfigError, match="not impressions"):
-        run_frontier(config, None, None)
+        run_kind(config, RunContext.create())
 
 
 def test_train_scales_train_each_representation_longer(tmp_path):
     config = apply_overrides(
         ExperimentConfig(),
-        [*TINY, 'frontier.representations=["layer"]', "frontier.train_scales=[1,2]"],
+        [
+            *TINY,
+            "kind=frontier",
+            'frontier.representations=["layer"]',
+            "frontier.train_scales=[1,2]",
+        ],
     )
-    metrics = run_frontier(config, None, tmp_path / "f")
+    metrics = run_kind(config, RunContext.create(None, tmp_path / "f")).metrics
     longer = metrics["representations"]["layer (2x training)"]
     assert longer["train_scale"] == 2 and longer["representation"] == "layer"
     run = run_experiment(apply_overrides(ExperimentConfig(), [*TINY, "train.iterations=80"]), None)

@@ -208,6 +208,7 @@ def test_sweep_writes_figure_and_csv(tmp_path, capsys):
     for item in [
         *TINY,
         "scenario.num_tasks=4",
+        "kind=sweep",
         "sweep.num_impressions=[1,2]",
         "sweep.eval_tasks=[2,3]",
     ]:

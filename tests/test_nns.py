@@ -9,7 +9,7 @@ from impresslearn.errors import ConfigError
 from impresslearn.inference import objective_value
 from impresslearn.layers import extra_masks, masked_layers, one_hot, use_coeffs
 from impresslearn.methods import ImpressLearn
-from impresslearn.runners import load_run, run_experiment
+from impresslearn.runners import check_experiment, load_run, run_experiment
 
 NNS = [
     "scenario.dataset=mnist_embedded",
@@ -160,7 +160,7 @@ def test_extra_masks_are_removed_and_leave_the_bank_alone():
 )
 def test_nns_bad_config(overrides, message):
     with pytest.raises(ConfigError, match=message):
-        apply_overrides(ExperimentConfig(), [*NNS, *overrides])
+        check_experiment(apply_overrides(ExperimentConfig(), [*NNS, *overrides]))
 
 
 def test_cross_entropy_objective_ignores_superfluous_outputs_and_needs_labels():

@@ -11,7 +11,7 @@ from impresslearn.cli import main
 from impresslearn.config import ExperimentConfig, apply_overrides
 from impresslearn.errors import ConfigError
 from impresslearn.presets import get_preset
-from impresslearn.runners import run_experiment
+from impresslearn.runners import RunContext, run_experiment
 from impresslearn.runners.seeds import run_seeds, seeded, summarize
 
 QUICK = ["scenario.dataset=mnist_embedded", "scenario.num_tasks=2", "train.iterations=30"]
@@ -92,11 +92,15 @@ def test_repeats_are_independent_runs_and_repeat_zero_is_the_plain_run(tmp_path,
 def test_bad_repeats_are_refused(tmp_path):
     config = apply_overrides(get_preset("quickstart-supsup"), QUICK)
     with pytest.raises(ConfigError, match="at least 2"):
-        run_seeds(config, None, tmp_path / "a", 1)
-    with pytest.raises(ConfigError, match="not a sweep"):
-        run_seeds(get_preset("impress-sweep-rotated-mnist"), None, tmp_path / "b", 2)
-    run_seeds(config, None, tmp_path / "c", 2)
+        run_seeds(config, RunContext.create(None, tmp_path / "a"), 1)
+    with pytest.raises(ConfigError, match="not sweep experiments"):  # repeats check their kind
+        run_seeds(
+            get_preset("impress-sweep-rotated-mnist"),
+            RunContext.create(None, tmp_path / "b", log="tensorboard"),
+            2,
+        )
+    run_seeds(config, RunContext.create(None, tmp_path / "c"), 2)
     with pytest.raises(ConfigError, match="already holds a run"):
-        run_seeds(config, None, tmp_path / "c", 2)
+        run_seeds(config, RunContext.create(None, tmp_path / "c"), 2)
     single = tmp_path / "c" / "seed-0"
     assert main(["run", "--resume", str(single), "--seeds", "2", "--quiet"]) == 2

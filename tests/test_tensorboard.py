@@ -69,4 +69,4 @@ def test_log_without_a_run_folder_or_for_a_sweep_is_refused(tmp_path, capsys):
             "--quiet",
         ]
     )
-    assert code == 2 and "not sweeps" in capsys.readouterr().err
+    assert code == 2 and "not sweep experiments" in capsys.readouterr().err

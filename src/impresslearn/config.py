@@ -321,20 +321,24 @@ def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
             f"unknown key(s) {', '.join(f'{prefix}.{k}' for k in unknown)}; "
             f"{prefix} has: {', '.join(types_)}"
         )
-    defaults = {f.name: f for f in dataclasses.fields(cls)}
     coerced = {}
     for k, v in values.items():
         if _is_config_class(types_[k]) and isinstance(v, dict):
             # A nested section given in part: the rest from the field's own default (e.g. the
             # impressions' training defaults, not TrainConfig's).
-            f = defaults[k]
-            default = (
-                f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-            )
-            if default is not dataclasses.MISSING:
+            default = _field_default(cls, k)
+            if default is not None:
                 v = {**dataclasses.asdict(default), **v}
         coerced[k] = _coerce(v, types_[k], f"{prefix}.{k}")
     return cls(**coerced)
+
+
+def _field_default(cls: type, name: str) -> Any:
+    """The default value of field ``name`` of the dataclass ``cls`` (None if it has none)."""
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
 
 
 def _build_section(section: str, values: dict[str, Any]) -> Any:
@@ -474,6 +478,8 @@ def _set(data: dict[str, Any], key: str, text: str) -> None:
                 f"unknown override key {key!r}: {prefix}.{part} is not a section; "
                 f"{prefix} has: {', '.join(_field_types(cls))}"
             )
+        if not isinstance(values.get(part), dict):  # e.g. just after method.name changed
+            values[part] = dataclasses.asdict(_field_default(cls, part))
         values, cls, prefix = values[part], nested, f"{prefix}.{part}"
     known = _field_types(cls)
     if name not in known or _is_config_class(known[name]):

@@ -25,6 +25,8 @@ import numpy as np
 # "<key>_unseen", their mean over the tasks the method learned without a mask of their own.
 DEDICATED = "dedicated_accuracy"
 SINGLE_IMPRESSION = "single_impression_accuracy"
+DEDICATED_UNSEEN = f"{DEDICATED}_unseen"
+SINGLE_IMPRESSION_UNSEEN = f"{SINGLE_IMPRESSION}_unseen"
 REFERENCE_LABELS = {
     DEDICATED: "dedicated SupSup mask",
     SINGLE_IMPRESSION: "one impression, unchanged",

@@ -5,6 +5,13 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
+from impresslearn.metrics import (
+    DEDICATED,
+    DEDICATED_UNSEEN,
+    SINGLE_IMPRESSION,
+    SINGLE_IMPRESSION_UNSEEN,
+)
+
 
 def _bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
@@ -60,12 +67,12 @@ def summary_table(metrics: dict[str, Any]) -> str:
         rows.insert(6, ("fitted alphas", f"{fitted:.2f}% (classifying with the alphas fitted)"))
     if metrics.get("average_accuracy_unseen") is not None:
         rows.insert(5, ("unseen-task accuracy", f"{100 * metrics['average_accuracy_unseen']:.2f}%"))
-        if "dedicated_accuracy_unseen" in metrics:
+        if DEDICATED_UNSEEN in metrics:
             rows.insert(
                 6,
                 (
                     "dedicated masks",
-                    f"{100 * metrics['dedicated_accuracy_unseen']:.2f}% (same tasks)",
+                    f"{100 * metrics[f'{DEDICATED}_unseen']:.2f}% (same tasks)",
                 ),
             )
     width = max(len(k) for k, _ in rows)
@@ -95,8 +102,8 @@ def impressions_table(metrics: dict[str, Any]) -> str | None:
     names = metrics.get("task_names") or [f"task {t}" for t in range(len(finals))]
     impressions = list(metrics["impression_tasks"])
     unseen = list(metrics["unseen_tasks"])
-    dedicated = metrics.get("dedicated_accuracy", {})
-    single = metrics.get("single_impression_accuracy", {})
+    dedicated = metrics.get(DEDICATED, {})
+    single = metrics.get(SINGLE_IMPRESSION, {})
     b = metrics["bytes_per_task"]
     mask = metrics.get("bytes_per_mask")
     supsup_task = None if mask is None else mask + b.get("norm_stats", 0)
@@ -191,10 +198,10 @@ def sweep_table(metrics: dict[str, Any]) -> str:
     lines = [header]
     for kind, by_n in summary.items():
         lines.append(f"{kind:<15}" + "".join(f"{100 * by_n[str(n)]:8.2f}%" for n in ns))
-    lines.append(f"dedicated SupSup mask: {100 * metrics['dedicated_accuracy_unseen']:.2f}%")
-    if metrics.get("single_impression_accuracy_unseen") is not None:
+    lines.append(f"dedicated SupSup mask: {100 * metrics[f'{DEDICATED}_unseen']:.2f}%")
+    if metrics.get(SINGLE_IMPRESSION_UNSEEN) is not None:
         lines.append(
-            f"one impression, unchanged: {100 * metrics['single_impression_accuracy_unseen']:.2f}%"
+            f"one impression, unchanged: {100 * metrics[f'{SINGLE_IMPRESSION}_unseen']:.2f}%"
         )
     lines.append(f"unseen tasks: {metrics['eval_tasks']}")
     rule = "-" * max(len(line) for line in lines)
@@ -214,13 +221,9 @@ def frontier_table(metrics: dict[str, Any]) -> str:
         for name, r in metrics["representations"].items()
     ]
     d = metrics["dedicated_bytes_per_task"]
-    rows.append(
-        ("dedicated SupSup mask", d["mask"], d["total"], metrics["dedicated_accuracy_unseen"])
-    )
-    if metrics.get("single_impression_accuracy_unseen") is not None:
-        rows.append(
-            ("one impression, unchanged", 0, 0, metrics["single_impression_accuracy_unseen"])
-        )
+    rows.append(("dedicated SupSup mask", d["mask"], d["total"], metrics[DEDICATED_UNSEEN]))
+    if metrics.get(SINGLE_IMPRESSION_UNSEEN) is not None:
+        rows.append(("one impression, unchanged", 0, 0, metrics[SINGLE_IMPRESSION_UNSEEN]))
     rows.sort(key=lambda r: r[2])
     width = max(len("representation"), *(len(r[0]) for r in rows))
     lines = [f"{'representation':<{width}}  {'coeffs B':>9}  {'total B':>9}  {'unseen acc':>10}"]
@@ -250,7 +253,7 @@ def compare_table(runs: list[tuple[str, dict[str, Any]]]) -> str:
         lines.append(
             f"| {name} | {m.get('method', '')} | {m.get('scenario', '')} | {m.get('num_tasks', '')} "
             f"| {_pct(m.get('average_accuracy'))} | {_pct(m.get('average_accuracy_unseen'))} "
-            f"| {_pct(m.get('dedicated_accuracy_unseen'))} "
+            f"| {_pct(m.get(f'{DEDICATED}_unseen'))} "
             f"| {_pct(m.get('average_accuracy_inferred'))} "
             f"| {_pct(m.get('task_inference_accuracy'))} | {b.get('total', '')} "
             f"| {b.get('mask', '')} | {b.get('coeffs', '')} | {b.get('norm_stats', '')} "
@@ -262,7 +265,7 @@ def compare_table(runs: list[tuple[str, dict[str, Any]]]) -> str:
 _SEEDS_ROWS = (
     ("average_accuracy", "average accuracy", "pct"),
     ("average_accuracy_unseen", "unseen-task accuracy", "pct"),
-    ("dedicated_accuracy_unseen", "dedicated masks (unseen)", "pct"),
+    (DEDICATED_UNSEEN, "dedicated masks (unseen)", "pct"),
     ("average_accuracy_inferred", "accuracy, task inferred", "pct"),
     ("task_inference_accuracy", "task inference", "pct"),
     ("backward_transfer", "backward transfer", "points"),

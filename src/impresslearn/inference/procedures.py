@@ -71,10 +71,22 @@ def check_inference(config: InferenceConfig, method, model, num_classes: int) ->
                 "the 'superfluous' objective needs more outputs than classes: set "
                 "backbone.num_outputs (e.g. 100 or 500)"
             )
-    if config.procedure not in method.procedures:
+    check_procedure(method, config.procedure)
+
+
+def check_procedure(method, procedure: str) -> None:
+    """Refuse a procedure the method does not declare (:attr:`Method.procedures
+    <impresslearn.methods.Method.procedures>`)."""
+    offered = getattr(method, "procedures", None)
+    if offered is not None and procedure not in offered:
+        hint = (
+            " (entropy_fit needs coefficient vectors per task: method.name=impresslearn)"
+            if procedure == "entropy_fit"
+            else ""
+        )
         raise ConfigError(
-            f"inference.procedure={config.procedure} is not offered by method {method.name!r}: "
-            f"use one of {', '.join(sorted(method.procedures))}"
+            f"inference.procedure={procedure} is not offered by method {method.name!r}: use one "
+            f"of {', '.join(sorted(offered))}{hint}"
         )
 
 
@@ -297,6 +309,7 @@ def run_procedure(
     run = PROCEDURE_TABLE.get(procedure)
     if run is None:
         raise ConfigError(f"unknown inference procedure {procedure!r}; use one of {PROCEDURES}")
+    check_procedure(method, procedure)
     if len(tasks) == 1 and procedure != "entropy_fit":
         return Inference(tasks[0], 0)
     return run(method, x, objective, num_classes, shortlist_size, references)

@@ -24,7 +24,11 @@ from impresslearn.errors import ConfigError
 from impresslearn.layers import drop_norm_stats
 from impresslearn.methods import ImpressLearn, ImpressLearnConfig
 from impresslearn.methods.coeffs import parse_representation
-from impresslearn.metrics import DEDICATED, SINGLE_IMPRESSION
+from impresslearn.metrics import (
+    DEDICATED,
+    DEDICATED_UNSEEN,
+    SINGLE_IMPRESSION_UNSEEN,
+)
 from impresslearn.plots import plot_frontier
 from impresslearn.report import frontier_table
 from impresslearn.runners.context import RunContext
@@ -171,13 +175,13 @@ def _frontier(
         "mask_kind": method.config.mask_kind,
         "eval_tasks": tasks,
         "representations": summary,
-        f"{DEDICATED}_unseen": float(np.mean(dedicated)),
+        DEDICATED_UNSEEN: float(np.mean(dedicated)),
         "dedicated_bytes_per_task": {
             "mask": mask_bytes,
             "norm_stats": norm_bytes,
             "total": mask_bytes + norm_bytes,
         },
-        f"{SINGLE_IMPRESSION}_unseen": float(np.mean(single)) if single else None,
+        SINGLE_IMPRESSION_UNSEEN: float(np.mean(single)) if single else None,
         "accuracy": {
             spec: {str(t): a for t, a in r["accuracy"].items()} for spec, r in results.items()
         },
@@ -216,8 +220,8 @@ def _write(out_dir: Path, metrics: dict, results: dict, references: dict, tasks:
             spec: (s["bytes_per_task"]["total"], s["mean_accuracy_unseen"])
             for spec, s in metrics["representations"].items()
         },
-        (d["total"], metrics[f"{DEDICATED}_unseen"]),
-        metrics[f"{SINGLE_IMPRESSION}_unseen"],
+        (d["total"], metrics[DEDICATED_UNSEEN]),
+        metrics[SINGLE_IMPRESSION_UNSEEN],
         out_dir / "frontier.png",
         f"{metrics['preset']}: {metrics['num_impressions']} impressions, {len(tasks)} unseen tasks",
     )

@@ -57,7 +57,7 @@ from tqdm.auto import tqdm
 from impresslearn.checkpoint import RunState
 from impresslearn.config import ExperimentConfig, NNsConfig
 from impresslearn.errors import ConfigError
-from impresslearn.inference import beta_gradient, check_inference, infer_task
+from impresslearn.inference import beta_gradient, infer_task
 from impresslearn.report import summary_table
 from impresslearn.runners.context import RunContext
 from impresslearn.runners.folder import start_run_folder
@@ -131,7 +131,7 @@ def check_nns(config: ExperimentConfig) -> None:
         )
 
 
-@register_recipe("nns", check=check_nns, report=summary_table)
+@register_recipe("nns", check=check_nns, report=summary_table, logs=True)
 def run_nns(config: ExperimentConfig, ctx: RunContext) -> RunResult:
     """New tasks detected while training (SupSup's NNs): no task ids in training or at test."""
     if ctx.runtime.distributed:
@@ -140,7 +140,6 @@ def run_nns(config: ExperimentConfig, ctx: RunContext) -> RunResult:
             "without torchrun / srun (or run several repeats at once with --seeds)"
         )
     stream = build_stream(config, ctx.data_root, ctx.runtime, progress=ctx.progress)
-    check_inference(config.inference, stream.method, stream.model, stream.num_classes)
     return open_run(stream, ctx, partial(_run, overwrite=ctx.overwrite))
 
 

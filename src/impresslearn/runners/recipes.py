@@ -95,9 +95,21 @@ def recipe_of(config: ExperimentConfig) -> Recipe:
     return RECIPES.get(config.kind)
 
 
+# Sections that only one kind reads: set for another kind, they would be ignored.
+KIND_SECTIONS = {"nns": "nns", "sweep": "sweep", "frontier": "frontier"}
+
+
 def check_experiment(config: ExperimentConfig) -> Recipe:
-    """Refuse what ``config``'s kind cannot run (its recipe's check); returns the recipe."""
+    """Refuse what ``config``'s kind cannot run (its recipe's check), and a section only another
+    kind reads, set away from its defaults (it would be ignored); returns the recipe."""
     recipe = recipe_of(config)
+    defaults = ExperimentConfig()
+    for section, kind in KIND_SECTIONS.items():
+        if config.kind != kind and getattr(config, section) != getattr(defaults, section):
+            raise ConfigError(
+                f"the {section} section is read by experiments of kind {kind} only, and this one "
+                f"is of kind {config.kind}: set kind={kind}, or leave {section}.* at its defaults"
+            )
     recipe.check(config)
     return recipe
 
@@ -113,8 +125,8 @@ def check_context(recipe: Recipe, ctx: RunContext) -> None:
     if ctx.log is not None:
         if not recipe.logs:
             raise ConfigError(
-                f"--log tensorboard logs task streams and their repeats, not {recipe.kind} "
-                "experiments: drop it"
+                f"--log tensorboard logs task streams (kinds stream, nns) and their repeats, not "
+                f"{recipe.kind} experiments: drop it"
             )
         if ctx.out_dir is None:
             raise ConfigError("--log tensorboard writes into the run folder: give one (--out)")

@@ -27,7 +27,7 @@ import numpy as np
 
 from impresslearn.config import ExperimentConfig
 from impresslearn.errors import CheckpointError, ConfigError
-from impresslearn.metrics import DEDICATED
+from impresslearn.metrics import DEDICATED_UNSEEN
 from impresslearn.plots import plot_seeds
 from impresslearn.report import seeds_table
 from impresslearn.runners.context import RunContext
@@ -46,7 +46,7 @@ HEADLINE = (
     "backward_transfer",
     "forgetting",
     "average_accuracy_unseen",
-    f"{DEDICATED}_unseen",
+    DEDICATED_UNSEEN,
     "average_accuracy_inferred",
     "task_inference_accuracy",
     "bytes_per_task",

@@ -29,7 +29,11 @@ from impresslearn.errors import ConfigError
 from impresslearn.layers import extra_masks, one_hot, task_norms, use_coeffs
 from impresslearn.methods import ImpressLearn, ImpressLearnConfig
 from impresslearn.methods.impress import impression_key
-from impresslearn.metrics import DEDICATED, SINGLE_IMPRESSION
+from impresslearn.metrics import (
+    DEDICATED,
+    DEDICATED_UNSEEN,
+    SINGLE_IMPRESSION_UNSEEN,
+)
 from impresslearn.plots import plot_sweep
 from impresslearn.report import sweep_table
 from impresslearn.runners.context import RunContext
@@ -197,8 +201,8 @@ def _sweep(
         "backbone": config.backbone.name,
         "eval_tasks": list(eval_tasks),
         "mean_accuracy_unseen": summary,
-        f"{DEDICATED}_unseen": float(np.mean(list(dedicated.values()))),
-        f"{SINGLE_IMPRESSION}_unseen": float(np.mean(list(single.values()))) if single else None,
+        DEDICATED_UNSEEN: float(np.mean(list(dedicated.values()))),
+        SINGLE_IMPRESSION_UNSEEN: float(np.mean(list(single.values()))) if single else None,
         DEDICATED: {str(t): a for t, a in dedicated.items()},
         "rows": rows,
         "seconds": time.perf_counter() - start,
@@ -215,8 +219,8 @@ def _sweep(
         atomic_write_text(out_dir / "sweep.csv", "\n".join(lines) + "\n")
         plot_sweep(
             summary,
-            metrics[f"{DEDICATED}_unseen"],
-            metrics[f"{SINGLE_IMPRESSION}_unseen"],
+            metrics[DEDICATED_UNSEEN],
+            metrics[SINGLE_IMPRESSION_UNSEEN],
             out_dir / "sweep.png",
             f"{config.name}: mean accuracy on {len(eval_tasks)} unseen tasks",
         )
