@@ -1,4 +1,6 @@
-"""Task inference: which learned task does an unlabelled batch come from?
+"""The task-inference procedures and their objectives, as one dispatch table.
+
+Which learned task does an unlabelled batch come from?
 
 SupSup (Wortsman et al. 2020, section 3): superpose every learned task with a mixing vector beta
 (uniform, requiring grad) and follow the gradient of an objective of the outputs:

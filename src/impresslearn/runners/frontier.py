@@ -74,7 +74,7 @@ def check_frontier(config: ExperimentConfig) -> None:
 
 @register_recipe("frontier", check=check_frontier, report=frontier_table)
 def run_frontier(config: ExperimentConfig, ctx: RunContext) -> RunResult:
-    """The ``frontier`` recipe, ImpressLearn's accuracy-per-byte frontier: unseen-task accuracy against bytes per task.
+    """ImpressLearn's accuracy-per-byte frontier: unseen-task accuracy against bytes per task.
 
     With a run folder, ``config.json`` first, then ``frontier.csv``, ``frontier.png`` and
     ``metrics.json`` (the folder locked meanwhile). Under several processes the references and
