@@ -1,30 +1,33 @@
-"""Checkpoints: round trips bit for bit, resume after SIGKILL, and clear errors for bad files."""
+"""Checkpoints: round trips bit for bit, one appended segment per task, resume after SIGKILL
+(also between a segment and its manifest), format version 1 still read, clear errors for bad
+files."""
 
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from impresslearn.backbones import build_backbone
-from impresslearn.checkpoint import (
-    CHECKPOINT_NAME,
-    RunState,
-    read_checkpoint,
-    restore_checkpoint,
-    save_checkpoint,
-)
+from impresslearn.checkpoint import CHECKPOINT_NAME, RunState, restore_checkpoint
+from impresslearn.checkpoint.files import Manifest, read_segments, read_snapshot, segments_path
 from impresslearn.cli import main
 from impresslearn.config import ExperimentConfig, apply_overrides
-from impresslearn.errors import CheckpointError
+from impresslearn.errors import CheckpointError, ConfigError
 from impresslearn.methods import build_method
+from impresslearn.metrics import AccuracyMatrix
 from impresslearn.runners import load_run, run_experiment
+from impresslearn.runners.saved import evaluate_run
+
+V1 = Path(__file__).parent / "data" / "checkpoint-v1"
 
 SUPSUP = ["scenario.dataset=mnist_embedded", "scenario.num_tasks=3", "train.iterations=40"]
 IMPRESS = [
@@ -47,7 +50,17 @@ def test_save_load_reproduces_logits_bit_for_bit(overrides, tmp_path):
         with torch.no_grad(), result.method.task_context(t):
             expected = result.method.model(x)
         assert torch.equal(loaded.logits(x, t), expected), f"task {t}"
-    np.testing.assert_array_equal(loaded.state.matrix, result.accuracy_matrix)
+    assert loaded.state.matrix == result.accuracies
+    assert loaded.state.events == result_events(tmp_path / "run")
+
+
+def result_events(run):
+    return [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+
+
+def saved_matrix(run) -> np.ndarray:
+    metrics = json.loads((Path(run) / "metrics.json").read_text())
+    return AccuracyMatrix.from_json(metrics["accuracy_matrix"]).dense()
 
 
 def test_on_disk_bytes_per_task(tmp_path):
@@ -56,8 +69,11 @@ def test_on_disk_bytes_per_task(tmp_path):
     assert supsup.metrics["bytes_per_task"]["mask"] == sum(
         (n + 7) // 8 for n in (784 * 300, 300 * 100, 100 * 10)
     )
-    # measured file growth: the packed mask plus a few hundred bytes of headers and events
+    # measured growth: the packed mask plus about a thousand bytes of headers and the event
     assert weights / 8 < supsup.metrics["checkpoint_growth_per_task"] < weights / 8 + 2000
+    # each task appends one segment: the checkpoint never rewrites what it holds
+    sizes = [p.stat().st_size for p in (tmp_path / "s").glob("checkpoint.*")]
+    assert sum(sizes) == supsup.metrics["checkpoint_bytes"]
     impress = run_experiment(
         apply_overrides(ExperimentConfig(), [*IMPRESS, "method.num_impressions=3"]),
         None,
@@ -91,14 +107,13 @@ def test_sigkill_at_random_points_then_resume_matches_uninterrupted(tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         if (out / CHECKPOINT_NAME).exists():
-            read_checkpoint(out / CHECKPOINT_NAME)  # never unreadable
+            load_run(out)  # never unreadable
             args = ["run", "--resume", str(out), "--quiet"]
         else:  # killed before the first checkpoint: start again
             args = ["run", "quickstart-supsup", *sets, "--out", str(out), "--overwrite", "--quiet"]
         finish = _cli(args, tmp_path)
         assert finish.wait(timeout=300) == 0, finish.stderr.read().decode()
-        metrics = json.loads((out / "metrics.json").read_text())
-        np.testing.assert_array_equal(np.array(metrics["accuracy_matrix"], dtype=float), reference)
+        np.testing.assert_array_equal(saved_matrix(out), reference)
         assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
 
@@ -124,15 +139,124 @@ def test_truncated_and_corrupt_checkpoints_are_clear_errors(saved_run):
         load_run(run)
 
 
-def test_unknown_format_version(saved_run, tmp_path):
-    config, run = saved_run
-    loaded = load_run(run)
-    path = tmp_path / "v.safetensors"
-    save_checkpoint(path, config, loaded.model, loaded.method, loaded.state)
-    raw = path.read_bytes().replace(b'"format_version":"1"', b'"format_version":"9"')
+def test_unknown_format_version(saved_run):
+    _, run = saved_run
+    path = run / CHECKPOINT_NAME
+    raw = path.read_bytes().replace(b'"format_version":"2"', b'"format_version":"9"')
     path.write_bytes(raw)
     with pytest.raises(CheckpointError, match="format version 9"):
-        read_checkpoint(path)
+        read_snapshot(path)
+
+
+def _flip(path: Path, offset: int, count: int = 100) -> None:
+    raw = bytearray(path.read_bytes())
+    for i in range(offset, offset + count):
+        raw[i] ^= 0x5A
+    path.write_bytes(bytes(raw))
+
+
+def test_a_changed_byte_anywhere_is_an_error_not_a_different_model(saved_run, tmp_path):
+    _, run = saved_run
+    cases = {
+        "snapshot data": (CHECKPOINT_NAME, -200, "corrupt"),
+        "segment data": ("checkpoint.tasks", -300, "corrupt"),
+        "segment header": ("checkpoint.tasks", 60, "corrupt"),
+    }
+    for name, (file, offset, message) in cases.items():
+        copy = tmp_path / name.replace(" ", "-")
+        shutil.copytree(run, copy)
+        path = copy / file
+        _flip(path, offset % path.stat().st_size, 20)
+        with pytest.raises(CheckpointError, match=message):
+            load_run(copy)
+        assert main(["eval", str(copy), "--quiet"]) == 2
+    # a header entry renamed in the snapshot (its JSON stays valid)
+    copy = tmp_path / "renamed"
+    shutil.copytree(run, copy)
+    path = copy / CHECKPOINT_NAME
+    path.write_bytes(path.read_bytes().replace(b'"prepare_seconds"', b'"prepare_secondz"'))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_run(copy)
+    # the segments cut short, and a snapshot from another run beside a manifest
+    copy = tmp_path / "short"
+    shutil.copytree(run, copy)
+    tasks = segments_path(copy / CHECKPOINT_NAME)
+    tasks.write_bytes(tasks.read_bytes()[:-10])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_run(copy)
+    other = tmp_path / "other"
+    config = apply_overrides(ExperimentConfig(), [*SUPSUP, "scenario.num_tasks=2", "train.seed=3"])
+    run_experiment(config, None, other)
+    shutil.copy(other / CHECKPOINT_NAME, copy / CHECKPOINT_NAME)
+    with pytest.raises(CheckpointError, match="does not belong to its manifest"):
+        load_run(copy)
+
+
+def test_a_kill_between_a_segment_and_its_manifest_resumes_to_the_same_run(tmp_path, monkeypatch):
+    """The segment of task 2 is appended, then the process dies before the manifest counts it
+    (simulated: the manifest write raises). The resumed run cuts the stray bytes off, learns task
+    2 again and ends exactly as the uninterrupted run."""
+    config = apply_overrides(ExperimentConfig(), [*SUPSUP, "scenario.num_tasks=4"])
+    reference = run_experiment(config, None, tmp_path / "reference")
+    out = tmp_path / "run"
+    write = Manifest.write
+
+    class Killed(BaseException):
+        pass
+
+    def dying_write(self, path):
+        if self.segments == 3:  # tasks 0, 1 counted; task 2's segment is on disk
+            raise Killed
+        return write(self, path)
+
+    monkeypatch.setattr(Manifest, "write", dying_write)
+    with pytest.raises(Killed):
+        run_experiment(config, None, out)
+    monkeypatch.setattr(Manifest, "write", write)
+    manifest = Manifest.read(out / CHECKPOINT_NAME)
+    assert manifest.segments == 2
+    assert segments_path(out / CHECKPOINT_NAME).stat().st_size > manifest.segment_bytes
+    assert load_run(out).state.next_task == 2
+    resumed = run_experiment(config, None, out, resume=True)
+    assert resumed.accuracies == reference.accuracies
+    untimed = [{k: v for k, v in e.items() if "seconds" not in k} for e in result_events(out)]
+    assert untimed == [
+        {k: v for k, v in e.items() if "seconds" not in k} for e in result_events(reference.out_dir)
+    ]
+    x = reference.scenario.test_data(3).prepared()[:200]
+    again, fresh = load_run(out), load_run(reference.out_dir)
+    for t in range(4):
+        assert torch.equal(again.logits(x, t), fresh.logits(x, t)), f"task {t}"
+    # the checkpoint holds each task once, with the same contents as the uninterrupted run's
+    # segments (their timings aside)
+    ours = read_segments(out / CHECKPOINT_NAME, Manifest.read(out / CHECKPOINT_NAME))
+    theirs = read_segments(
+        reference.out_dir / CHECKPOINT_NAME, Manifest.read(reference.out_dir / CHECKPOINT_NAME)
+    )
+    assert [m["task"] for _, m, _ in ours] == ["0", "1", "2", "3"]
+    for (a, meta_a, _), (b, meta_b, _) in zip(ours, theirs, strict=True):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        assert (meta_a["task"], meta_a["added"]) == (meta_b["task"], meta_b["added"])
+
+
+@pytest.mark.parametrize("name", ["supsup", "impress"])
+def test_a_format_version_1_run_loads_and_resumes_converted(name, tmp_path):
+    saved = V1 / name
+    assert read_snapshot(saved / CHECKPOINT_NAME)[1]["format_version"] == "1"
+    run = load_run(saved)
+    accs = evaluate_run(run, None)
+    metrics = json.loads((saved / "metrics.json").read_text())
+    assert accs == metrics["final_accuracies"]
+    # Resumed to one more task: converted to a snapshot, then a segment; equal to a fresh run.
+    copy = tmp_path / name
+    shutil.copytree(saved, copy)
+    longer = apply_overrides(run.config, [f"scenario.num_tasks={len(accs) + 1}"])
+    extended = run_experiment(longer, None, copy, resume=True)
+    assert read_snapshot(copy / CHECKPOINT_NAME)[1]["format_version"] == "2"
+    assert Manifest.read(copy / CHECKPOINT_NAME).segments == 1
+    fresh = run_experiment(longer, None, tmp_path / "fresh")
+    assert extended.accuracies == fresh.accuracies
+    assert load_run(copy).state.matrix == fresh.accuracies
 
 
 def test_other_backbone_seed_is_refused(saved_run, tmp_path):
@@ -191,10 +315,7 @@ def test_resume_extends_a_finished_stream_like_a_longer_run(saved_run, tmp_path,
     reference = run_experiment(longer, None, tmp_path / "reference")
     assert main(["run", "--resume", str(run), "--set", "scenario.num_tasks=4", "--quiet"]) == 0
     capsys.readouterr()
-    metrics = json.loads((run / "metrics.json").read_text())
-    np.testing.assert_array_equal(
-        np.array(metrics["accuracy_matrix"], dtype=float), reference.accuracy_matrix
-    )
+    np.testing.assert_array_equal(saved_matrix(run), reference.accuracy_matrix)
     assert json.loads((run / "config.json").read_text())["scenario"]["num_tasks"] == 4
     extended, fresh = load_run(run), load_run(tmp_path / "reference")
     x = reference.scenario.test_data(3).prepared()[:200]
@@ -217,3 +338,31 @@ def test_extending_a_diagonal_stream_matches_the_longer_run(tmp_path):
     extended = run_experiment(longer, None, tmp_path / "run", resume=True).accuracy_matrix
     np.testing.assert_array_equal(extended, run_experiment(longer, None).accuracy_matrix)
     assert np.isnan(extended[1, 0]) and not np.isnan(extended[2]).any()
+
+
+def test_a_sampled_matrix_watches_forgetting_during_the_stream_and_finds_none(tmp_path):
+    config = apply_overrides(
+        ExperimentConfig(), [*SUPSUP, "scenario.num_tasks=6", "eval.matrix=sampled:2"]
+    )
+    result = run_experiment(config, None, tmp_path / "run")
+    r = result.accuracies
+    for t in range(5):
+        cols, _ = r.entries_of(t)
+        assert cols.tolist() == config.eval.evaluated_tasks(t, 6, config.scenario.seed)
+        assert len(cols) == min(2, t) + 1 and cols[-1] == t
+    assert r.entries_of(5)[0].tolist() == list(range(6))
+    rows, cols, vals = r.entries()
+    later = rows > cols
+    assert later.sum() == 2 + 2 + 2 + 1 + 5  # rows 1..4 sampled, row 5 complete
+    for i, j, v in zip(rows[later], cols[later], vals[later], strict=True):
+        assert v == r[j, j], f"R[{i}, {j}] != R[{j}, {j}]"  # bit for bit: nothing forgotten
+    assert result.metrics["forgetting"] == 0.0
+    # the sample is fixed by the seed and the task alone, not by the stream's length
+    assert config.eval.evaluated_tasks(4, 6, 0) == config.eval.evaluated_tasks(4, 2500, 0)
+    assert config.eval.evaluated_tasks(4, 6, 0) != config.eval.evaluated_tasks(4, 6, 1) or (
+        config.eval.evaluated_tasks(7, 9, 0) != config.eval.evaluated_tasks(7, 9, 1)
+    )
+    csv = (tmp_path / "run" / "accuracy_matrix.csv").read_text().splitlines()
+    assert csv[0] == "after_task,task,task_name,accuracy" and len(csv) == 1 + r.num_entries
+    with pytest.raises(ConfigError, match="sampled:K"):
+        apply_overrides(config, ["eval.matrix=sampled:0"])

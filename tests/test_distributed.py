@@ -21,6 +21,7 @@ from impresslearn.cli import main
 from impresslearn.config import apply_overrides
 from impresslearn.errors import ImpressLearnError
 from impresslearn.layers import masked_layers
+from impresslearn.metrics import AccuracyMatrix
 from impresslearn.presets import get_preset
 from impresslearn.runners import RunContext, load_run, run_experiment
 from impresslearn.runners.seeds import run_seeds
@@ -100,7 +101,7 @@ def test_a_stream_on_two_processes_matches_one(two_process_run):
     root, single = two_process_run
     metrics = json.loads((root / "two" / "metrics.json").read_text())
     assert metrics["processes"] == 2 and metrics["forgetting"] == 0
-    two = np.array(metrics["accuracy_matrix"], dtype=float)
+    two = AccuracyMatrix.from_json(metrics["accuracy_matrix"]).dense()
     np.testing.assert_allclose(two, single.accuracy_matrix, atol=0.005)
     # rank 0 alone wrote: the folder holds exactly what a single process writes
     assert sorted(p.name for p in (root / "two").iterdir()) == sorted(

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from impresslearn.metrics import (
+    AccuracyMatrix,
     average_accuracy,
     backward_transfer,
     forgetting,
     matrix_to_csv,
-    matrix_to_lists,
 )
 
 NAN = float("nan")
@@ -68,12 +68,45 @@ def test_metrics_reject_non_square_or_empty_matrices(bad):
             metric(bad)
 
 
-def test_matrix_to_lists_gives_none_for_nan():
-    lists = matrix_to_lists(THREE)
-    assert lists == [[0.6, None, None], [0.95, 0.8, None], [0.7, 0.85, 0.5]]
-    assert all(type(v) is float for row in lists for v in row if v is not None)
+def test_the_sparse_matrix_keeps_the_evaluated_entries_and_round_trips_through_json():
+    r = AccuracyMatrix.from_dense(THREE)
+    assert r.num_entries == 6 and r.rows == [0, 1, 2]
+    assert r[1, 0] == 0.95 and math.isnan(r[0, 1])
+    np.testing.assert_array_equal(r.dense(), THREE)
+    obj = r.to_json()
+    assert obj == {
+        "num_tasks": 3,
+        "after_task": [0, 1, 1, 2, 2, 2],
+        "task": [0, 0, 1, 0, 1, 2],
+        "accuracy": [0.6, 0.95, 0.8, 0.7, 0.85, 0.5],
+    }
+    assert AccuracyMatrix.from_json(obj) == r
+    # the dense lists of earlier metrics.json files, None where not evaluated
+    assert AccuracyMatrix.from_json([[0.6, None, None], [0.95, 0.8, None], [0.7, 0.85, 0.5]]) == r
+    with pytest.raises(ValueError, match="tasks 0..1"):
+        r.set_row(1, [2], [0.5])
 
 
-def test_matrix_to_csv_format():
-    assert matrix_to_csv(TWO) == "after_task,task_0,task_1\n0,0.900000,\n1,0.800000,0.950000\n"
-    assert matrix_to_csv(TWO, ["perm 0", "perm 1"]).splitlines()[0] == "after_task,perm 0,perm 1"
+def test_sparse_metrics_equal_the_dense_ones_on_random_partial_matrices():
+    rng = np.random.default_rng(0)
+    for t in (2, 5, 30):
+        dense = np.tril(rng.random((t, t)))
+        dense[np.triu_indices(t, 1)] = NAN
+        keep = rng.random((t, t)) < 0.3  # a sampled stream: some entries off the diagonal only
+        keep[np.diag_indices(t)] = True
+        keep[-1] = True  # the final row is complete
+        dense[~keep] = NAN
+        sparse = AccuracyMatrix.from_dense(dense)
+        final, diag = dense[-1], np.diag(dense)
+        assert average_accuracy(sparse) == pytest.approx(final.mean())
+        assert backward_transfer(sparse) == pytest.approx(np.mean(final[:-1] - diag[:-1]))
+        by_hand = np.mean([np.nanmax(dense[j : t - 1, j]) - final[j] for j in range(t - 1)])
+        assert forgetting(sparse) == pytest.approx(by_hand)
+
+
+def test_matrix_to_csv_has_one_line_per_evaluated_entry():
+    assert matrix_to_csv(TWO) == (
+        "after_task,task,task_name,accuracy\n0,0,task_0,0.900000\n1,0,task_0,0.800000\n"
+        "1,1,task_1,0.950000\n"
+    )
+    assert matrix_to_csv(TWO, ["perm 0", "perm 1"]).splitlines()[1] == "0,0,perm 0,0.900000"

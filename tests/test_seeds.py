@@ -10,6 +10,7 @@ import pytest
 from impresslearn.cli import main
 from impresslearn.config import ExperimentConfig, apply_overrides
 from impresslearn.errors import ConfigError
+from impresslearn.metrics import AccuracyMatrix
 from impresslearn.presets import get_preset
 from impresslearn.runners import RunContext, run_experiment
 from impresslearn.runners.seeds import run_seeds, seeded, summarize
@@ -49,7 +50,9 @@ def test_repeats_are_independent_runs_and_repeat_zero_is_the_plain_run(tmp_path,
     record = json.loads((out / "seeds.json").read_text())
     assert record["finished"] and record["runs"] == ["seed-0", "seed-1", "seed-2"]
     matrices = [
-        np.array(json.loads((out / r / "metrics.json").read_text())["accuracy_matrix"], float)
+        AccuracyMatrix.from_json(
+            json.loads((out / r / "metrics.json").read_text())["accuracy_matrix"]
+        ).dense()
         for r in record["runs"]
     ]
     plain = run_experiment(config, None).accuracy_matrix

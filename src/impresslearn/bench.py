@@ -273,6 +273,17 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"  images/s {key:<11} {value:8.0f}")
     for key, value in result.get("ratios", {}).items():
         lines.append(f"  ratio {key:<14} {value:8.3f}x")
+    for name, method in result.get("methods", {}).items():  # bench stream
+        lines.append(f"  {name}: at task  overhead ms  bookkeeping ms  bytes written  RSS MiB")
+        for mark, row in method["at_task"].items():
+            lines.append(
+                f"  {'':<{len(name)}}  {mark:>7}  {1e3 * row['overhead']:11.2f}  "
+                f"{1e3 * row['bookkeeping']:14.2f}  {row['bytes']:13.0f}  {row['rss_mb']:7.0f}"
+            )
+        lines.append(
+            f"  {'':<{len(name)}}  ratio {method['ratio']:.3f}x, bookkeeping "
+            f"{method['bookkeeping_ratio']:.3f}x, bytes {method['bytes_ratio']:.3f}x"
+        )
     for key in ("ratio", "shortlist_ratio", "ratio_vs_threads", "threshold_ratio", "eval_ratio"):
         if key in result:
             target = result.get("targets", {}).get(key)
@@ -579,4 +590,126 @@ def bench_data_parallel(
         "ratio": parallel / medians["1_process_1_thread"],
         "ratio_vs_threads": parallel / medians[f"1_process_{processes}_threads"],
         "median_ms": {k: 1e3 * v for k, v in medians.items()},
+    }
+
+
+def _rss_mb() -> float:
+    """Resident memory of this process now (Linux /proc), MB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+STREAM_METHODS = {
+    "supsup": ["method.name=supsup"],
+    "impresslearn": [
+        "method.name=impresslearn",
+        "method.num_impressions=10",
+        "method.impression_kind=random",  # every task learns alphas: each costs the same
+        "method.granularity=output_unit",
+        "method.groups=8",
+        "method.coeff_dtype=int8",
+        "method.dedicated_masks=false",
+    ],
+}
+
+
+@BENCHMARKS.register("stream")
+def bench_stream(
+    tasks: str = "10,100,1000,2500",
+    steps: int = 2,
+    repeats: int = 20,
+    data_root: Path | None = None,
+) -> dict[str, Any]:
+    """Per-task cost outside training at task 10, 100, 1,000 and 2,500 of one long stream.
+
+    A PermutedMNIST stream (real MNIST, LeNet-300-100, ``eval.matrix=diagonal``) learned with
+    ``steps`` optimiser steps per task and checkpointed to a temporary run folder, for SupSup
+    and ImpressLearn (10 random impressions, so that every task learns alphas; per-unit alphas in
+    8 groups, int8). Per task: ``overhead``
+    (wall seconds outside the training steps: evaluation of the new task, checkpoint, events,
+    bookkeeping), ``bookkeeping`` (the same without the evaluation), checkpoint bytes written,
+    resident memory; each the median over the ``repeats`` tasks that end at the named task.
+    ``ratio`` = overhead at the last named task / at the first (worst of the two methods).
+    """
+    import tempfile
+
+    from impresslearn.checkpoint import RunState
+    from impresslearn.config import ExperimentConfig, apply_overrides
+    from impresslearn.metrics import AccuracyMatrix
+    from impresslearn.runners.stream import build_stream
+    from impresslearn.runners.tasks import Checkpointer, learn_tasks
+    from impresslearn.runtime import Runtime
+
+    marks = sorted(int(t) for t in tasks.split(","))
+    if marks[0] < 1 or repeats < 1 or steps < 1:
+        raise ConfigError("bench stream: --tasks, --repeats and steps must be positive")
+    num_tasks = marks[-1]
+    base = [
+        "scenario.name=permuted_mnist",
+        "scenario.dataset=mnist",
+        f"scenario.num_tasks={num_tasks}",
+        "backbone.name=lenet_300_100",
+        f"train.iterations={steps}",
+        "eval.matrix=diagonal",
+    ]
+    results: dict[str, Any] = {}
+    for name, overrides in STREAM_METHODS.items():
+        config = apply_overrides(ExperimentConfig(name=f"bench-stream-{name}"), [*base, *overrides])
+        stream = build_stream(config, data_root, Runtime.create("cpu"))
+        with tempfile.TemporaryDirectory(prefix="impresslearn-bench-") as folder:
+            out = Path(folder)
+            (out / "config.json").write_text(config.to_json())
+            checkpoints = Checkpointer(stream, out)
+            stream.method.prepare(stream.mask_trainer, num_tasks)
+            state = RunState(0, AccuracyMatrix(num_tasks), [], [], 0.0)
+            checkpoints.start(state)
+            per_task: list[dict[str, float]] = []
+            last = [time.perf_counter()]
+
+            def on_task(t: int, written: int, per_task=per_task, last=last, state=state) -> None:
+                now = time.perf_counter()
+                event = state.events[t]
+                wall = now - last[0]
+                last[0] = now
+                overhead = wall - event["train_seconds"]
+                per_task.append(
+                    {
+                        "overhead": overhead,
+                        "bookkeeping": overhead - event["eval_seconds"],
+                        "bytes": written,
+                        "rss_mb": _rss_mb(),
+                    }
+                )
+
+            learn_tasks(stream, state, checkpoints, on_task)
+        at = {}
+        for mark in marks:
+            window = per_task[max(0, mark - repeats) : mark]
+            at[str(mark)] = {
+                key: statistics.median(p[key] for p in window)
+                for key in ("overhead", "bookkeeping", "bytes", "rss_mb")
+            }
+        first, final = at[str(marks[0])], at[str(marks[-1])]
+        results[name] = {
+            "at_task": at,
+            "ratio": final["overhead"] / first["overhead"],
+            "bookkeeping_ratio": final["bookkeeping"] / first["bookkeeping"],
+            "bytes_ratio": final["bytes"] / first["bytes"],
+            "mask_bytes": stream.method.bytes_per_task().get("mask", 0),
+            "average_accuracy_seen": float(state.matrix.row(num_tasks - 1).mean()),
+        }
+    return {
+        "benchmark": "stream",
+        "tasks": marks,
+        "steps_per_task": steps,
+        "repeats": repeats,
+        "threads": torch.get_num_threads(),
+        "methods": results,
+        "ratio": max(r["ratio"] for r in results.values()),
+        "targets": {"ratio": 1.2},
     }

@@ -182,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object (key `ratio`)")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats (default: per bench)")
     p.add_argument("--backbone", default=None, help="backbone to benchmark (default: per bench)")
-    p.add_argument("--data-root", help="folder holding the data sets (data-pipeline)")
+    p.add_argument("--data-root", help="folder holding the data sets (data-pipeline, stream)")
+    p.add_argument("--tasks", help="stream: the tasks to measure at (default 10,100,1000,2500)")
     _add_runtime_args(p, precision=False)
 
     p = sub.add_parser(
@@ -392,7 +393,7 @@ def _eval_run(run_dir: Path, ctx, overrides: list[str], *, verbose: bool) -> dic
     accs = evaluate_run(run, ctx.data_root, progress=ctx.progress)
     average = sum(accs) / len(accs) if accs else float("nan")
     if verbose:
-        saved = run.state.matrix[run.state.next_task - 1] if run.tasks else []
+        saved = run.state.matrix.row(run.state.next_task - 1) if run.tasks else []
         print(f"{'task':>5} {'accuracy %':>11} {'saved %':>9}")
         for t, acc in zip(run.tasks, accs, strict=True):
             print(f"{t:>5} {100 * acc:>11.2f} {100 * saved[t]:>9.2f}")
@@ -498,6 +499,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         kwargs["backbone"] = args.backbone
     if args.repeats is not None:
         kwargs["repeats"] = args.repeats
+    if args.tasks is not None:
+        if "tasks" not in inspect.signature(bench).parameters:
+            raise ImpressLearnError(f"bench {args.name} has no --tasks")
+        kwargs["tasks"] = args.tasks
     if "data_root" in inspect.signature(bench).parameters:
         kwargs["data_root"] = resolve_data_root(args.data_root, os.environ)
     result = bench(**kwargs)

@@ -26,6 +26,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from impresslearn.backbones import BACKBONES, BackboneConfig
 from impresslearn.data import is_known_dataset, list_datasets
 from impresslearn.errors import ConfigError
@@ -33,6 +35,7 @@ from impresslearn.inference.config import InferenceConfig
 from impresslearn.methods import SupSupConfig, method_class, method_config_class
 from impresslearn.methods.coeffs import parse_representation
 from impresslearn.scenarios import SCENARIOS, ScenarioConfig
+from impresslearn.seeding import PURPOSE_EVAL_SAMPLE, derive_seed
 from impresslearn.train import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -89,7 +92,10 @@ class EvalConfig:
     whole batch wrong when the task is wrong; GNs classifies it with the inferred task.
     ``matrix``: ``full`` evaluates every seen task after each task (the whole accuracy matrix);
     ``diagonal`` evaluates only the task just learned, then all tasks once at the end (the final
-    row), for long streams where the full matrix would cost T²/2 evaluations.
+    row), for long streams where the full matrix would cost T²/2 evaluations; ``sampled:K`` also
+    evaluates K earlier tasks after each task, a seeded sample fixed by the scenario's seed and
+    the task (:meth:`evaluated_tasks`), so that forgetting is watched during the stream at
+    O(T·K) cost.
     ``predict``: the prediction is the argmax over the task's ``classes`` (the superfluous outputs
     are ignored), or over all ``outputs``, as SupSup's code does (an image whose largest output is
     a superfluous one then counts as wrong).
@@ -104,7 +110,7 @@ class EvalConfig:
         if self.predict not in ("classes", "outputs"):
             raise ConfigError(f"eval.predict={self.predict!r}: use classes or outputs")
         if self.matrix not in ("full", "diagonal"):
-            raise ConfigError(f"eval.matrix={self.matrix!r}: use full or diagonal")
+            self.sample_size  # noqa: B018 -- validates sampled:K
         if self.batch_size < 1:
             raise ConfigError(f"eval.batch_size must be >= 1, got {self.batch_size}")
         if self.scenario not in EVAL_SCENARIOS:
@@ -118,6 +124,33 @@ class EvalConfig:
     def infers_tasks(self) -> bool:
         """Whether the tasks are inferred at test time (GNs or GNu)."""
         return self.scenario != "GG"
+
+    @property
+    def sample_size(self) -> int:
+        """K of ``sampled:K`` (0 for ``diagonal``; ``full`` has no sample)."""
+        if self.matrix == "diagonal":
+            return 0
+        kind, _, k = self.matrix.partition(":")
+        if kind != "sampled" or not k.isdigit() or int(k) < 1:
+            raise ConfigError(
+                f"eval.matrix={self.matrix!r}: use full, diagonal or sampled:K (K >= 1 earlier "
+                "tasks evaluated after each task, e.g. sampled:10)"
+            )
+        return int(k)
+
+    def evaluated_tasks(self, task: int, num_tasks: int, seed: int) -> list[int]:
+        """The tasks evaluated after learning ``task`` of a stream of ``num_tasks``: all seen ones
+        (``full``, and after the last task), the task alone (``diagonal``), or the task and
+        ``min(K, task)`` earlier ones drawn without replacement from a generator seeded by
+        ``(seed, task)`` alone (``sampled:K``), so the sample does not depend on the stream's
+        length and a grown stream evaluates the same tasks."""
+        if self.matrix == "full" or task == num_tasks - 1:
+            return list(range(task + 1))
+        k = min(self.sample_size, task)
+        if k == 0:
+            return [task]
+        rng = np.random.default_rng(derive_seed(seed, PURPOSE_EVAL_SAMPLE, task))
+        return sorted(int(j) for j in rng.choice(task, size=k, replace=False)) + [task]
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from impresslearn.metrics import AccuracyMatrix, as_matrix  # noqa: E402
 from impresslearn.storage import atomic_write_bytes  # noqa: E402
 
 
@@ -32,10 +33,18 @@ def _finish_lines(fig, ax, xlabel: str | None, ylabel: str, title: str, path: Pa
     _save(fig, path)
 
 
-def plot_accuracy_matrix(matrix: np.ndarray, path: Path, title: str = "") -> None:
-    """Heat map of ``R[i, j]`` (rows: after training task i; columns: task j), written as PNG."""
-    r = np.asarray(matrix, dtype=float)
-    t = r.shape[0]
+HEATMAP_TASKS = 60  # beyond this a heat map is unreadable: plot the evaluations per task
+
+
+def accuracy_figure(matrix: AccuracyMatrix, title: str = ""):
+    """The accuracy matrix as a figure: a heat map of ``R[i, j]`` (rows: after training task
+    i; columns: task j) up to :data:`HEATMAP_TASKS` tasks; for a longer stream, per task j its
+    accuracy when learned (``R[j, j]``), at the end (``R[T-1, j]``) and at every evaluation in
+    between (the sampled entries), which lie on one line when nothing is forgotten."""
+    t = matrix.num_tasks
+    if t > HEATMAP_TASKS:
+        return _per_task_evaluations(matrix, title)
+    r = matrix.dense()
     size = min(12.0, 3.0 + 0.35 * t)
     fig, ax = plt.subplots(figsize=(size + 1.5, size))
     shown = np.ma.masked_invalid(r * 100)
@@ -47,6 +56,8 @@ def plot_accuracy_matrix(matrix: np.ndarray, path: Path, title: str = "") -> Non
     if t <= 15:
         for i in range(t):
             for j in range(i + 1):
+                if np.isnan(r[i, j]):
+                    continue
                 value = r[i, j] * 100
                 ax.text(
                     j,
@@ -60,7 +71,39 @@ def plot_accuracy_matrix(matrix: np.ndarray, path: Path, title: str = "") -> Non
     ticks = range(0, t, max(1, t // 12))
     ax.set_xticks(list(ticks))
     ax.set_yticks(list(ticks))
-    _save(fig, path)
+    return fig
+
+
+def _per_task_evaluations(matrix: AccuracyMatrix, title: str):
+    t = matrix.num_tasks
+    rows, cols, vals = matrix.entries()
+    between = (rows != cols) & (rows != t - 1)
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    if between.any():
+        ax.scatter(
+            cols[between],
+            100 * vals[between],
+            s=4,
+            color="tab:orange",
+            alpha=0.5,
+            label=f"evaluated later ({int(between.sum())} sampled entries)",
+        )
+    diagonal = np.array([matrix[j, j] for j in range(t)])
+    ax.plot(np.arange(t), 100 * diagonal, lw=0.8, color="tab:blue", label="when learned R[j, j]")
+    final = matrix.row(t - 1)
+    if not np.isnan(final).all():
+        ax.plot(np.arange(t), 100 * final, lw=0.8, ls="--", color="black", label="final R[T-1, j]")
+    ax.set_xlabel("task j")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title or f"accuracy per task ({t} tasks)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_accuracy_matrix(matrix: AccuracyMatrix | np.ndarray, path: Path, title: str = "") -> None:
+    """:func:`accuracy_figure` of ``matrix`` (sparse or dense), written as PNG."""
+    _save(accuracy_figure(as_matrix(matrix), title), path)
 
 
 def plot_sweep(

@@ -77,7 +77,7 @@ def accelerated_selector(numel: int, k: int, kind: str):
 def _warn_no_kernel() -> None:
     log.warning(
         "impresslearn: the compiled top-k kernel is not built in this installation, so masks "
-        "are selected in NumPy: the same masks, a CPU training step about 25%% slower. Reinstall "
+        "are selected in NumPy: the same masks, a CPU training step about 25% slower. Reinstall "
         "with a C compiler present (pip install -e .) to build it."
     )
 

@@ -18,7 +18,6 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -31,7 +30,7 @@ from impresslearn.layers import (
     num_kept,
     use_coeffs,
 )
-from impresslearn.metrics import ReferenceAccuracy
+from impresslearn.metrics import AccuracyMatrix, ReferenceAccuracy
 from impresslearn.registry import Registry
 from impresslearn.seeding import PURPOSE_RANDOM_MASK, PURPOSE_SCORES, generator
 from impresslearn.train import TrainConfig
@@ -185,17 +184,33 @@ class Method:
         dedicated SupSup mask), reported and plotted beside the method's own."""
         return []
 
-    def extra_metrics(self, matrix: np.ndarray) -> dict[str, Any]:
-        """Method-specific entries of ``metrics.json``."""
+    def extra_metrics(self, matrix: AccuracyMatrix) -> dict[str, Any]:
+        """Method-specific entries of ``metrics.json`` (``matrix``: the evaluated entries)."""
         return {}
 
     def checkpoint_state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
-        """Per-task state beyond the layers' banks: tensors and JSON-able metadata."""
+        """All the state beyond the layers' banks and norm statistics, as tensors and JSON-able
+        metadata: what a checkpoint's snapshot holds (after the preparation)."""
         return {}, {}
 
     def restore_state(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
         """Inverse of :meth:`checkpoint_state` on a freshly built method (``tensors`` are on the
         model's device)."""
+
+    def task_state(self, task_id: int) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        """What a checkpoint appends for task ``task_id`` once the task has ended (and its
+        :meth:`after_task` has run), beyond the banks and norm statistics, which are appended
+        anyway. The default is the whole :meth:`checkpoint_state`, correct for any method but
+        growing with the number of tasks; a method whose per-task state is frozen when the task
+        ends (SupSup's task order, ImpressLearn's alphas) returns only that task's, so that a
+        checkpoint costs the same at task 2,500 as at task 10, and overrides
+        :meth:`restore_task` with it."""
+        return self.checkpoint_state()
+
+    def restore_task(self, task_id: int, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+        """Inverse of :meth:`task_state`, called in task order after :meth:`restore_state`
+        (``tensors`` on the model's device). The default restores the whole state."""
+        self.restore_state(tensors, meta)
 
     @property
     def device(self) -> torch.device:

@@ -22,7 +22,7 @@ are trained; a task that reuses its impression unchanged reuses the impression's
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,7 +64,7 @@ from impresslearn.methods.coeffs import (
     layouts,
     quantise,
 )
-from impresslearn.metrics import DEDICATED, SINGLE_IMPRESSION, ReferenceAccuracy
+from impresslearn.metrics import DEDICATED, SINGLE_IMPRESSION, AccuracyMatrix, ReferenceAccuracy
 from impresslearn.seeding import PURPOSE_TASK, generator
 from impresslearn.train import TrainConfig
 
@@ -509,25 +509,60 @@ class ImpressLearn(Method):
 
     # -------------------------------------------------------------------------- checkpoint
 
-    def checkpoint_state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
-        # A task that trained alphas keeps them as stored (``alpha.T.L.J.values``: tensor J of
-        # layer L, and ``.scale`` for int8); an impression task that reuses its mask keeps its
-        # one-hot coeffs (``alpha.T.L``).
-        tensors = {
-            f"alpha.{t}.{i}.{j}.{part}": value
-            for t, per_layer in self.stored.items()
-            for i, params in enumerate(per_layer)
-            for j, stored in enumerate(params)
-            for part, value in stored.items()
-        }
-        tensors.update(
-            {
-                f"alpha.{t}.{i}": a
-                for t, alphas in self.alphas.items()
-                if t not in self.stored
-                for i, a in enumerate(alphas)
+    def task_state(self, task_id: int) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        # A task that trained alphas keeps them as stored (``L.J.values``: tensor J of layer L,
+        # and ``L.J.scale`` for int8); an impression task that reuses its mask keeps its one-hot
+        # coeffs (``L``).
+        if task_id in self.stored:
+            tensors = {
+                f"{i}.{j}.{part}": value
+                for i, params in enumerate(self.stored[task_id])
+                for j, stored in enumerate(params)
+                for part, value in stored.items()
             }
-        )
+        else:
+            tensors = {f"{i}": a for i, a in enumerate(self.alphas[task_id])}
+        meta = {
+            key: measured[task_id]
+            for key, measured in (
+                ("dedicated_accuracy", self.dedicated_accuracy),
+                ("single_impression_accuracy", self.single_impression_accuracy),
+            )
+            if task_id in measured
+        }
+        return tensors, meta
+
+    def restore_task(
+        self, task_id: int, tensors: Mapping[str, Tensor], meta: dict[str, Any]
+    ) -> None:
+        self._stacked = None
+        if "0" in tensors:  # one-hot coeffs (or a checkpoint of float32 alphas)
+            self.alphas[task_id] = [tensors[f"{i}"].clone() for i in range(len(self.layers))]
+        else:
+            self.stored[task_id] = [
+                [
+                    {
+                        part: tensors[f"{i}.{j}.{part}"].clone()
+                        for part in ("values", "scale")
+                        if f"{i}.{j}.{part}" in tensors
+                    }
+                    for j in range(layout.num_tensors)
+                ]
+                for i, layout in enumerate(self.layouts)
+            ]
+            self.alphas[task_id] = self._from_stored(self.stored[task_id])
+        if "dedicated_accuracy" in meta:
+            self.dedicated_accuracy[task_id] = meta["dedicated_accuracy"]
+        if "single_impression_accuracy" in meta:
+            self.single_impression_accuracy[task_id] = meta["single_impression_accuracy"]
+
+    def checkpoint_state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        # Every task's task_state under ``alpha.T.``.
+        tensors = {
+            f"alpha.{t}.{key}": value
+            for t in sorted(self.alphas)
+            for key, value in self.task_state(t)[0].items()
+        }
         meta = {
             "tasks": sorted(self.alphas),
             "dedicated_accuracy": {str(t): a for t, a in self.dedicated_accuracy.items()},
@@ -536,6 +571,17 @@ class ImpressLearn(Method):
             },
         }
         return tensors, meta
+
+    def restore_state(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+        self._stacked = None
+        self.stored, self.alphas = {}, {}
+        self.dedicated_accuracy, self.single_impression_accuracy = {}, {}
+        for t in map(int, meta["tasks"]):
+            self.restore_task(t, _Prefixed(tensors, f"alpha.{t}."), {})
+        self.dedicated_accuracy = {int(t): a for t, a in meta["dedicated_accuracy"].items()}
+        self.single_impression_accuracy = {
+            int(t): a for t, a in meta["single_impression_accuracy"].items()
+        }
 
     def to(self, device: torch.device | str) -> ImpressLearn:
         self.model.to(device)
@@ -549,34 +595,6 @@ class ImpressLearn(Method):
         ]
         self._stacked = None
         return self
-
-    def restore_state(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
-        self._stacked = None
-        self.stored, self.alphas = {}, {}
-        for t in map(int, meta["tasks"]):
-            if f"alpha.{t}.0" in tensors:  # one-hot coeffs (or a checkpoint of float32 alphas)
-                self.alphas[t] = [
-                    tensors[f"alpha.{t}.{i}"].clone() for i in range(len(self.layers))
-                ]
-                continue
-            self.stored[t] = [
-                [
-                    {
-                        part: tensors[f"alpha.{t}.{i}.{j}.{part}"].clone()
-                        for part in ("values", "scale")
-                        if f"alpha.{t}.{i}.{j}.{part}" in tensors
-                    }
-                    for j in range(layout.num_tensors)
-                ]
-                for i, layout in enumerate(self.layouts)
-            ]
-            self.alphas[t] = self._from_stored(self.stored[t])
-        self.dedicated_accuracy = {int(t): a for t, a in meta["dedicated_accuracy"].items()}
-        self.single_impression_accuracy = {
-            int(t): a for t, a in meta["single_impression_accuracy"].items()
-        }
-
-    # ------------------------------------------------------------------------------ report
 
     def bytes_per_task(self) -> dict[str, int]:
         """Bytes a task that learns alphas stores: its coefficients as stored (``coeff_dtype``)
@@ -603,8 +621,8 @@ class ImpressLearn(Method):
         ]
         return [r for r in measured if r.per_task]
 
-    def extra_metrics(self, matrix: np.ndarray) -> dict[str, Any]:
-        final = matrix[-1]
+    def extra_metrics(self, matrix: AccuracyMatrix) -> dict[str, Any]:
+        final = matrix.row(matrix.num_tasks - 1)
         unseen = [t for t in range(len(final)) if self.impression_of(t) is None]
         out: dict[str, Any] = {
             "impression_kind": self.config.impression_kind,
@@ -620,3 +638,16 @@ class ImpressLearn(Method):
             # task it was measured on (the unseen tasks too)
             out.update(reference.to_metrics(unseen if reference.key == DEDICATED else None))
         return out
+
+
+class _Prefixed:
+    """The entries of ``tensors`` under ``prefix``, looked up without the prefix."""
+
+    def __init__(self, tensors: Mapping[str, Tensor], prefix: str) -> None:
+        self.tensors, self.prefix = tensors, prefix
+
+    def __contains__(self, key: str) -> bool:
+        return self.prefix + key in self.tensors
+
+    def __getitem__(self, key: str) -> Tensor:
+        return self.tensors[self.prefix + key]

@@ -167,6 +167,12 @@ class SupSup(Method):
     def restore_state(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
         self.task_ids = [int(t) for t in meta["task_ids"]]
 
+    def task_state(self, task_id: int) -> tuple[dict[str, Tensor], dict[str, Any]]:
+        return {}, {}  # the task's mask is in the bank's appended rows
+
+    def restore_task(self, task_id: int, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+        self.task_ids.append(task_id)  # its mask is the bank's next row
+
     def bytes_per_task(self) -> dict[str, int]:
         mask = sum((layer.weight.numel() + 7) // 8 for layer in self.layers)
         return {"mask": mask, "coeffs": 0, "norm_stats": norm_stats_bytes(self.model)}

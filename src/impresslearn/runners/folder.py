@@ -31,6 +31,8 @@ RUN_FILES = (
     "accuracy_matrix.csv",
     "accuracy_matrix.png",
     "checkpoint.safetensors",
+    "checkpoint.tasks",
+    "checkpoint.json",
     "sweep.csv",
     "sweep.png",
     "frontier.csv",

@@ -58,13 +58,14 @@ from impresslearn.checkpoint import RunState
 from impresslearn.config import ExperimentConfig, NNsConfig
 from impresslearn.errors import ConfigError
 from impresslearn.inference import beta_gradient, infer_task
+from impresslearn.metrics import AccuracyMatrix
 from impresslearn.report import summary_table
 from impresslearn.runners.context import RunContext
 from impresslearn.runners.folder import start_run_folder
 from impresslearn.runners.recipes import RunResult, register_recipe
 from impresslearn.runners.results import finish
 from impresslearn.runners.stream import Stream, build_stream
-from impresslearn.runners.tasks import checkpointer, open_run
+from impresslearn.runners.tasks import Checkpointer, open_run
 from impresslearn.scenarios import TaskData
 from impresslearn.seeding import PURPOSE_BATCHES, generator
 from impresslearn.train import iterate_batches, make_optimizer, train_step
@@ -147,7 +148,7 @@ def _run(stream: Stream, out: Path | None, *, overwrite: bool) -> RunResult:
     if out is not None:
         stream.runtime.on_writer(lambda: start_run_folder(out, stream.config, overwrite=overwrite))
     state, extra = run_nns_stream(stream)
-    checkpointer(stream, out)(state)
+    Checkpointer(stream, out).start(state)  # the whole run as one snapshot
     return finish(stream, state, extra, out)
 
 
@@ -161,7 +162,8 @@ def run_nns_stream(stream: Stream) -> tuple[RunState, dict[str, Any]]:
     seconds = time.perf_counter() - start
     matrix, metrics = evaluate_nns(stream, record)
     per_task = [seconds / scenario.num_tasks] * scenario.num_tasks
-    return RunState(len(record.detections), matrix, per_task, [], 0.0), metrics
+    state = RunState(len(record.detections), AccuracyMatrix.from_dense(matrix), per_task, [], 0.0)
+    return state, metrics
 
 
 def train_nns(stream: Stream) -> NNsLog:

@@ -26,6 +26,7 @@ import numpy as np
 
 from impresslearn.config import ExperimentConfig
 from impresslearn.errors import ConfigError
+from impresslearn.metrics import AccuracyMatrix
 from impresslearn.registry import Registry
 from impresslearn.runners.context import RunContext
 
@@ -33,15 +34,21 @@ from impresslearn.runners.context import RunContext
 @dataclass
 class RunResult:
     """What a finished experiment produced (also written to its folder, if it had one):
-    ``metrics`` (what ``metrics.json`` holds), and for runs of a stream the accuracy matrix, the
-    trained method and the scenario."""
+    ``metrics`` (what ``metrics.json`` holds), and for runs of a stream the evaluated entries of
+    the accuracy matrix (``accuracies``), the trained method and the scenario."""
 
     config: ExperimentConfig
     metrics: dict[str, Any]
     out_dir: Path | None = None
-    accuracy_matrix: np.ndarray | None = None
+    accuracies: AccuracyMatrix | None = None
     method: Any = None
     scenario: Any = None
+
+    @property
+    def accuracy_matrix(self) -> np.ndarray | None:
+        """The accuracy matrix as a dense T x T array, NaN where not evaluated (O(T²) memory:
+        for long streams use ``accuracies``)."""
+        return None if self.accuracies is None else self.accuracies.dense()
 
 
 def _accept(config: ExperimentConfig) -> None:

@@ -15,16 +15,16 @@ import numpy as np
 import torch
 
 from impresslearn import __version__
-from impresslearn.checkpoint import CHECKPOINT_NAME, RunState
+from impresslearn.checkpoint import RunState, checkpoint_bytes
 from impresslearn.config import ExperimentConfig
 from impresslearn.layers.native import kernel_info
 from impresslearn.methods import Method
 from impresslearn.metrics import (
+    AccuracyMatrix,
     average_accuracy,
     backward_transfer,
     forgetting,
     matrix_to_csv,
-    matrix_to_lists,
 )
 from impresslearn.plots import plot_accuracy_matrix, plot_per_task
 from impresslearn.runners.recipes import RunResult
@@ -42,9 +42,9 @@ def finish(stream: Stream, state: RunState, extra: dict[str, Any], out: Path | N
     metrics["prepare_seconds"] = state.prepare_seconds
     metrics.update(stream.runtime.describe())
     if out is not None and stream.runtime.is_writer:
-        # Measured: how much the checkpoint file grew per task of the stream (payload plus
-        # safetensors headers and the event log), next to the payload in bytes_per_task.
-        metrics["checkpoint_bytes"] = (out / CHECKPOINT_NAME).stat().st_size
+        # Measured: how much the checkpoint grew per task of the stream (the payload plus each
+        # segment's headers), next to the payload in bytes_per_task.
+        metrics["checkpoint_bytes"] = checkpoint_bytes(out)
         sizes = state.checkpoint_sizes
         if len(sizes) > 1:
             metrics["checkpoint_growth_per_task"] = (sizes[-1] - sizes[0]) / (len(sizes) - 1)
@@ -55,7 +55,7 @@ def finish(stream: Stream, state: RunState, extra: dict[str, Any], out: Path | N
         config,
         metrics,
         out,
-        accuracy_matrix=state.matrix,
+        accuracies=state.matrix,
         method=stream.method,
         scenario=scenario,
     )
@@ -63,7 +63,7 @@ def finish(stream: Stream, state: RunState, extra: dict[str, Any], out: Path | N
 
 def build_metrics(
     config: ExperimentConfig,
-    matrix: np.ndarray,
+    matrix: AccuracyMatrix,
     method: Method,
     task_seconds: list[float],
     task_names: list[str],
@@ -77,12 +77,13 @@ def build_metrics(
         "scenario": config.scenario.name,
         "dataset": config.scenario.dataset,
         "backbone": config.backbone.name,
-        "num_tasks": int(matrix.shape[0]),
+        "num_tasks": matrix.num_tasks,
         "average_accuracy": average_accuracy(matrix),
         "backward_transfer": backward_transfer(matrix),
         "forgetting": forgetting(matrix),
-        "final_accuracies": matrix[-1].tolist(),
-        "accuracy_matrix": matrix_to_lists(matrix),
+        "final_accuracies": matrix.row(matrix.num_tasks - 1).tolist(),
+        "eval_matrix": config.eval.matrix,
+        "accuracy_matrix": matrix.to_json(),  # the evaluated entries
         "task_names": task_names,
         "bytes_per_task": {**per_task, "total": sum(per_task.values())},
         "seconds_per_task": float(np.mean(task_seconds)),
@@ -98,7 +99,7 @@ def build_metrics(
 def write_results(
     out_dir: Path,
     config: ExperimentConfig,
-    matrix: np.ndarray,
+    matrix: AccuracyMatrix,
     metrics: dict[str, Any],
     task_names: list[str],
     method: Method,

@@ -26,9 +26,9 @@ from impresslearn.backbones import build_backbone
 from impresslearn.config import ExperimentConfig
 from impresslearn.data import load_dataset
 from impresslearn.inference import check_inference
-from impresslearn.layers import masked_layers, task_norms
+from impresslearn.layers import task_norms
 from impresslearn.methods import Method, build_method
-from impresslearn.runtime import Runtime, digest_tensors
+from impresslearn.runtime import Runtime
 from impresslearn.scenarios import Scenario, TaskData, build_scenario
 from impresslearn.seeding import PURPOSE_BATCHES, generator
 from impresslearn.train import TrainConfig, TrainStats, accuracy, fit
@@ -109,10 +109,9 @@ class Stream:
         with self.runtime.autocast():
             return accuracy(self.model, data, batch, self.predicted_outputs, self.runtime)
 
-    def evaluate_seen(self, upto: int, *, only: int | None = None) -> list[float]:
-        """Accuracy on tasks ``0..upto`` (or on task ``only``) with each task id given."""
+    def evaluate(self, tasks: list[int]) -> list[float]:
+        """Accuracy on each of ``tasks`` with its task id given."""
         accs = []
-        tasks = range(upto + 1) if only is None else [only]
         for j in tqdm(tasks, desc="eval", disable=not self.progress, leave=False):
             with self.method.task_context(j):
                 accs.append(self.accuracy(self.scenario.test_data(j)))
@@ -141,14 +140,6 @@ class Stream:
             self.synchronise_norm_stats()
         method.end_task(task_id)
         return stats
-
-    def state_digest(self) -> str:
-        """A hash of everything the run has stored (banks, statistics, the method's state)."""
-        tensors = [layer.bank for layer in masked_layers(self.model)]
-        tensors += [n.stats[k] for n in task_norms(self.model) for k in sorted(n.stats)]
-        method_tensors, _ = self.method.checkpoint_state()
-        tensors += [method_tensors[k] for k in sorted(method_tensors)]
-        return digest_tensors(tensors)
 
 
 def build_stream(

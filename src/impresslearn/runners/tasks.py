@@ -8,10 +8,11 @@ inferred from unlabelled test batches (:mod:`impresslearn.inference`, called onc
 config whole).
 
 The run folder is locked (one writer at a time) and gets ``config.json`` before any work starts,
-a checkpoint after the preparation and after every task with one ``events.jsonl`` line per
-finished task, and at the end the result files (:mod:`~impresslearn.runners.results`). A stopped
-run resumes at its next task with the same results; a finished one can be extended to more
-tasks.
+a checkpoint snapshot after the preparation, then after every task the task's segment appended to
+the checkpoint (:mod:`impresslearn.checkpoint`) and one ``events.jsonl`` line, and at the end the
+result files (:mod:`~impresslearn.runners.results`). Nothing done per task besides training and
+evaluation grows with the number of tasks. A stopped run resumes at its next task with the same
+results; a finished one can be extended to more tasks.
 """
 
 from __future__ import annotations
@@ -25,10 +26,16 @@ from pathlib import Path
 
 import numpy as np
 
-from impresslearn.checkpoint import CHECKPOINT_NAME, RunState, restore_checkpoint, save_checkpoint
+from impresslearn.checkpoint import (
+    CHECKPOINT_NAME,
+    Additions,
+    CheckpointWriter,
+    RunState,
+    restore_checkpoint,
+)
 from impresslearn.config import ExperimentConfig
 from impresslearn.inference import calibrate_task, evaluate_without_task_ids
-from impresslearn.metrics import matrix_to_lists
+from impresslearn.metrics import AccuracyMatrix
 from impresslearn.report import impressions_table, summary_table
 from impresslearn.runners.context import RunContext
 from impresslearn.runners.folder import RunFolderLock, start_run_folder
@@ -36,7 +43,7 @@ from impresslearn.runners.recipes import RunResult, register_recipe
 from impresslearn.runners.results import finish
 from impresslearn.runners.stream import Stream, build_stream
 from impresslearn.runners.tensorboard import TensorBoardLog
-from impresslearn.storage import atomic_write_text
+from impresslearn.storage import append_line, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -68,22 +75,41 @@ def open_run(
         lock.release()
 
 
-def checkpointer(stream: Stream, out: Path | None) -> Callable[[RunState], None]:
-    """``save(state)``: the checkpoint and the event log after the preparation and every task
-    (by the writing process; nothing without a folder)."""
-    config, scenario, runtime = stream.config, stream.scenario, stream.runtime
+class Checkpointer:
+    """The checkpoint and ``events.jsonl`` of a stream's run folder, written by the writing
+    process (nothing without a folder): :meth:`start` after the preparation (or :meth:`resume`),
+    then :meth:`task` after every task, which appends what the task added."""
 
-    def save(state: RunState) -> None:
-        if out is not None and runtime.is_writer:
-            shape = (scenario.input_shape, scenario.num_classes)
-            size = save_checkpoint(
-                out / CHECKPOINT_NAME, config, stream.model, stream.method, state, shape
+    def __init__(self, stream: Stream, out: Path | None) -> None:
+        self.out = out if stream.runtime.is_writer else None
+        self.writer = None
+        if self.out is not None:
+            shape = (stream.scenario.input_shape, stream.scenario.num_classes)
+            self.writer = CheckpointWriter(
+                self.out / CHECKPOINT_NAME, stream.config, stream.model, stream.method, shape
             )
-            state.checkpoint_sizes.append(size)
-            events = "".join(json.dumps(e) + "\n" for e in state.events)
-            atomic_write_text(out / "events.jsonl", events)
 
-    return save
+    def _events(self, state: RunState) -> None:
+        events = "".join(json.dumps(e) + "\n" for e in state.events)
+        atomic_write_text(self.out / "events.jsonl", events)
+
+    def start(self, state: RunState) -> None:
+        if self.writer is not None:
+            self.writer.start(state)
+            self._events(state)
+
+    def resume(self, state: RunState) -> None:
+        if self.writer is not None:
+            self.writer.resume(state)
+            self._events(state)  # the log of exactly the tasks the checkpoint holds
+
+    def task(self, state: RunState, task: int, added) -> int:
+        """Append task ``task``; the bytes written (0 without a folder)."""
+        if self.writer is None:
+            return 0
+        written = self.writer.task(state, task, added)
+        append_line(self.out / "events.jsonl", json.dumps(state.events[task]))
+        return written
 
 
 @register_recipe("stream", report=stream_report, resumable=True, logs=True)
@@ -102,7 +128,7 @@ def _run(stream: Stream, out: Path | None, *, resume: bool, overwrite: bool) -> 
         runtime.on_writer(lambda: atomic_write_text(out / "config.json", config.to_json()))
     elif out is not None:
         runtime.on_writer(lambda: start_run_folder(out, config, overwrite=overwrite))
-    save = checkpointer(stream, out)
+    checkpoints = Checkpointer(stream, out)
     log.info(
         "%s: %d tasks of %s on %s (%s)",
         config.name,
@@ -111,13 +137,14 @@ def _run(stream: Stream, out: Path | None, *, resume: bool, overwrite: bool) -> 
         config.scenario.dataset,
         runtime.device,
     )
-    if not resume:
+    if resume:
+        checkpoints.resume(state)
+    else:
         start = time.perf_counter()
         method.prepare(stream.mask_trainer, stream.num_tasks)
-        matrix = np.full((stream.num_tasks, stream.num_tasks), np.nan)
-        state = RunState(0, matrix, [], [], time.perf_counter() - start)
-        save(state)
-    learn_tasks(stream, state, save)
+        state = RunState(0, AccuracyMatrix(stream.num_tasks), [], [], time.perf_counter() - start)
+        checkpoints.start(state)
+    learn_tasks(stream, state, checkpoints)
     extra = {}
     if config.eval.infers_tasks:
         extra = evaluate_without_task_ids(
@@ -133,39 +160,52 @@ def _run(stream: Stream, out: Path | None, *, resume: bool, overwrite: bool) -> 
     return finish(stream, state, extra, out)
 
 
-def learn_tasks(stream: Stream, state: RunState, save: Callable[[RunState], None]) -> None:
-    """The task loop: learn every task from ``state.next_task`` on, evaluate, save after each."""
+def learn_tasks(
+    stream: Stream,
+    state: RunState,
+    checkpoints: Checkpointer,
+    on_task: Callable[[int, int], None] | None = None,
+) -> None:
+    """The task loop: learn every task from ``state.next_task`` on, evaluate, checkpoint each;
+    then ``on_task(task, checkpoint bytes written)`` (``impresslearn bench stream`` times the
+    loop with it)."""
     config, method, num_tasks = stream.config, stream.method, stream.num_tasks
     matrix = state.matrix
+    additions = Additions(stream.model, method, state.calibration)
     for t in range(state.next_task, num_tasks):
         start = time.perf_counter()
         stats = stream.learn_task(t, config.train, f"task {t + 1}/{num_tasks}")
         train_seconds = time.perf_counter() - start
-        if config.eval.matrix == "full" or t == num_tasks - 1:
-            matrix[t, : t + 1] = stream.evaluate_seen(t)
-        else:
-            matrix[t, t] = stream.evaluate_seen(t, only=t)[0]
+        evaluated = config.eval.evaluated_tasks(t, num_tasks, config.scenario.seed)
+        eval_start = time.perf_counter()
+        matrix.set_row(t, evaluated, stream.evaluate(evaluated))
+        eval_seconds = time.perf_counter() - eval_start
         test = stream.scenario.test_data(t)
         method.after_task(t, stream.mask_trainer, lambda test=test: stream.accuracy(test))
         if config.needs_calibration:  # the task's model is final now: calibrate it
             calibrate_task(config.inference, method, stream.scenario, t, state.calibration)
-        state.task_seconds.append(time.perf_counter() - start)
+        added = additions.take(t, state.calibration)
+        if stream.runtime.distributed:  # every process must have added the same
+            stream.runtime.check_same(added.digest(), f"task {t}")
+        cols, values = matrix.entries_of(t)
         event = {
             "task_id": t,
             "task_name": stream.scenario.task_name(t),
             "accuracy": matrix[t, t],
-            "average_accuracy_seen": float(np.nanmean(matrix[t, : t + 1])),
-            "accuracies": matrix_to_lists(matrix[t : t + 1, : t + 1])[0],
+            "average_accuracy_seen": float(np.mean(values)),
+            "accuracies": {str(j): float(v) for j, v in zip(cols, values, strict=True)},
             "final_loss": stats.final_loss if stats else None,
             "steps": stats.steps if stats else 0,
             "train_seconds": train_seconds,
-            "seconds": state.task_seconds[-1],
+            "eval_seconds": eval_seconds,
+            "seconds": time.perf_counter() - start,
         }
+        state.task_seconds.append(event["seconds"])
         state.events.append(event)
         state.next_task = t + 1
-        if stream.runtime.distributed:  # hashing every bank is only worth it with peers to compare
-            stream.runtime.check_same(stream.state_digest(), f"task {t}")
-        save(state)
+        written = checkpoints.task(state, t, added)
+        if on_task is not None:
+            on_task(t, written)
         if stream.log is not None:
             stream.log.task(event)
         log.info(

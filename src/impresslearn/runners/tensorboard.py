@@ -12,9 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from impresslearn.errors import ConfigError
+from impresslearn.metrics import AccuracyMatrix
 
 LOGS = ("tensorboard",)
 FOLDER = "tensorboard"
@@ -51,11 +50,8 @@ class TensorBoardLog:
         self.writer.add_scalar("accuracy/average_seen", event["average_accuracy_seen"], t)
         self.writer.flush()
 
-    def finish(self, metrics: dict[str, Any], matrix: np.ndarray) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    def finish(self, metrics: dict[str, Any], matrix: AccuracyMatrix) -> None:
+        from impresslearn.plots import accuracy_figure
 
         for key in (
             "average_accuracy",
@@ -66,10 +62,6 @@ class TensorBoardLog:
         ):
             if isinstance(metrics.get(key), float):
                 self.writer.add_scalar(f"final/{key}", metrics[key], 0)
-        fig, ax = plt.subplots(figsize=(4 + 0.2 * len(matrix), 3.5 + 0.2 * len(matrix)))
-        image = ax.imshow(np.ma.masked_invalid(100 * matrix), vmin=0, vmax=100, cmap="viridis")
-        ax.set_xlabel("evaluated on task")
-        ax.set_ylabel("after learning task")
-        fig.colorbar(image, ax=ax, label="accuracy %")
+        fig = accuracy_figure(matrix)
         self.writer.add_figure("accuracy_matrix", fig, 0)  # closes the figure
         self.writer.close()
