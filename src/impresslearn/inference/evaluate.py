@@ -116,9 +116,11 @@ def evaluate_without_task_ids(
     start = time.perf_counter()
     task_refs, extra = verification_references(config, method, scenario, calibration)
     results = {}
+    batches, infer_start = 0, time.perf_counter()
     mine = [t for t in range(scenario.num_tasks) if runtime.mine(t)]
     for t in tqdm(mine, desc="infer", disable=not progress, leave=False):
         test = scenario.test_data(t).head(config.test_images)
+        batches += -(-len(test) // config.batch)
         results[t] = evaluate_inferred(
             method,
             test,
@@ -133,6 +135,7 @@ def evaluate_without_task_ids(
             predicted=predicted,
             references=task_refs,
         )
+    seconds = time.perf_counter() - infer_start
     for part in runtime.gather(results):
         results.update(part)
     ordered = [results[t] for t in range(scenario.num_tasks)]
@@ -169,4 +172,7 @@ def evaluate_without_task_ids(
         "accuracies_inferred": accs,
         "task_inference_per_task": inferred,
         "inference_seconds": time.perf_counter() - start,
+        # One process's inferences: the batches it inferred and its seconds per batch
+        # (including the classification of the batch with the inferred task).
+        "inference_seconds_per_batch": seconds / batches if batches else float("nan"),
     }
