@@ -172,6 +172,25 @@ def test_bench_data_pipeline_on_real_cifar(shared_data_root, capsys):
     assert result["images_per_s"]["pipeline"] > result["images_per_s"]["model"]
 
 
+def test_bench_stream_measures_per_task_overhead_on_real_mnist(shared_data_root, capsys):
+    argv = ["bench", "stream", "--json", "--tasks", "2,5", "--repeats", "2"]
+    code, out, _ = _run([*argv, "--data-root", str(shared_data_root)], capsys)
+    assert code == 0
+    result = json.loads(out)
+    assert result["tasks"] == [2, 5] and set(result["methods"]) == {"supsup", "impresslearn"}
+    supsup = result["methods"]["supsup"]
+    for method in result["methods"].values():
+        assert set(method["at_task"]) == {"2", "5"}
+        row = method["at_task"]["5"]
+        assert 0 < row["bookkeeping"] <= row["overhead"] and row["rss_mb"] > 0
+        assert method["bytes_ratio"] == pytest.approx(1.0, abs=0.01)  # appends, never rewrites
+    # SupSup appends its new mask (1 bit per weight) plus a small constant, not the bank
+    written = supsup["at_task"]["5"]["bytes"]
+    assert supsup["mask_bytes"] < written < supsup["mask_bytes"] + 8_000
+    assert result["ratio"] == max(m["ratio"] for m in result["methods"].values())
+    assert _run(["bench", "stream", "--tasks", "0,5"], capsys)[0] == 2
+
+
 def test_diagonal_matrix_evaluates_each_task_once_then_all(tmp_path, capsys):
     out = tmp_path / "d"
     assert (

@@ -128,6 +128,25 @@ def test_gnu_run_reports_task_inference():
     assert gns["average_accuracy_inferred"] >= metrics["average_accuracy_inferred"]
 
 
+def test_inference_on_a_seeded_sample_of_tasks_equals_those_tasks_of_the_full_evaluation():
+    config = apply_overrides(
+        ExperimentConfig(),
+        [*THREE_TASKS, "scenario.num_tasks=4", "eval.scenario=GNu", "inference.batch=500"],
+    )
+    full = run_experiment(config, None).metrics
+    sampled = run_experiment(apply_overrides(config, ["inference.tasks=2"]), None).metrics
+    tasks = sampled["inferred_tasks"]
+    assert len(tasks) == 2 and tasks == sorted(set(tasks)) and set(tasks) <= {0, 1, 2, 3}
+    assert sampled["accuracies_inferred"] == [full["accuracies_inferred"][t] for t in tasks]
+    assert sampled["task_inference_per_task"] == [full["task_inference_per_task"][t] for t in tasks]
+    assert "inferred_tasks" not in full and full["inference_seconds_per_batch"] > 0
+    # the sample depends on the scenario's seed alone
+    again = run_experiment(apply_overrides(config, ["inference.tasks=2", "train.seed=5"]), None)
+    assert again.metrics["inferred_tasks"] == tasks
+    with pytest.raises(ConfigError, match="inference.tasks"):
+        apply_overrides(config, ["inference.tasks=-1"])
+
+
 def test_entropy_fit_needs_alphas_and_reports_fitted_accuracy():
     with pytest.raises(ConfigError, match="impresslearn"):
         infer_task(

@@ -373,8 +373,9 @@ def _eval_run(run_dir: Path, ctx, overrides: list[str], *, verbose: bool) -> dic
             f"{inf.batch} from {inf.images} image(s)"
         )
         print(f"{'task':>5} {'accuracy %':>11} {'task inference %':>17}")
-        for t, (acc, right) in enumerate(
-            zip(metrics["accuracies_inferred"], metrics["task_inference_per_task"], strict=True)
+        tasks = metrics.get("inferred_tasks", range(len(metrics["accuracies_inferred"])))
+        for t, acc, right in zip(
+            tasks, metrics["accuracies_inferred"], metrics["task_inference_per_task"], strict=True
         ):
             print(f"{t:>5} {100 * acc:>11.2f} {100 * right:>17.2f}")
         print(

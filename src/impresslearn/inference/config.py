@@ -31,6 +31,9 @@ class InferenceConfig:
     verified), on ``objective`` (``entropy`` = H, ``superfluous`` = G).
     ``test_images``: evaluate on the first this many test images of each task (0 = all;
     one-shot superposition of 250 tasks costs ~0.16 s per batch on one CPU core).
+    ``tasks``: infer the test batches of every task (0), or of a sample of this many tasks drawn
+    once from the scenario's seed (the same sample for every method on the same stream): on a
+    long stream SupSup's superposition costs O(T) per batch, so inferring every task is O(T²).
     ``verification``: how the verifying procedures compare candidates: by the objective as it is
     (``raw``) or ``calibrated``, each candidate's value minus its task's reference (its own
     model's mean value on the first ``reference_images`` training images of its task, measured
@@ -44,6 +47,7 @@ class InferenceConfig:
     batch: int = 128
     images: int = 1
     test_images: int = 0
+    tasks: int = 0
     shortlist_size: int = 5
     verification: str = "raw"
     reference_images: int = 1024
@@ -66,6 +70,11 @@ class InferenceConfig:
         if self.test_images < 0:
             raise ConfigError(
                 f"inference.test_images must be >= 0 (0 = every test image), got {self.test_images}"
+            )
+        if self.tasks < 0:
+            raise ConfigError(
+                f"inference.tasks must be >= 0 (0 = every task, K = a seeded sample of K tasks), "
+                f"got {self.tasks}"
             )
         if self.shortlist_size < 1:
             raise ConfigError(f"inference.shortlist_size must be >= 1, got {self.shortlist_size}")

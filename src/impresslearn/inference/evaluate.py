@@ -21,6 +21,7 @@ from impresslearn.inference.config import VERIFIED, VERIFYING, InferenceConfig
 from impresslearn.inference.procedures import oneshot_margin, run_procedure
 from impresslearn.layers import use_coeffs
 from impresslearn.runtime import Runtime
+from impresslearn.seeding import PURPOSE_INFERENCE_SAMPLE, derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,15 @@ def evaluate_inferred(
     )
 
 
+def inferred_tasks(config: InferenceConfig, num_tasks: int, seed: int) -> list[int]:
+    """The tasks whose test batches are inferred: all, or ``config.tasks`` of them drawn without
+    replacement from a generator seeded by the scenario's ``seed`` alone, in task order."""
+    if not config.tasks or config.tasks >= num_tasks:
+        return list(range(num_tasks))
+    rng = np.random.default_rng(derive_seed(seed, PURPOSE_INFERENCE_SAMPLE))
+    return sorted(int(t) for t in rng.choice(num_tasks, size=config.tasks, replace=False))
+
+
 def evaluate_without_task_ids(
     config: InferenceConfig,
     eval_scenario: str,
@@ -117,7 +127,8 @@ def evaluate_without_task_ids(
     task_refs, extra = verification_references(config, method, scenario, calibration)
     results = {}
     batches, infer_start = 0, time.perf_counter()
-    mine = [t for t in range(scenario.num_tasks) if runtime.mine(t)]
+    evaluated = inferred_tasks(config, scenario.num_tasks, scenario.config.seed)
+    mine = [t for t in evaluated if runtime.mine(t)]
     for t in tqdm(mine, desc="infer", disable=not progress, leave=False):
         test = scenario.test_data(t).head(config.test_images)
         batches += -(-len(test) // config.batch)
@@ -138,7 +149,7 @@ def evaluate_without_task_ids(
     seconds = time.perf_counter() - infer_start
     for part in runtime.gather(results):
         results.update(part)
-    ordered = [results[t] for t in range(scenario.num_tasks)]
+    ordered = [results[t] for t in evaluated]
     accs = [r.accuracy for r in ordered]
     inferred = [r.task_accuracy for r in ordered]
     fitted = [r.fitted_accuracy for r in ordered]
@@ -170,6 +181,7 @@ def evaluate_without_task_ids(
         "average_accuracy_inferred": float(np.mean(accs)),
         "task_inference_accuracy": float(np.mean(inferred)),
         "accuracies_inferred": accs,
+        **({"inferred_tasks": evaluated} if config.tasks else {}),
         "task_inference_per_task": inferred,
         "inference_seconds": time.perf_counter() - start,
         # One process's inferences: the batches it inferred and its seconds per batch

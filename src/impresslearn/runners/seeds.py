@@ -205,7 +205,7 @@ def _run(config: ExperimentConfig, ctx: RunContext, num_seeds: int, *, resume: b
         atomic_write_text(out / "seeds.csv", _csv(record["summary"], num_seeds))
         if all("final_accuracies" in m for m in metrics):
             series = {"task ids given": [m["final_accuracies"] for m in metrics]}
-            if all("accuracies_inferred" in m for m in metrics):
+            if all("accuracies_inferred" in m and "inferred_tasks" not in m for m in metrics):
                 series["task inferred"] = [m["accuracies_inferred"] for m in metrics]
             title = f"{config.name}: final accuracy per task over {num_seeds} seeds"
             plot_seeds(series, out / "seeds.png", title)
