@@ -132,3 +132,22 @@ def test_prediction_over_all_outputs_as_supsups_code(tmp_path):
     assert classes.accuracy_matrix[0, 0] == pytest.approx(over_classes, abs=1e-12)
     paper = get_preset("supsup-permuted-mnist-paper")
     assert paper.backbone.num_outputs == 100 and paper.eval.predict == "outputs"
+
+
+def test_selecting_a_task_that_was_not_learned_is_a_clear_error():
+    from impresslearn.errors import ConfigError
+    from impresslearn.methods import ImpressLearn, ImpressLearnConfig
+
+    for method in (
+        SupSup(build_backbone(BackboneConfig(), (1, 28, 28), 10), SupSupConfig()),
+        ImpressLearn(build_backbone(BackboneConfig(), (1, 28, 28), 10), ImpressLearnConfig()),
+    ):
+        with pytest.raises(ConfigError, match="task 0 has not been learned: no task"):
+            method.task_context(0)
+    supsup = SupSup(build_backbone(BackboneConfig(), (1, 28, 28), 10), SupSupConfig())
+    supsup.restore_state({}, {"task_ids": []})
+    for layer in masked_layers(supsup.model):
+        layer.add_to_bank(torch.ones_like(layer.weight, dtype=torch.bool))
+    supsup.restore_task(3, {}, {})
+    with pytest.raises(ConfigError, match="learned tasks are 3$"):
+        supsup.task_context(1)

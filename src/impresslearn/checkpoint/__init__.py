@@ -268,6 +268,8 @@ def restore_checkpoint(
         n = config.scenario.num_tasks  # >= the saved stream's: it may have grown
         state.matrix = state.matrix.grown(n)
         size = path.stat().st_size
+        if manifest is not None:  # the writer counted the snapshot itself after writing it
+            state.checkpoint_sizes.append(size)
         for seg_tensors, seg_meta, seg_bytes in segments:
             _apply_segment(state, seg_tensors, seg_meta, model, method)
             size += seg_bytes

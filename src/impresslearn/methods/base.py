@@ -282,6 +282,15 @@ def random_masks(
     return masks.view(count, *shape)
 
 
+def unknown_task(task_id: int, learned: Sequence[int]) -> ConfigError:
+    """The error for selecting a task that was not learned (a one-line message with the tasks
+    that were)."""
+    if not learned:
+        return ConfigError(f"task {task_id} has not been learned: no task has been learned yet")
+    shown = ", ".join(map(str, learned[:10])) + (", ..." if len(learned) > 10 else "")
+    return ConfigError(f"task {task_id} has not been learned; the learned tasks are {shown}")
+
+
 @contextmanager
 def use_task(
     model: nn.Module,

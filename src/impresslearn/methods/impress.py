@@ -54,6 +54,7 @@ from impresslearn.methods.base import (
     begin_masks,
     check_densities,
     random_masks,
+    unknown_task,
     use_task,
 )
 from impresslearn.methods.coeffs import (
@@ -436,6 +437,8 @@ class ImpressLearn(Method):
             return self._mixed([[dequantise(t) for t in params] for params in stored])
 
     def task_context(self, task_id: int) -> AbstractContextManager[None]:
+        if task_id not in self.alphas:
+            raise unknown_task(task_id, self.learned_tasks())
         return use_task(self.model, self.alphas[task_id], task_id)
 
     def learned_tasks(self) -> list[int]:

@@ -36,6 +36,7 @@ from impresslearn.methods.base import (
     begin_masks,
     check_densities,
     random_masks,
+    unknown_task,
     use_task,
 )
 
@@ -115,6 +116,8 @@ class SupSup(Method):
         self._current_task = None
 
     def task_context(self, task_id: int) -> AbstractContextManager[None]:
+        if task_id not in self.task_ids:
+            raise unknown_task(task_id, self.task_ids)
         index = self.task_ids.index(task_id)
         return use_task(self.model, one_hot(index, len(self.task_ids), self.device), task_id)
 
