@@ -191,6 +191,12 @@ def test_bench_stream_measures_per_task_overhead_on_real_mnist(shared_data_root,
     assert _run(["bench", "stream", "--tasks", "0,5"], capsys)[0] == 2
 
 
+@pytest.mark.parametrize("repeats", ["0", "-1"])
+def test_bench_refuses_fewer_than_one_repeat(repeats, capsys):
+    code, _, err = _run(["bench", "mask-step", "--repeats", repeats], capsys)
+    assert code == 2 and f"--repeats must be at least 1, got {repeats}" in err
+
+
 def test_diagonal_matrix_evaluates_each_task_once_then_all(tmp_path, capsys):
     out = tmp_path / "d"
     assert (
@@ -237,3 +243,15 @@ def test_compare_table_and_plot(tmp_path, capsys):
     assert per_task.stat().st_size > 1000
     code, _, err = _run(["compare", str(tmp_path / "missing")], capsys)
     assert code == 2 and "metrics.json does not exist" in err
+
+
+def test_data_check_reports_an_optional_data_set_without_failing_for_it(shared_data_root, capsys):
+    code, out, _ = _run(["data", "check", "--data-root", str(shared_data_root)], capsys)
+    lines = {line.split(":")[0].strip(): line for line in out.splitlines()[1:]}
+    assert "not usable, optional" in lines["cifar100_subset"]
+    required_failed = any("NOT USABLE" in line for line in lines.values())
+    assert code == (1 if required_failed else 0)
+    assert "NOT USABLE" not in lines["mnist"] and "NOT USABLE" not in lines["cifar100"]
+    # named, it is checked like any other
+    code, out, _ = _run(["data", "check", "cifar100_subset", "--data-root", "/tmp"], capsys)
+    assert code == 1 and "cifar100_subset: NOT USABLE" in out

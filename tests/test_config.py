@@ -85,3 +85,9 @@ def test_every_preset_resolves_with_docstring(name):
 def test_unknown_preset_lists_known():
     with pytest.raises(ConfigError, match=r"unknown preset .nope.; known: .*quickstart"):
         get_preset("nope")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e999"])
+def test_a_number_that_is_not_finite_is_refused_as_such(value):
+    with pytest.raises(ConfigError, match="train.lr must be a finite number"):
+        apply_overrides(ExperimentConfig(), [f"train.lr={value}"])

@@ -30,7 +30,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from impresslearn import __version__
-from impresslearn.errors import ImpressLearnError
+from impresslearn.errors import ConfigError, ImpressLearnError
 
 EPILOG = """\
 examples:
@@ -319,7 +319,6 @@ EVAL_SECTIONS = ("eval.", "inference.")
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from impresslearn.errors import ConfigError
     from impresslearn.runners.seeds import is_seeds_folder
 
     not_eval = [o for o in args.overrides if not o.startswith(EVAL_SECTIONS)]
@@ -499,6 +498,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.backbone is not None:
         kwargs["backbone"] = args.backbone
     if args.repeats is not None:
+        if args.repeats < 1:
+            raise ConfigError(f"--repeats must be at least 1, got {args.repeats}")
         kwargs["repeats"] = args.repeats
     if args.tasks is not None:
         if "tasks" not in inspect.signature(bench).parameters:
@@ -513,6 +514,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def _cmd_data(args: argparse.Namespace) -> int:
     from impresslearn.data import list_datasets, load_dataset, resolve_data_root
+    from impresslearn.data.datasets import OPTIONAL_DATASETS
     from impresslearn.data.fetch import fetch
 
     if args.data_command == "fetch":
@@ -538,6 +540,9 @@ def _cmd_data(args: argparse.Namespace) -> int:
         try:
             data = load_dataset(name, root)
         except ImpressLearnError as error:
+            if name in OPTIONAL_DATASETS and not args.names:
+                print(f"  {name}: not usable, optional ({OPTIONAL_DATASETS[name]}): {error}")
+                continue
             failed += 1
             print(f"  {name}: NOT USABLE: {error}")
             continue

@@ -54,6 +54,13 @@ register_dataset("mnist_embedded", load_embedded_mnist)
 register_dataset("cifar100", load_cifar100)
 register_dataset("cifar100_subset", load_cifar100_subset)
 
+# Data sets that a complete data root need not hold: `impresslearn data check` reports them but
+# does not fail for them unless they are named.
+OPTIONAL_DATASETS = {
+    "cifar100_subset": "a few CIFAR-100 classes in one file, written by "
+    "scripts/export_gpu_data.py for a machine that cannot hold the full set",
+}
+
 
 def list_datasets() -> list[str]:
     """Return the names of the known data sets, sorted (without the ``folder:PATH`` form)."""
