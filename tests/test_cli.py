@@ -255,3 +255,44 @@ def test_data_check_reports_an_optional_data_set_without_failing_for_it(shared_d
     # named, it is checked like any other
     code, out, _ = _run(["data", "check", "cifar100_subset", "--data-root", "/tmp"], capsys)
     assert code == 1 and "cifar100_subset: NOT USABLE" in out
+
+
+@pytest.mark.parametrize("out", ["/proc/impress", "/etc/passwd/x"])
+def test_an_unusable_out_folder_is_a_one_line_error(out, capsys):
+    code, _, err = _run(["run", "quickstart-supsup", *TINY, "--out", out], capsys)
+    assert code == 2
+    assert err.startswith(f"impresslearn: error: cannot use {out}") and err.count("\n") == 1
+
+
+def test_an_unwritable_plot_is_a_one_line_error_after_the_table(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert _run(["run", "quickstart-supsup", *TINY, "--out", str(run)], capsys)[0] == 0
+    code, out, err = _run(["compare", str(run), "--plot", "/proc/x/cmp.png"], capsys)
+    assert code == 2 and "cannot use /proc/x" in err and err.count("\n") == 1
+
+
+def test_a_full_disk_during_a_run_keeps_the_last_checkpoint_and_says_how_to_go_on(
+    tmp_path, capsys, monkeypatch
+):
+    import errno
+
+    from impresslearn.checkpoint import files
+    from impresslearn.runners import load_run
+
+    real, calls = files.append_segment, []
+
+    def full_disk(path, record, keep):
+        calls.append(path)
+        if len(calls) == 2:  # task 1's segment
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, record, keep)
+
+    monkeypatch.setattr("impresslearn.checkpoint.append_segment", full_disk)
+    run = tmp_path / "r"
+    argv = ["run", "quickstart-supsup", *TINY, "--set", "scenario.num_tasks=3", "--out", str(run)]
+    code, _, err = _run(argv, capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "no space left on the device" in err and "impresslearn run --resume DIR" in err
+    assert load_run(run).state.next_task == 1  # task 0 is kept whole
+    assert _run(["run", "--resume", str(run), "--quiet"], capsys)[0] == 0
+    assert load_run(run).state.next_task == 3

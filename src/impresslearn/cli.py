@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import errno
 import inspect
 import json
 import logging
@@ -553,6 +554,23 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def file_system_error(e: OSError) -> str:
+    """One line for an error of the file system (a path that cannot be written, a full disk),
+    saying what to do; a run's last complete checkpoint is never touched by a failed write."""
+    path = f" {e.filename}" if e.filename else ""
+    if e.errno == errno.ENOSPC:
+        return (
+            f"no space left on the device (writing{path or ' a file'}). Files are written "
+            "atomically, so the run's last complete checkpoint is kept: free some space, then "
+            "continue with `impresslearn run --resume DIR`"
+        )
+    reason = e.strerror or type(e).__name__
+    return (
+        f"cannot use{path or ' a path'}: {reason}. Check the path and its permissions "
+        "(--out, --data-root, --plot, --config), or choose another"
+    )
+
+
 COMMANDS = {
     "data": _cmd_data,
     "run": _cmd_run,
@@ -661,6 +679,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("impresslearn: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        if args.debug:
+            raise
+        where = "" if group is None else f"process {group[0]} of {group[1]}: "
+        print(f"impresslearn: error: {where}{file_system_error(e)}", file=sys.stderr)
+        return 2
     except RuntimeError as e:
         if group is None or args.debug:
             raise
