@@ -136,6 +136,10 @@ def main() -> int:
             and (ma["task"], ma["added"]) == (mb["task"], mb["added"])
             for (a, ma, _), (b, mb, _) in zip(ours, theirs, strict=True)
         )
+        growth = [
+            json.loads((folder / "metrics.json").read_text())["checkpoint_growth_per_task"]
+            for folder in (out, tmp / "reference")
+        ]
         again, fresh = load_run(out), load_run(tmp / "reference")
         x = fresh.scenario(None).test_data(0).prepared()[:256]
         same_logits = all(
@@ -148,6 +152,7 @@ def main() -> int:
         "identical_matrix": same_matrix,
         "identical_segments": same_segments,
         "identical_logits": same_logits,
+        "checkpoint_growth_per_task": {"killed": growth[0], "uninterrupted": growth[1]},
         "uninterrupted_seconds": uninterrupted,
     }
     print(json.dumps(result, indent=1))

@@ -294,5 +294,10 @@ def test_a_full_disk_during_a_run_keeps_the_last_checkpoint_and_says_how_to_go_o
     assert code == 2 and err.count("\n") == 1
     assert "no space left on the device" in err and "impresslearn run --resume DIR" in err
     assert load_run(run).state.next_task == 1  # task 0 is kept whole
+    monkeypatch.undo()
+    code, out, _ = _run(["eval", str(run), "--quiet"], capsys)
+    assert code == 0 and "the run is unfinished: 1 of its 3 tasks learned" in out
+    _, acc, saved = out.splitlines()[1].split()
+    assert acc == saved
     assert _run(["run", "--resume", str(run), "--quiet"], capsys)[0] == 0
     assert load_run(run).state.next_task == 3

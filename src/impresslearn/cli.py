@@ -394,12 +394,24 @@ def _eval_run(run_dir: Path, ctx, overrides: list[str], *, verbose: bool) -> dic
     accs = evaluate_run(run, ctx.data_root, progress=ctx.progress)
     average = sum(accs) / len(accs) if accs else float("nan")
     if verbose:
-        saved = run.state.matrix.row(run.state.next_task - 1) if run.tasks else []
+        # The latest saved accuracy of each task: the last row's where it was evaluated, else
+        # the task's own (a stream evaluated on its diagonal or a sample, or unfinished).
+        matrix, last = run.state.matrix, run.state.next_task - 1
+        saved = [
+            matrix[last, t] if matrix[last, t] == matrix[last, t] else matrix[t, t]
+            for t in run.tasks
+        ]
         print(f"{'task':>5} {'accuracy %':>11} {'saved %':>9}")
-        for t, acc in zip(run.tasks, accs, strict=True):
-            print(f"{t:>5} {100 * acc:>11.2f} {100 * saved[t]:>9.2f}")
+        for t, acc, s in zip(run.tasks, accs, saved, strict=True):
+            print(f"{t:>5} {100 * acc:>11.2f} {100 * s:>9.2f}")
         if accs:
             print(f"average accuracy: {100 * average:.2f}% over {len(accs)} tasks")
+        planned = run.config.scenario.num_tasks
+        if run.state.next_task < planned:
+            print(
+                f"the run is unfinished: {run.state.next_task} of its {planned} tasks learned "
+                f"(continue it with `impresslearn run --resume {run_dir}`)"
+            )
     return {"average_accuracy": average}
 
 
