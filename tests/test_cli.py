@@ -301,3 +301,34 @@ def test_a_full_disk_during_a_run_keeps_the_last_checkpoint_and_says_how_to_go_o
     assert acc == saved
     assert _run(["run", "--resume", str(run), "--quiet"], capsys)[0] == 0
     assert load_run(run).state.next_task == 3
+
+
+def test_eval_saves_each_evaluation_beside_the_run_and_compare_shows_it(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert _run(["run", "quickstart-supsup", *TINY, "--out", str(run)], capsys)[0] == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    gnu = ["--set", "eval.scenario=GNu", "--set", "inference.procedure=binary"]
+    assert (
+        _run(["eval", str(run), "--quiet", *gnu, "--set", "inference.images=128"], capsys)[0] == 0
+    )
+    assert _run(["eval", str(run), "--quiet"], capsys)[0] == 0
+    saved = sorted(p.name for p in (run / "evaluations").iterdir())
+    assert saved == [
+        "as-trained.json",
+        "eval.scenario=GNu,inference.images=128,inference.procedure=binary.json",
+    ]
+    record = json.loads((run / "evaluations" / saved[1]).read_text())
+    assert record["finished"] and record["eval"]["scenario"] == "GNu"
+    assert 0 <= record["metrics"]["task_inference_accuracy"] <= 1
+    # the training's own files are untouched
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    code, out, _ = _run(["compare", str(run)], capsys)
+    rows = [
+        line for line in out.splitlines() if line.startswith("| r ") or line.startswith("| r [")
+    ]
+    assert len(rows) == 3 and any("[eval eval.scenario=GNu" in r for r in rows)
+    # --overwrite clears them with the run they belonged to
+    assert (
+        _run(["run", "quickstart-supsup", *TINY, "--out", str(run), "--overwrite"], capsys)[0] == 0
+    )
+    assert not (run / "evaluations").exists()

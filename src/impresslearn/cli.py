@@ -359,13 +359,26 @@ def _eval_run(run_dir: Path, ctx, overrides: list[str], *, verbose: bool) -> dic
     overrides); print the per-task table when ``verbose``; return the headline metrics."""
     from impresslearn.config import apply_overrides
     from impresslearn.report import margin_text
-    from impresslearn.runners import evaluate_run, evaluate_run_inferred, load_run
+    from impresslearn.runners import (
+        evaluate_run,
+        evaluate_run_inferred,
+        load_run,
+        save_evaluation,
+    )
 
     run = load_run(run_dir, runtime=ctx.runtime)
     config = apply_overrides(run.config, overrides)
+
+    def save(metrics: dict) -> None:
+        if ctx.runtime.is_writer:
+            path = save_evaluation(run_dir, run, config, overrides, metrics)
+            if verbose:
+                print(f"saved: {path}")
+
     if config.eval.infers_tasks:
         metrics = evaluate_run_inferred(run, ctx.data_root, config, progress=ctx.progress)
         if not verbose:
+            save(metrics)
             return metrics
         e, inf = config.eval, config.inference
         print(
@@ -390,6 +403,8 @@ def _eval_run(run_dir: Path, ctx, overrides: list[str], *, verbose: bool) -> dic
         if "shortlist_recall" in metrics:
             recall = 100 * metrics["shortlist_recall"]
             print(f"the shortlist of {inf.shortlist_size} held the true task for {recall:.2f}%")
+        _unfinished_note(run, run_dir)
+        save(metrics)
         return metrics
     accs = evaluate_run(run, ctx.data_root, progress=ctx.progress)
     average = sum(accs) / len(accs) if accs else float("nan")
@@ -406,13 +421,19 @@ def _eval_run(run_dir: Path, ctx, overrides: list[str], *, verbose: bool) -> dic
             print(f"{t:>5} {100 * acc:>11.2f} {100 * s:>9.2f}")
         if accs:
             print(f"average accuracy: {100 * average:.2f}% over {len(accs)} tasks")
-        planned = run.config.scenario.num_tasks
-        if run.state.next_task < planned:
-            print(
-                f"the run is unfinished: {run.state.next_task} of its {planned} tasks learned "
-                f"(continue it with `impresslearn run --resume {run_dir}`)"
-            )
-    return {"average_accuracy": average}
+        _unfinished_note(run, run_dir)
+    metrics = {"average_accuracy": average, "accuracies": accs, "tasks": run.tasks}
+    save(metrics)
+    return metrics
+
+
+def _unfinished_note(run, run_dir: Path) -> None:
+    planned = run.config.scenario.num_tasks
+    if run.state.next_task < planned:
+        print(
+            f"the run is unfinished: {run.state.next_task} of its {planned} tasks learned "
+            f"(continue it with `impresslearn run --resume {run_dir}`)"
+        )
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -448,6 +469,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_compare(args: argparse.Namespace) -> int:
     from impresslearn.plots import plot_comparison, plot_per_task
     from impresslearn.report import compare_table
+    from impresslearn.runners import load_evaluations
     from impresslearn.runners.seeds import is_seeds_folder, load_seeds_record
 
     folders = []  # (name, folder); a folder of repeats over seeds stands for its runs
@@ -457,18 +479,25 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             folders += [(f"{folder.name}/{name}", folder / name) for name in names]
         else:
             folders.append((folder.name, folder))
-    runs = []
+    runs, evaluations = [], []
     for name, folder in folders:
         path = folder / "metrics.json"
         try:
-            runs.append((name, json.loads(path.read_text(encoding="utf-8"))))
+            metrics = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ImpressLearnError(
                 f"{path} does not exist: is {folder} a finished run folder?"
             ) from None
         except json.JSONDecodeError as e:
             raise ImpressLearnError(f"{path} is not valid JSON ({e})") from None
-    print(compare_table(runs))
+        runs.append((name, metrics))
+        # Its saved re-evaluations (impresslearn eval), as rows of their own in the table.
+        for label, record in load_evaluations(folder):
+            unfinished = "" if record.get("finished", True) else ", unfinished"
+            evaluations.append(
+                (f"{name} [eval {label}{unfinished}]", {**metrics, **record["metrics"]})
+            )
+    print(compare_table(runs + evaluations))
     if args.plot is not None:
         plot_comparison(runs, args.plot)
         print(f"plot: {args.plot}")

@@ -35,7 +35,9 @@ from impresslearn.runners.saved import (
     evaluate_run,
     evaluate_run_inferred,
     load_config_file,
+    load_evaluations,
     load_run,
+    save_evaluation,
 )
 from impresslearn.runners.seeds import resume_seeds, run_seeds
 from impresslearn.runners.stream import Stream, build_stream
@@ -84,7 +86,9 @@ __all__ = [
     "evaluate_run",
     "evaluate_run_inferred",
     "load_config_file",
+    "load_evaluations",
     "load_run",
+    "save_evaluation",
     "register_recipe",
     "resume_seeds",
     "run",

@@ -125,6 +125,7 @@ def start_run_folder(out_dir: Path, config: ExperimentConfig, *, overwrite: bool
         for name in RUN_FILES:
             (out_dir / name).unlink(missing_ok=True)
         shutil.rmtree(out_dir / "tensorboard", ignore_errors=True)
+        shutil.rmtree(out_dir / "evaluations", ignore_errors=True)  # of the run it replaces
     atomic_write_text(out_dir / "config.json", config.to_json())
 
 

@@ -28,7 +28,7 @@ from impresslearn.checkpoint import (
 )
 from impresslearn.config import ExperimentConfig, config_from_dict
 from impresslearn.data import load_dataset
-from impresslearn.errors import ConfigError
+from impresslearn.errors import ConfigError, ImpressLearnError
 from impresslearn.inference import check_inference, evaluate_without_task_ids
 from impresslearn.methods import Method, build_method
 from impresslearn.runtime import Runtime
@@ -152,3 +152,59 @@ def evaluate_run_inferred(
         runtime=run.runtime,
         calibration=run.state.calibration,
     )
+
+
+EVALUATIONS = "evaluations"  # RUN/evaluations/NAME.json: re-evaluations of a saved run
+
+
+def evaluation_name(overrides: list[str]) -> str:
+    """A file name for an evaluation with these ``eval.*`` / ``inference.*`` overrides: the
+    overrides sorted and joined by commas, characters
+    other than letters, digits, ``.``, ``,``, ``-`` and ``=`` replaced by ``_``; ``as-trained``
+    for none (the run's own evaluation settings)."""
+    if not overrides:
+        return "as-trained"
+    text = ",".join(sorted(overrides))
+    return "".join(c if c.isalnum() or c in ".-=," else "_" for c in text)[:200]
+
+
+def save_evaluation(
+    run_dir: Path, run: LoadedRun, config: ExperimentConfig, overrides: list[str], metrics: dict
+) -> Path:
+    """Write ``RUN/evaluations/NAME.json`` (atomically; NAME from :func:`evaluation_name`): the
+    overrides, the evaluated settings, how many of the run's tasks were learned, and the metrics.
+    The training's own result files are never touched; the same evaluation again replaces its
+    file."""
+    from impresslearn.storage import atomic_write_json
+
+    folder = Path(run_dir) / EVALUATIONS
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{evaluation_name(overrides)}.json"
+    learned, planned = run.state.next_task, run.config.scenario.num_tasks
+    record = {
+        "overrides": sorted(overrides),
+        "eval": config.to_dict()["eval"],
+        "inference": config.to_dict()["inference"],
+        "tasks_learned": learned,
+        "num_tasks": planned,
+        "finished": learned == planned,
+        "metrics": metrics,
+    }
+    atomic_write_json(path, record)
+    return path
+
+
+def load_evaluations(run_dir: Path) -> list[tuple[str, dict[str, Any]]]:
+    """The saved evaluations of a run folder, as (name, record), by name."""
+    folder = Path(run_dir) / EVALUATIONS
+    if not folder.is_dir():
+        return []
+    out = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            out.append((path.stem, json.loads(path.read_text(encoding="utf-8"))))
+        except json.JSONDecodeError as e:
+            raise ImpressLearnError(
+                f"{path} is not valid JSON ({e}): delete it or evaluate again"
+            ) from None
+    return out
