@@ -91,3 +91,30 @@ def test_unknown_preset_lists_known():
 def test_a_number_that_is_not_finite_is_refused_as_such(value):
     with pytest.raises(ConfigError, match="train.lr must be a finite number"):
         apply_overrides(ExperimentConfig(), [f"train.lr={value}"])
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        (["scenario.name=split_mnist", "scenario.classes_per_task=7"], "classes_per_task=7"),
+        (["scenario.name=permuted_mnist", "scenario.rotation_step=5"], "rotation_step=5.0"),
+        (["scenario.name=rotated_mnist", "scenario.augment=false"], "it reads only rotation_step"),
+    ],
+)
+def test_a_scenario_setting_the_scenario_does_not_read_is_refused(overrides, fragment):
+    with pytest.raises(ConfigError, match="has no effect on scenario") as error:
+        apply_overrides(ExperimentConfig(), overrides)
+    assert fragment in str(error.value)
+
+
+def test_every_preset_sets_only_what_its_scenario_reads():
+    for name in PRESETS.names():
+        get_preset(name)  # built and checked
+    apply_overrides(
+        ExperimentConfig(),
+        [
+            "scenario.name=split_cifar100",
+            "scenario.dataset=cifar100",
+            "scenario.classes_per_task=10",
+        ],
+    )

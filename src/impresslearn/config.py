@@ -36,6 +36,7 @@ from impresslearn.inference.config import InferenceConfig
 from impresslearn.methods import SupSupConfig, method_class, method_config_class
 from impresslearn.methods.coeffs import parse_representation
 from impresslearn.scenarios import SCENARIOS, ScenarioConfig
+from impresslearn.scenarios.base import check_scenario_options
 from impresslearn.seeding import PURPOSE_EVAL_SAMPLE, derive_seed
 from impresslearn.train import TrainConfig
 
@@ -460,7 +461,8 @@ def _check_registered(config: ExperimentConfig) -> None:
     a run. What the experiment's kind needs is its recipe's check
     (:func:`impresslearn.runners.check_experiment`)."""
     BACKBONES.get(config.backbone.name)
-    SCENARIOS.get(config.scenario.name)
+    scenario = SCENARIOS.get(config.scenario.name)
+    check_scenario_options(config.scenario, getattr(scenario, "options", ()))
     method_class(config.method.name).check_config(config)
     if not is_known_dataset(config.scenario.dataset):
         raise ConfigError(

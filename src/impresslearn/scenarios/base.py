@@ -99,8 +99,33 @@ class TaskData:
         return self.inputs(slice(None))
 
 
+# The ScenarioConfig fields that only some scenarios read; each scenario class names the ones it
+# reads in ``options``, and a config that sets another one away from its default is refused.
+SCENARIO_OPTIONS = ("rotation_step", "classes_per_task", "augment")
+
+
+def check_scenario_options(config: ScenarioConfig, options: tuple[str, ...]) -> None:
+    """Refuse a ``SCENARIO_OPTIONS`` field set away from its default that the scenario does not
+    read (``options``): it would be silently ignored."""
+    default = ScenarioConfig()
+    for name in SCENARIO_OPTIONS:
+        value = getattr(config, name)
+        if name not in options and value != getattr(default, name):
+            reads = (
+                f"it reads only {', '.join(options)}"
+                if options
+                else f"it reads none of {', '.join(SCENARIO_OPTIONS)}"
+            )
+            raise ConfigError(
+                f"scenario.{name}={value!r} has no effect on scenario {config.name!r} ({reads}): "
+                "remove the setting, or choose a scenario that uses it"
+            )
+
+
 class Scenario(Protocol):
-    """A stream of ``num_tasks`` classification tasks over inputs of ``input_shape``."""
+    """A stream of ``num_tasks`` classification tasks over inputs of ``input_shape``.
+
+    A scenario class names in ``options`` which of :data:`SCENARIO_OPTIONS` it reads."""
 
     config: ScenarioConfig
     num_tasks: int

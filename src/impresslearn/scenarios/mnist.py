@@ -33,6 +33,8 @@ class _MnistStream:
     """Shared plumbing: the base splits (uint8, on the data's device, shared by every task) and
     the per-task transform hook, which says how a batch of them becomes the task's inputs."""
 
+    options: tuple[str, ...] = ()  # of SCENARIO_OPTIONS
+
     def __init__(self, config: ScenarioConfig, data: ImageData) -> None:
         if data.train.images.dim() != 3:
             raise ConfigError(
@@ -104,6 +106,8 @@ def rotate(images: Tensor, degrees: float) -> Tensor:
 @SCENARIOS.register("rotated_mnist")
 class RotatedMNIST(_MnistStream):
     """Task i = the data set rotated by ``i * rotation_step`` degrees."""
+
+    options = ("rotation_step",)
 
     def task_name(self, task_id: int) -> str:
         return f"rotation {self.angle(task_id):g} deg"

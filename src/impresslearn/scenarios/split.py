@@ -35,6 +35,7 @@ class SplitImages:
     """Task i = classes ``order[k*i : k*(i+1)]`` of the data set, relabelled ``0..k-1``."""
 
     default_classes_per_task = 5
+    options = ("classes_per_task", "augment")
 
     def __init__(self, config: ScenarioConfig, data: ImageData) -> None:
         if data.train.images.dim() != 4:
