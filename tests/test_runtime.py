@@ -162,6 +162,12 @@ def test_bf16_autocast_keeps_trainable_state_float32():
     assert all(n.running_mean.dtype == torch.float32 for n in norms)
 
 
+def test_bf16_on_the_cpu_is_honoured_with_a_warning(caplog):
+    with caplog.at_level("WARNING", logger="impresslearn.runtime"):
+        runtime = Runtime.create("cpu", "bf16")
+    assert runtime.precision == "bf16" and "meant for CUDA" in caplog.text
+
+
 def test_bf16_run_on_cpu_learns(tmp_path):
     config = apply_overrides(
         ExperimentConfig(), [*TINY, "scenario.num_tasks=1", "train.iterations=60"]

@@ -21,6 +21,7 @@ summed, and only rank 0 writes. Without a process group every collective is a no
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ import torch.distributed as dist
 from impresslearn.errors import ConfigError, ImpressLearnError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16")
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
@@ -108,12 +110,18 @@ class Runtime:
         """Resolve ``device`` (see :func:`resolve_device`) and check ``precision``. With
         ``distributed`` (default: whether a ``torch.distributed`` process group is initialised)
         the runtime is this process's place in the group; with False, a run of its own."""
+        resolved = resolve_device(device)
+        if precision == "bf16" and resolved.type == "cpu":
+            log.warning(
+                "impresslearn: --precision bf16 on the CPU runs bfloat16 autocast, which is "
+                "slower than fp32 on most CPUs and changes the results; it is meant for CUDA"
+            )
         use_group = dist.is_available() and dist.is_initialized()
         if distributed is not None:
             use_group = use_group and distributed
         if not use_group:
-            return cls(resolve_device(device), precision)
-        return cls(resolve_device(device), precision, dist.get_rank(), dist.get_world_size())
+            return cls(resolved, precision)
+        return cls(resolved, precision, dist.get_rank(), dist.get_world_size())
 
     # ------------------------------------------------------------------------- processes
 
