@@ -332,3 +332,11 @@ def test_eval_saves_each_evaluation_beside_the_run_and_compare_shows_it(tmp_path
         _run(["run", "quickstart-supsup", *TINY, "--out", str(run), "--overwrite"], capsys)[0] == 0
     )
     assert not (run / "evaluations").exists()
+
+
+def test_a_batch_larger_than_a_task_is_refused_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "big"
+    argv = ["run", "quickstart-supsup", *TINY, "--set", "train.batch_size=1000000000"]
+    code, _, err = _run([*argv, "--out", str(out)], capsys)
+    assert code == 2 and "is more than the 8000 training images" in err
+    assert not out.exists()

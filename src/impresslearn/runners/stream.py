@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from impresslearn.backbones import build_backbone
 from impresslearn.config import ExperimentConfig
 from impresslearn.data import load_dataset
+from impresslearn.errors import ConfigError
 from impresslearn.inference import check_inference
 from impresslearn.layers import task_norms
 from impresslearn.methods import Method, build_method
@@ -152,6 +153,13 @@ def build_stream(
     model = build_backbone(config.backbone, scenario.input_shape, scenario.num_classes)
     method = build_method(model.to(runtime.device), config.method)
     method.check_stream(scenario.num_tasks)
+    images = len(scenario.train_data(0))
+    if config.train.batch_size > images:
+        raise ConfigError(
+            f"train.batch_size={config.train.batch_size} is more than the {images} training "
+            f"images of a task of {config.scenario.name} on {config.scenario.dataset}: use at "
+            f"most {images}"
+        )
     if config.eval.infers_tasks:
         check_inference(config.inference, method, model, scenario.num_classes)
     return Stream(config, runtime, scenario, model, method, progress and runtime.is_writer)
