@@ -340,3 +340,14 @@ def test_a_batch_larger_than_a_task_is_refused_before_anything_is_written(tmp_pa
     code, _, err = _run([*argv, "--out", str(out)], capsys)
     assert code == 2 and "is more than the 8000 training images" in err
     assert not out.exists()
+
+
+def test_inference_settings_without_task_inference_are_warned_about(capsys, caplog):
+    argv = ["show", "quickstart-supsup", "--set", "inference.procedure=binary"]
+    with caplog.at_level("WARNING"):
+        assert _run(argv, capsys)[0] == 0
+    assert "inference.procedure=binary has no effect with eval.scenario=GG" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert _run([*argv, "--set", "eval.scenario=GNu"], capsys)[0] == 0
+    assert "no effect" not in caplog.text

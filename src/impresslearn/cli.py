@@ -240,6 +240,13 @@ def _resolve_config(args: argparse.Namespace):
         raise ImpressLearnError("name a preset (see `impresslearn list`) or give --config FILE")
     config = apply_overrides(config, args.overrides)
     check_experiment(config)
+    ignored = [o for o in args.overrides if o.startswith("inference.")]
+    if ignored and config.kind == "stream" and not config.eval.infers_tasks:
+        logging.getLogger("impresslearn").warning(
+            "impresslearn: %s has no effect with eval.scenario=GG (task ids given); add --set "
+            "eval.scenario=GNu (or GNs) to infer the tasks",
+            ", ".join(ignored),
+        )
     return config
 
 
