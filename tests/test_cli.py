@@ -351,3 +351,26 @@ def test_inference_settings_without_task_inference_are_warned_about(capsys, capl
     with caplog.at_level("WARNING"):
         assert _run([*argv, "--set", "eval.scenario=GNu"], capsys)[0] == 0
     assert "no effect" not in caplog.text
+
+
+def test_a_stream_that_cannot_fit_in_memory_or_on_disk_is_refused_before_any_write(
+    tmp_path, capsys, monkeypatch
+):
+    from collections import namedtuple
+
+    from impresslearn.runtime import Runtime
+
+    out = tmp_path / "big"
+    argv = ["run", "quickstart-supsup", *TINY, "--set", "scenario.num_tasks=100000"]
+    monkeypatch.setattr(Runtime, "available_memory", lambda self: 10**9)
+    code, _, err = _run([*argv, "--out", str(out)], capsys)
+    assert code == 2 and not out.exists()
+    assert "100,000 tasks of supsup would hold about 26.6 GB (266,200 B per task)" in err
+    assert "more than the 1.0 GB available" in err
+    monkeypatch.setattr(Runtime, "available_memory", lambda self: 10**12)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr("shutil.disk_usage", lambda path: usage(10**9, 0, 10**8))
+    code, _, err = _run([*argv, "--out", str(out)], capsys)
+    assert code == 2 and not out.exists()
+    assert "100,000 tasks would write about 3.74 GB of checkpoint (37,371 B per task)" in err
+    assert "0.10 GB free" in err

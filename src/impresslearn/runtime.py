@@ -260,6 +260,22 @@ class Runtime:
             return "Apple MPS"
         return "cpu"
 
+    def available_memory(self) -> int | None:
+        """Bytes of memory free for this run on its device now: the GPU's free memory on CUDA,
+        the system's available memory (Linux ``MemAvailable``) on the CPU; None where unknown."""
+        if self.device.type == "cuda":
+            return int(torch.cuda.mem_get_info(self.device)[0])
+        if self.device.type != "cpu":
+            return None
+        try:
+            with open("/proc/meminfo", encoding="ascii") as f:
+                for line in f:
+                    if line.startswith("MemAvailable:"):
+                        return int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            pass
+        return None
+
     def describe(self) -> dict[str, object]:
         """The entries of ``metrics.json`` that say where the run executed."""
         out: dict[str, object] = {

@@ -67,6 +67,7 @@ __all__ = [
     "checkpoint_bytes",
     "checkpoint_config",
     "checkpoint_shape",
+    "checkpoint_tasks",
     "restore_checkpoint",
     "weight_fingerprint",
 ]
@@ -187,6 +188,19 @@ class CheckpointWriter:
         written = len(record) + self._manifest.write(self.path)
         state.checkpoint_sizes.append(self._snapshot_bytes + self._manifest.segment_bytes)
         return written
+
+
+def checkpoint_tasks(path: Path) -> int:
+    """How many tasks the checkpoint at ``path`` holds (0 where there is none yet), read from
+    its manifest (or, for format version 1, its snapshot)."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    manifest = Manifest.read(path)
+    if manifest is not None:
+        _, metadata = read_snapshot(path)
+        return int(metadata["next_task"]) + manifest.segments
+    return int(read_snapshot(path)[1]["next_task"])
 
 
 def checkpoint_bytes(run_dir: Path) -> int:

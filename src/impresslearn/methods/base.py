@@ -133,6 +133,12 @@ class Method:
         mask weight and 4 bytes per float."""
         raise NotImplementedError
 
+    def resident_bytes_per_task(self) -> int:
+        """Memory one more learned task holds while the run lives (checked against the memory
+        available before a run starts). The default: what it stores on disk; a method that
+        holds a task's state in another form says so (SupSup's masks as one bool per weight)."""
+        return sum(self.bytes_per_task().values())
+
     # ------------------------------------------------------------- optional hooks (defaults)
 
     @classmethod

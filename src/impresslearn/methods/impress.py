@@ -22,6 +22,7 @@ are trained; a task that reuses its impression unchanged reuses the impression's
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -605,6 +606,11 @@ class ImpressLearn(Method):
         dtype = self.config.coeff_dtype
         coeffs = sum(layout.stored_bytes(dtype) for layout in self.layouts)
         return {"mask": 0, "coeffs": coeffs, "norm_stats": norm_stats_bytes(self.model)}
+
+    def resident_bytes_per_task(self) -> int:
+        # A task's coefficients as stored plus the float32 form the layers mix with.
+        mixed = sum(4 * math.prod(layout.mixed_shape) for layout in self.layouts)
+        return mixed + sum(self.bytes_per_task().values())
 
     def mask_bytes(self) -> int:
         """Bytes of one binary mask over every layer (1 bit per weight): an impression, or what

@@ -176,6 +176,10 @@ class SupSup(Method):
     def restore_task(self, task_id: int, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
         self.task_ids.append(task_id)  # its mask is the bank's next row
 
+    def resident_bytes_per_task(self) -> int:
+        # The bank holds a mask as one bool per weight (8x its bit-packed size on disk).
+        return sum(layer.weight.numel() for layer in self.layers) + norm_stats_bytes(self.model)
+
     def bytes_per_task(self) -> dict[str, int]:
         mask = sum((layer.weight.numel() + 7) // 8 for layer in self.layers)
         return {"mask": mask, "coeffs": 0, "norm_stats": norm_stats_bytes(self.model)}

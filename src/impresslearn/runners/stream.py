@@ -143,6 +143,21 @@ class Stream:
         return stats
 
 
+def check_memory(method: Method, num_tasks: int, runtime: Runtime) -> None:
+    """Refuse a stream whose learned tasks cannot fit in the memory available on the run's
+    device (:meth:`~impresslearn.methods.Method.resident_bytes_per_task` per task), before
+    anything is written."""
+    per_task = method.resident_bytes_per_task()
+    need, free = per_task * num_tasks, runtime.available_memory()
+    if free is not None and need > free:
+        raise ConfigError(
+            f"{num_tasks:,} tasks of {method.name} would hold about {need / 1e9:.1f} GB "
+            f"({per_task:,} B per task) in {runtime.device} memory, more than the "
+            f"{free / 1e9:.1f} GB available: use fewer tasks (scenario.num_tasks), a smaller "
+            "backbone, or a machine with more memory"
+        )
+
+
 def build_stream(
     config: ExperimentConfig, data_root: Path | None, runtime: Runtime, *, progress: bool = False
 ) -> Stream:
@@ -153,6 +168,7 @@ def build_stream(
     model = build_backbone(config.backbone, scenario.input_shape, scenario.num_classes)
     method = build_method(model.to(runtime.device), config.method)
     method.check_stream(scenario.num_tasks)
+    check_memory(method, scenario.num_tasks, runtime)
     images = len(scenario.train_data(0))
     if config.train.batch_size > images:
         raise ConfigError(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from functools import partial
@@ -31,9 +32,11 @@ from impresslearn.checkpoint import (
     Additions,
     CheckpointWriter,
     RunState,
+    checkpoint_tasks,
     restore_checkpoint,
 )
 from impresslearn.config import ExperimentConfig
+from impresslearn.errors import ConfigError
 from impresslearn.inference import calibrate_task, evaluate_without_task_ids
 from impresslearn.metrics import AccuracyMatrix
 from impresslearn.report import impressions_table, summary_table
@@ -116,7 +119,30 @@ class Checkpointer:
 def run_stream(config: ExperimentConfig, ctx: RunContext) -> RunResult:
     """A stream of tasks learned one after another, task ids given (GG; GNs/GNu at test time)."""
     stream = build_stream(config, ctx.data_root, ctx.runtime, progress=ctx.progress)
+    if ctx.out_dir is not None and ctx.runtime.is_writer:
+        check_disk(ctx.out_dir, stream, resume=ctx.resume)
     return open_run(stream, ctx, partial(_run, resume=ctx.resume, overwrite=ctx.overwrite))
+
+
+SEGMENT_OVERHEAD = 4096  # a task's segment header, matrix entries and event, with room to spare
+
+
+def check_disk(out: Path, stream: Stream, *, resume: bool) -> None:
+    """Refuse a run whose checkpoint cannot fit on the disk of ``out`` (its tasks' bytes as
+    stored plus a segment's overhead each), before anything is written."""
+    tasks = stream.num_tasks
+    if resume:
+        tasks -= checkpoint_tasks(out / CHECKPOINT_NAME)
+    per_task = sum(stream.method.bytes_per_task().values()) + SEGMENT_OVERHEAD
+    need = per_task * tasks
+    existing = next(p for p in (out, *out.parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    if need > free:
+        raise ConfigError(
+            f"{tasks:,} tasks would write about {need / 1e9:.2f} GB of checkpoint "
+            f"({per_task:,} B per task) to {out}, more than the {free / 1e9:.2f} GB free on its "
+            "disk: free some space, use fewer tasks (scenario.num_tasks), or choose another --out"
+        )
 
 
 def _run(stream: Stream, out: Path | None, *, resume: bool, overwrite: bool) -> RunResult:
