@@ -221,12 +221,17 @@ def plot_per_task(
     SupSup mask, one impression unchanged); ``None`` where a series has no value."""
     fig, ax = plt.subplots(figsize=(min(14.0, 4.0 + 0.3 * len(task_names)), 4.5))
     x = np.arange(len(task_names))
+    named = len(task_names) <= HEATMAP_TASKS  # beyond, task names are unreadable: task numbers
     for label, values in series.items():
         y = np.array([np.nan if v is None else 100 * v for v in values], dtype=float)
-        ax.plot(x, y, marker="o", markersize=3, label=label)
-    ax.set_xticks(x)
-    ax.set_xticklabels(task_names, rotation=60, ha="right", fontsize=7)
-    _finish_lines(fig, ax, None, "final accuracy (%)", title, path)
+        if named:
+            ax.plot(x, y, marker="o", markersize=3, label=label)
+        else:
+            ax.plot(x, y, lw=0.6, label=label)
+    if named:
+        ax.set_xticks(x)
+        ax.set_xticklabels(task_names, rotation=60, ha="right", fontsize=7)
+    _finish_lines(fig, ax, None if named else "task", "final accuracy (%)", title, path)
 
 
 def plot_seeds(series: dict[str, list[list[float]]], path: Path, title: str) -> None:
