@@ -106,7 +106,7 @@ def main() -> int:
         proc = _start([*run_args, "--out", str(out)], tmp)
         for k in range(args.kills):
             if k % 2 == 0:  # a random moment of the remaining run
-                time.sleep(rng.uniform(0.5, uninterrupted / args.kills))
+                time.sleep(rng.uniform(1.0, 2 * uninterrupted / args.kills))
                 proc.send_signal(signal.SIGKILL)
                 where = "random"
             else:
