@@ -299,8 +299,9 @@ def test_eval_command_infers_tasks_of_a_saved_run(saved_run, capsys):
     assert "GNu, binary on entropy" in out
     rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
     assert [int(r[0]) for r in rows] == [0, 1]
-    summary = out.splitlines()[-1]
+    summary, saved = out.splitlines()[-2:]
     assert summary.startswith("average accuracy") and "task inference" in summary
+    assert saved.startswith("saved: ") and saved.endswith(".json")
     # On a subset of each task's test images: one inferred batch of 128 per task.
     subset = ["--set", "inference.test_images=128", "--set", "inference.images=128"]
     assert main([*argv, "--set", "inference.procedure=binary", *subset]) == 0
