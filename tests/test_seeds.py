@@ -87,9 +87,10 @@ def test_repeats_are_independent_runs_and_repeat_zero_is_the_plain_run(tmp_path,
     assert main(["eval", str(out), "--set", "train.lr=1", "--quiet"]) == 2
     assert "evaluation settings only" in capsys.readouterr().err
 
-    # compare expands a folder of repeats into its runs.
+    # compare expands a folder of repeats into its runs, each with the evaluation just saved.
     assert main(["compare", str(out)]) == 0
-    assert capsys.readouterr().out.count("| seeds/seed-") == 3
+    table = capsys.readouterr().out
+    assert table.count("| seeds/seed-") == 6 and table.count("[eval as-trained] |") == 3
 
 
 def test_bad_repeats_are_refused(tmp_path):

@@ -136,8 +136,9 @@ def check_disk(out: Path, stream: Stream, *, resume: bool) -> None:
     per_task = sum(stream.method.bytes_per_task().values()) + SEGMENT_OVERHEAD
     need = per_task * tasks
     existing = next(p for p in (out, *out.parents) if p.exists())
-    free = shutil.disk_usage(existing).free
-    if need > free:
+    usage = shutil.disk_usage(existing)
+    if usage.total and need > usage.free:  # (a pseudo file system such as /proc has no size)
+        free = usage.free
         raise ConfigError(
             f"{tasks:,} tasks would write about {need / 1e9:.2f} GB of checkpoint "
             f"({per_task:,} B per task) to {out}, more than the {free / 1e9:.2f} GB free on its "
