@@ -82,9 +82,9 @@ def quickstart() -> ExperimentConfig:
     alphas per output unit of every layer (6,560 bytes; 600 RMSprop steps, lr 1e-2), and, only
     for comparison, as a dedicated SupSup mask (33,275 bytes). Prints, per task, the
     combination's accuracy beside the dedicated mask's and one impression applied unchanged.
-    Measured (README.md): combinations 94.72% on tasks 4-5, dedicated masks 95.70%, one impression
-    unchanged 44.47%; per-layer alphas (``--set method.granularity=layer``, the paper's: 48 bytes
-    per task) 92.10%. SupSup alone: ``quickstart-supsup``.
+    Measured (README.md): combinations 95.00% on tasks 4-5, dedicated masks 95.83%, one impression
+    unchanged 44.10%; per-layer alphas (``--set method.granularity=layer``, the paper's: 48 bytes
+    per task) 92.53%. SupSup alone: ``quickstart-supsup``.
     Run: ``impresslearn run quickstart``.
     """
     return ExperimentConfig(
