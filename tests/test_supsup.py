@@ -151,3 +151,25 @@ def test_selecting_a_task_that_was_not_learned_is_a_clear_error():
     supsup.restore_task(3, {}, {})
     with pytest.raises(ConfigError, match="learned tasks are 3$"):
         supsup.task_context(1)
+
+
+def test_a_stream_reserves_the_bank_once_and_never_grows_it_by_copying():
+    from impresslearn.runners.stream import build_stream
+    from impresslearn.runtime import Runtime
+
+    config = apply_overrides(
+        ExperimentConfig(),
+        ["scenario.dataset=mnist_embedded", "scenario.num_tasks=5", "train.iterations=5"],
+    )
+    stream = build_stream(config, None, Runtime.create("cpu"))
+    layers = masked_layers(stream.model)
+    before = [layer._bank_storage.data_ptr() for layer in layers]
+    assert [layer._bank_storage.shape[0] for layer in layers] == [5, 5, 5]
+    stream.method.prepare(stream.mask_trainer, 5)
+    for t in range(5):
+        stream.learn_task(t, config.train, f"task {t}")
+    assert [layer._bank_storage.data_ptr() for layer in layers] == before
+    assert all(layer.num_masks == 5 for layer in layers)
+    # beyond the reservation the bank still grows (e.g. a stream extended on resume)
+    layers[0].add_to_bank(layers[0].bank[0])
+    assert layers[0].num_masks == 6 and torch.equal(layers[0].bank[5], layers[0].bank[0])

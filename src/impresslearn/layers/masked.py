@@ -129,17 +129,23 @@ class MaskedLayer(nn.Module):
         """Stored bool masks, shape ``(num_masks, *weight.shape)`` (a view, do not modify)."""
         return self._bank_storage[: self.num_masks]
 
-    def add_to_bank(self, mask: Tensor) -> int:
-        """Store a bool mask; returns its index in the bank."""
-        if mask.shape != self.weight.shape:
-            raise ValueError(f"mask shape {tuple(mask.shape)} != weight {tuple(self.weight.shape)}")
-        if self.num_masks == self._bank_storage.shape[0]:
-            capacity = max(4, 2 * self.num_masks)
+    def reserve_bank(self, capacity: int) -> None:
+        """Make room for ``capacity`` masks at once (a stream of known length), so the bank never
+        grows by copying: without it the storage doubles when full, and while it grows holds the
+        old and the new storage together (up to three times the masks' size)."""
+        if capacity > self._bank_storage.shape[0]:
             grown = torch.zeros(
                 (capacity, *self.weight.shape), dtype=torch.bool, device=self.weight.device
             )
             grown[: self.num_masks] = self.bank
             self._bank_storage = grown
+
+    def add_to_bank(self, mask: Tensor) -> int:
+        """Store a bool mask; returns its index in the bank."""
+        if mask.shape != self.weight.shape:
+            raise ValueError(f"mask shape {tuple(mask.shape)} != weight {tuple(self.weight.shape)}")
+        if self.num_masks == self._bank_storage.shape[0]:
+            self.reserve_bank(max(4, 2 * self.num_masks))
         self._bank_storage[self.num_masks] = mask.to(torch.bool)
         self.num_masks += 1
         self._weighted_bank = None

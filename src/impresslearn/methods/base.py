@@ -175,6 +175,10 @@ class Method:
         """Refuse a stream of ``num_tasks`` tasks this method cannot learn (called before a run
         writes anything)."""
 
+    def reserve(self, num_tasks: int) -> None:
+        """Allocate, once, the memory a stream of ``num_tasks`` tasks will hold (called after the
+        memory check, before the stream starts or resumes); by default nothing."""
+
     def prepare(self, trainer: MaskTrainer, num_tasks: int) -> None:
         """Work before the stream starts (e.g. learning ImpressLearn's impressions)."""
 

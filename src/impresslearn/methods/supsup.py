@@ -170,6 +170,11 @@ class SupSup(Method):
     def restore_state(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
         self.task_ids = [int(t) for t in meta["task_ids"]]
 
+    def reserve(self, num_tasks: int) -> None:
+        # One mask per task in every layer's bank: allocated once, never grown by copying.
+        for layer in self.layers:
+            layer.reserve_bank(num_tasks)
+
     def task_state(self, task_id: int) -> tuple[dict[str, Tensor], dict[str, Any]]:
         return {}, {}  # the task's mask is in the bank's appended rows
 
