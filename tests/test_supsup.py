@@ -162,6 +162,7 @@ def test_a_stream_reserves_the_bank_once_and_never_grows_it_by_copying():
         ["scenario.dataset=mnist_embedded", "scenario.num_tasks=5", "train.iterations=5"],
     )
     stream = build_stream(config, None, Runtime.create("cpu"))
+    stream.method.reserve(5)  # as the stream recipe does before its first task
     layers = masked_layers(stream.model)
     before = [layer._bank_storage.data_ptr() for layer in layers]
     assert [layer._bank_storage.shape[0] for layer in layers] == [5, 5, 5]
@@ -173,3 +174,12 @@ def test_a_stream_reserves_the_bank_once_and_never_grows_it_by_copying():
     # beyond the reservation the bank still grows (e.g. a stream extended on resume)
     layers[0].add_to_bank(layers[0].bank[0])
     assert layers[0].num_masks == 6 and torch.equal(layers[0].bank[5], layers[0].bank[0])
+
+
+def test_the_stream_recipe_reserves_the_bank_for_the_stream():
+    config = apply_overrides(
+        ExperimentConfig(),
+        ["scenario.dataset=mnist_embedded", "scenario.num_tasks=3", "train.iterations=5"],
+    )
+    result = run_experiment(config, None)
+    assert [layer._bank_storage.shape[0] for layer in masked_layers(result.method.model)] == [3] * 3

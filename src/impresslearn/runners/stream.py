@@ -169,7 +169,6 @@ def build_stream(
     method = build_method(model.to(runtime.device), config.method)
     method.check_stream(scenario.num_tasks)
     check_memory(method, scenario.num_tasks, runtime)
-    method.reserve(scenario.num_tasks)
     images = len(scenario.train_data(0))
     if config.train.batch_size > images:
         raise ConfigError(

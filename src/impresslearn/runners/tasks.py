@@ -148,6 +148,7 @@ def check_disk(out: Path, stream: Stream, *, resume: bool) -> None:
 
 def _run(stream: Stream, out: Path | None, *, resume: bool, overwrite: bool) -> RunResult:
     config, method, runtime = stream.config, stream.method, stream.runtime
+    method.reserve(stream.num_tasks)  # checked to fit by build_stream; the disk by check_disk
     if resume:
         state = restore_checkpoint(out / CHECKPOINT_NAME, config, stream.model, method)
         log.info("resuming %s at task %d/%d", config.name, state.next_task + 1, stream.num_tasks)
