@@ -672,6 +672,7 @@ def bench_stream(
             out = Path(folder)
             (out / "config.json").write_text(config.to_json())
             checkpoints = Checkpointer(stream, out)
+            stream.method.reserve(num_tasks)  # as the stream recipe does
             stream.method.prepare(stream.mask_trainer, num_tasks)
             state = RunState(0, AccuracyMatrix(num_tasks), [], [], 0.0)
             checkpoints.start(state)
