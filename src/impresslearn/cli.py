@@ -718,21 +718,16 @@ def main(argv: list[str] | None = None) -> int:
 
             dist.barrier()
         return code
-    except ImpressLearnError as e:
+    except (ImpressLearnError, OSError) as e:  # a user's error, or the file system's
         if args.debug:
             raise
         where = "" if group is None else f"process {group[0]} of {group[1]}: "
-        print(f"impresslearn: error: {where}{e}", file=sys.stderr)
+        message = file_system_error(e) if isinstance(e, OSError) else e
+        print(f"impresslearn: error: {where}{message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("impresslearn: interrupted", file=sys.stderr)
         return 130
-    except OSError as e:
-        if args.debug:
-            raise
-        where = "" if group is None else f"process {group[0]} of {group[1]}: "
-        print(f"impresslearn: error: {where}{file_system_error(e)}", file=sys.stderr)
-        return 2
     except RuntimeError as e:
         if group is None or args.debug:
             raise
