@@ -20,7 +20,6 @@ summed, and only rank 0 writes. Without a process group every collective is a no
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -299,13 +298,3 @@ def _to_cpu(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _to_cpu(v) for k, v in value.items()}
     return value
-
-
-def digest_tensors(tensors: Sequence[torch.Tensor]) -> str:
-    """SHA-256 of the bytes of ``tensors`` (moved to the CPU), to compare state across processes."""
-    h = hashlib.sha256()
-    for t in tensors:
-        t = t.detach().cpu().contiguous()
-        h.update(str((tuple(t.shape), t.dtype)).encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from impresslearn.checkpoint.files import content_digest
 from impresslearn.inference.calibration import Calibration
 from impresslearn.layers import masked_layers, pack_bits, task_norms
 from impresslearn.metrics import AccuracyMatrix
@@ -57,12 +58,7 @@ class TaskAdditions:
 
     def digest(self) -> str:
         """SHA-256 of everything added, to compare processes of one run task by task."""
-        h = hashlib.sha256(json.dumps(self.meta, sort_keys=True).encode())
-        for key in sorted(self.tensors):
-            t = self.tensors[key].detach().cpu().contiguous()
-            h.update(f"{key}{tuple(t.shape)}{t.dtype}".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-        return h.hexdigest()
+        return content_digest(self.tensors, {"meta": json.dumps(self.meta, sort_keys=True)})
 
 
 class Additions:
