@@ -538,6 +538,11 @@ def apply_overrides(config: ExperimentConfig, overrides: list[str]) -> Experimen
     """Apply ``key=value`` overrides (``kind``, ``name``, ``section.field`` or
     ``section.nested.field``); unknown keys and wrong types are a ConfigError. Keys that moved
     (:data:`RENAMED`) are applied to their new place with a warning."""
+    if isinstance(overrides, str) or not all(isinstance(o, str) for o in overrides):
+        raise ConfigError(
+            f"overrides must be a list of 'section.key=value' strings, got {overrides!r}: "
+            f"write e.g. apply_overrides(config, [{'train.lr=0.1'!r}])"
+        )
     data = config.to_dict()
     for item in overrides:
         key, sep, text = item.partition("=")

@@ -22,7 +22,7 @@ from impresslearn.data.datasets import (
 from impresslearn.data.idx import read_idx
 from impresslearn.data.image_data import ImageData, ImageSplit
 from impresslearn.data.image_folder import export_image_folder, load_image_folder
-from impresslearn.data.roots import resolve_data_root
+from impresslearn.data.roots import existing_root, resolve_data_root
 
 __all__ = [
     "DATASETS",
@@ -38,5 +38,6 @@ __all__ = [
     "random_crop_flip",
     "read_idx",
     "register_dataset",
+    "existing_root",
     "resolve_data_root",
 ]

@@ -54,16 +54,18 @@ def resolve_data_root(
             message says which path and where it came from.
     """
     if flag is not None and str(flag) != "":
-        return _existing_root(Path(flag), "the --data-root flag", create)
+        return existing_root(Path(flag), "the --data-root flag", create)
     value = env.get(DATA_ROOT_ENV, "")
     if value:
-        return _existing_root(Path(value), f"the {DATA_ROOT_ENV} environment variable", create)
+        return existing_root(Path(value), f"the {DATA_ROOT_ENV} environment variable", create)
     root = default_cache_root(env)
     logger.debug("data root %s (per-user cache default)", root)
     return root
 
 
-def _existing_root(path: Path, source: str, create: bool = False) -> Path:
+def existing_root(path: Path, source: str, create: bool = False) -> Path:
+    """``path`` made absolute, checked to be an existing folder (``source`` names where it came
+    from in the error); with ``create`` a path that does not exist yet is fine."""
     path = path.absolute()
     if create and not path.exists():
         return path

@@ -356,6 +356,13 @@ class ImpressLearn(Method):
     def begin_task(self, task_id: int) -> None:
         if task_id in self.alphas:
             raise ValueError(f"task {task_id} already has alphas")
+        if self.layers[0].num_masks < self.n:
+            raise ConfigError(
+                f"ImpressLearn holds {self.layers[0].num_masks} of its {self.n} impressions: "
+                "call prepare(trainer, num_tasks) first (trainer: a MaskTrainer, "
+                "trainer(params, task_id, train_config, description), that trains params on a "
+                "task's data), or prepare_with(impressions) with masks learned elsewhere"
+            )
         self._current_task = task_id
         if not self._trains(task_id):
             self._current = []

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from impresslearn.data import existing_root
 from impresslearn.runners.tensorboard import check_log
 from impresslearn.runtime import Runtime
 
@@ -54,10 +55,15 @@ class RunContext:
         log: str | None = None,
     ) -> RunContext:
         """A context on ``device`` / ``precision`` (a ConfigError for a device that does not
-        exist), in this process's ``torch.distributed`` group if it is in one."""
+        exist; a DataError for a ``data_root`` that is not an existing folder), in this
+        process's ``torch.distributed`` group if it is in one."""
+        if data_root is not None and str(data_root) != "":
+            data_root = existing_root(Path(data_root), "the data_root argument")
+        else:
+            data_root = None
         return cls(
             Runtime.create(device, precision),
-            None if data_root is None else Path(data_root),
+            data_root,
             None if out_dir is None else Path(out_dir),
             overwrite=overwrite,
             resume=resume,

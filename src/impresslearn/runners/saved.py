@@ -58,6 +58,7 @@ class LoadedRun:
     state: RunState
     num_classes: int
     runtime: Runtime
+    input_shape: tuple[int, ...]
 
     @property
     def device(self) -> torch.device:
@@ -70,14 +71,30 @@ class LoadedRun:
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor, task_id: int) -> torch.Tensor:
-        """Outputs (on the run's device) for inputs ``x`` (normalised like the scenario's, on
-        any device) with task ``task_id``."""
+        """Outputs (on the run's device) for inputs ``x`` (a float batch of shape ``(N,
+        *input_shape)``, normalised like the scenario's, on any device) with task ``task_id``."""
         if task_id not in self.tasks:
             raise ConfigError(
                 f"task {task_id} is not in this run (finished tasks: 0..{self.state.next_task - 1})"
             )
+        self.check_input(x)
         with self.method.task_context(task_id), self.runtime.autocast():
             return self.model(x.to(self.device))
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Refuse a batch the model cannot take, saying what it expects."""
+        if not isinstance(x, torch.Tensor):
+            raise ConfigError(f"inputs must be a torch.Tensor, got {type(x).__name__}")
+        if tuple(x.shape[1:]) != self.input_shape or x.dim() != len(self.input_shape) + 1:
+            raise ConfigError(
+                f"inputs of shape {tuple(x.shape)} do not fit this run's model: it takes a batch "
+                f"of shape (N, {', '.join(map(str, self.input_shape))})"
+            )
+        if not x.is_floating_point():
+            raise ConfigError(
+                f"inputs are {x.dtype}: the model takes floating-point images normalised like the "
+                "scenario's (e.g. the test data of run.scenario(data_root)), not raw pixel values"
+            )
 
     @property
     def predicted_outputs(self) -> int:
@@ -110,7 +127,7 @@ def load_run(
     model = build_backbone(config.backbone, input_shape, num_classes).to(runtime.device)
     method = build_method(model, config.method)
     state = restore_checkpoint(path, config, model, method)
-    return LoadedRun(config, model, method, state, num_classes, runtime)
+    return LoadedRun(config, model, method, state, num_classes, runtime, tuple(input_shape))
 
 
 def evaluate_run(run: LoadedRun, data_root: Path | None, *, progress: bool = False) -> list[float]:
