@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from impresslearn.data import existing_root
+
 # The recipe modules register their kinds on import.
 from impresslearn.runners import frontier, nns, sweep, tasks  # noqa: F401
 from impresslearn.runners.context import RunContext
@@ -58,7 +60,11 @@ def run_experiment(
     """Run ``config`` (of any kind) with a context built from these arguments:
     ``run(config, RunContext.create(...))``. With ``out_dir`` the run folder is written as the
     run goes (a task stream checkpoints after every task; ``resume`` continues it at its next
-    task, with the same results as a run never interrupted, on any device)."""
+    task, with the same results as a run never interrupted, on any device). A ``data_root``
+    given must be an existing folder (a DataError otherwise, as ``--data-root`` on the command
+    line); None searches only the system-wide data folders and the embedded data."""
+    if data_root is not None:
+        data_root = existing_root(Path(data_root), "the data_root argument")
     ctx = RunContext.create(
         data_root,
         out_dir,

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 
-from impresslearn.data import existing_root
 from impresslearn.runners.tensorboard import check_log
 from impresslearn.runtime import Runtime
 
@@ -55,15 +54,10 @@ class RunContext:
         log: str | None = None,
     ) -> RunContext:
         """A context on ``device`` / ``precision`` (a ConfigError for a device that does not
-        exist; a DataError for a ``data_root`` that is not an existing folder), in this
-        process's ``torch.distributed`` group if it is in one."""
-        if data_root is not None and str(data_root) != "":
-            data_root = existing_root(Path(data_root), "the data_root argument")
-        else:
-            data_root = None
+        exist), in this process's ``torch.distributed`` group if it is in one."""
         return cls(
             Runtime.create(device, precision),
-            data_root,
+            None if data_root is None else Path(data_root),
             None if out_dir is None else Path(out_dir),
             overwrite=overwrite,
             resume=resume,
