@@ -5,6 +5,7 @@ files."""
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -371,3 +372,129 @@ def test_a_sampled_matrix_watches_forgetting_during_the_stream_and_finds_none(tm
     assert csv[0] == "after_task,task,task_name,accuracy" and len(csv) == 1 + r.num_entries
     with pytest.raises(ConfigError, match="sampled:K"):
         apply_overrides(config, ["eval.matrix=sampled:0"])
+
+
+def _tensor_ranges(raw: bytes, base: int = 0) -> dict[str, tuple[int, int]]:
+    """Byte ranges of each tensor's data in a safetensors blob at ``base`` of a file."""
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + size])
+    start = base + 8 + size
+    return {
+        k: (start + v["data_offsets"][0], start + v["data_offsets"][1])
+        for k, v in header.items()
+        if k != "__metadata__" and v["data_offsets"][1] > v["data_offsets"][0]
+    }
+
+
+def _segment_ranges(raw: bytes) -> list[tuple[int, int]]:
+    """(start, end) of every segment's payload in checkpoint.tasks."""
+    out, offset = [], 0
+    while offset < len(raw):
+        size = int.from_bytes(raw[offset + 8 : offset + 16], "little")
+        out.append((offset + 48, offset + 48 + size))
+        offset += 48 + size
+    return out
+
+
+def _one_of_each_kind(ranges: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+    kinds: dict[str, str] = {}
+    for name in sorted(ranges):
+        kinds.setdefault(name.split(".")[0], name)
+    return {name: ranges[name] for name in kinds.values()}
+
+
+def _flipped_bit(path: Path, at: int):
+    raw = bytearray(path.read_bytes())
+    raw[at] ^= 0x01
+    return raw
+
+
+KINDS_RUNS = {
+    "supsup": SUPSUP[:1] + ["scenario.num_tasks=2", "train.iterations=5"],
+    # a residual backbone: batch-norm statistics per task (norm.*), stored coefficients (method.*)
+    "impresslearn-resnet": [
+        "scenario.dataset=mnist_embedded",
+        "backbone.name=gem_resnet18",
+        "scenario.num_tasks=2",
+        "train.iterations=2",
+        "train.batch_size=16",
+        "eval.matrix=diagonal",
+        "method.name=impresslearn",
+        "method.num_impressions=1",
+        "method.impressions.iterations=2",
+        "method.impressions.batch_size=16",
+        "method.dedicated_masks=false",
+    ],
+}
+
+
+@pytest.mark.parametrize("name", list(KINDS_RUNS))
+def test_one_flipped_bit_in_any_kind_of_tensor_is_named(name, tmp_path):
+    """One bit flipped in a tensor of each kind (masks, accuracy matrix, batch-norm statistics,
+    the method's coefficients), in the snapshot and in every task's segment: loading names the
+    file, the task and the tensor, and nothing runs from it."""
+    run = tmp_path / "run"
+    run_experiment(apply_overrides(ExperimentConfig(), KINDS_RUNS[name]), None, run)
+    snapshot, tasks = run / CHECKPOINT_NAME, segments_path(run / CHECKPOINT_NAME)
+    seen = set()
+    for tensor, (start, end) in _one_of_each_kind(_tensor_ranges(snapshot.read_bytes())).items():
+        original = snapshot.read_bytes()
+        snapshot.write_bytes(_flipped_bit(snapshot, (start + end) // 2))
+        message = rf"checkpoint {snapshot} is corrupt: tensor {re.escape(tensor)} does not match"
+        with pytest.raises(CheckpointError, match=message):
+            load_run(run)
+        with pytest.raises(CheckpointError, match=message):
+            run_experiment(
+                apply_overrides(ExperimentConfig(), KINDS_RUNS[name]), None, run, resume=True
+            )
+        snapshot.write_bytes(original)
+        seen.add(tensor.split(".")[0])
+    raw = tasks.read_bytes()
+    for k, (p0, p1) in enumerate(_segment_ranges(raw)):
+        for tensor, (start, end) in _one_of_each_kind(_tensor_ranges(raw[p0:p1], p0)).items():
+            tasks.write_bytes(_flipped_bit(tasks, (start + end) // 2))
+            message = rf"segment {k} \(byte \d+\), task {k}, is corrupt: tensor {re.escape(tensor)}"
+            with pytest.raises(CheckpointError, match=message):
+                load_run(run)
+            assert main(["eval", str(run), "--quiet"]) == 2
+            tasks.write_bytes(raw)
+            seen.add(tensor.split(".")[0])
+    expected = {"bank", "matrix"} | ({"norm", "method"} if name != "supsup" else set())
+    assert seen == expected
+    load_run(run)  # restored: intact again
+
+
+def test_a_changed_metadata_entry_is_named_as_such(saved_run):
+    _, run = saved_run
+    snapshot, tasks = run / CHECKPOINT_NAME, segments_path(run / CHECKPOINT_NAME)
+    original = snapshot.read_bytes()
+    snapshot.write_bytes(original.replace(b'"next_task":"0"', b'"next_task":"1"'))
+    with pytest.raises(CheckpointError, match=r"corrupt: its metadata \(the header"):
+        load_run(run)
+    snapshot.write_bytes(original)
+    raw = tasks.read_bytes()
+    assert raw.count(b'"task_name') >= 1
+    tasks.write_bytes(raw.replace(b'\\"task_name', b'\\"task_namf', 1))
+    with pytest.raises(CheckpointError, match=r"segment 0 .*task 0, is corrupt: its metadata"):
+        load_run(run)
+
+
+def test_result_files_that_commands_read_are_checked(saved_run, tmp_path, capsys):
+    """metrics.json and saved evaluations carry their own SHA-256: compare refuses an edited
+    one instead of showing numbers the run never produced."""
+    _, run = saved_run
+    assert main(["compare", str(run), str(run)]) == 0
+    metrics = run / "metrics.json"
+    original = metrics.read_text()
+    edited = json.loads(original)
+    edited["average_accuracy"] = 0.99
+    metrics.write_text(json.dumps(edited))
+    capsys.readouterr()
+    assert main(["compare", str(run), str(run)]) == 2
+    assert "metrics.json was changed after impresslearn wrote it" in capsys.readouterr().err
+    metrics.write_text(original)
+    assert main(["eval", str(run), "--quiet", "--set", "eval.batch_size=500"]) == 0
+    (saved,) = (run / "evaluations").glob("*.json")
+    saved.write_text(saved.read_text().replace('"finished": true', '"finished": false'))
+    assert main(["compare", str(run)]) == 2
+    assert f"{saved.name} was changed after" in capsys.readouterr().err

@@ -59,6 +59,13 @@ def _add_runtime_args(p: argparse.ArgumentParser, *, precision: bool = True) -> 
         help="where to compute: auto (CUDA when available, else CPU), cpu, cuda, cuda:N or mps; "
         "not part of the experiment (a run resumes on any device)",
     )
+    p.add_argument(
+        "--threads",
+        default="auto",
+        help="torch intra-op threads per process: auto (default: the cores free when the run "
+        "starts, one per process under torchrun, OMP_NUM_THREADS if set; a resumed run keeps "
+        "its count) or N; results are bit-identical for a given count only",
+    )
     if precision:
         p.add_argument(
             "--precision",
@@ -253,9 +260,11 @@ def _resolve_config(args: argparse.Namespace):
 def _context(args: argparse.Namespace, out: Path | None, *, resume: bool = False):
     """The run context of the command line, built once: ``--device`` / ``--precision`` resolved
     (before anything is written), the data root, the folder, progress and logging."""
+    from impresslearn.checkpoint import CHECKPOINT_NAME, recorded_threads
     from impresslearn.data import resolve_data_root
     from impresslearn.runners import RunContext
 
+    recorded = recorded_threads(out / CHECKPOINT_NAME) if resume and out is not None else None
     return RunContext.create(
         resolve_data_root(args.data_root, os.environ),
         out,
@@ -265,6 +274,8 @@ def _context(args: argparse.Namespace, out: Path | None, *, resume: bool = False
         resume=resume,
         progress=not args.quiet,
         log=getattr(args, "log", None),
+        threads=getattr(args, "threads", None),
+        recorded_threads=recorded,
     )
 
 
@@ -478,6 +489,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from impresslearn.report import compare_table
     from impresslearn.runners import load_evaluations
     from impresslearn.runners.seeds import is_seeds_folder, load_seeds_record
+    from impresslearn.storage import read_checked_json
 
     folders = []  # (name, folder); a folder of repeats over seeds stands for its runs
     for folder in args.runs:
@@ -489,14 +501,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     runs, evaluations = [], []
     for name, folder in folders:
         path = folder / "metrics.json"
-        try:
-            metrics = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ImpressLearnError(
-                f"{path} does not exist: is {folder} a finished run folder?"
-            ) from None
-        except json.JSONDecodeError as e:
-            raise ImpressLearnError(f"{path} is not valid JSON ({e})") from None
+        if not path.is_file():
+            raise ImpressLearnError(f"{path} does not exist: is {folder} a finished run folder?")
+        metrics = read_checked_json(path)
         runs.append((name, metrics))
         # Its saved re-evaluations (impresslearn eval), as rows of their own in the table.
         for label, record in load_evaluations(folder):

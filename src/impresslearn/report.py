@@ -13,6 +13,17 @@ from impresslearn.metrics import (
 )
 
 
+def _seconds(metrics: dict[str, Any]) -> str:
+    text = f"{metrics['seconds_per_task']:.1f}"
+    prepare = metrics.get("prepare_seconds", 0.0)
+    if prepare >= 0.05 * metrics["seconds_per_task"] * metrics["num_tasks"]:
+        text += (
+            f" (the {prepare:.0f} s of preparation shared out; "
+            f"{metrics['seconds_per_task_after_prepare']:.1f} each after it)"
+        )
+    return text
+
+
 def _bytes(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1000 or unit == "GB":
@@ -40,7 +51,7 @@ def summary_table(metrics: dict[str, Any]) -> str:
             f"{_bytes(b['total'])} (mask {_bytes(b['mask'])}, coeffs {_bytes(b['coeffs'])}, "
             f"norm stats {_bytes(b['norm_stats'])})",
         ),
-        ("seconds per task", f"{metrics['seconds_per_task']:.1f}"),
+        ("seconds per task", _seconds(metrics)),
         ("peak memory", f"{metrics['peak_memory_mb']:.0f} MiB"),
     ]
     if "checkpoint_growth_per_task" in metrics:

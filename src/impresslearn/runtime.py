@@ -30,6 +30,7 @@ import torch
 import torch.distributed as dist
 
 from impresslearn.errors import ConfigError, ImpressLearnError
+from impresslearn.threads import ThreadChoice, choose_threads
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ class Runtime:
     precision: str = "fp32"
     rank: int = 0
     world_size: int = 1
+    threads: ThreadChoice | None = None  # None: torch's own setting, not chosen here
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -105,10 +107,15 @@ class Runtime:
         precision: str = "fp32",
         *,
         distributed: bool | None = None,
+        threads: str | int | None = None,
+        recorded_threads: int | None = None,
     ) -> Runtime:
         """Resolve ``device`` (see :func:`resolve_device`) and check ``precision``. With
         ``distributed`` (default: whether a ``torch.distributed`` process group is initialised)
-        the runtime is this process's place in the group; with False, a run of its own."""
+        the runtime is this process's place in the group; with False, a run of its own.
+        ``threads`` (``auto`` or a count; None leaves torch's setting alone) sets torch's
+        intra-op threads, see :func:`impresslearn.threads.choose_threads` (``recorded_threads``:
+        the count a resumed run started with)."""
         resolved = resolve_device(device)
         if precision == "bf16" and resolved.type == "cpu":
             log.warning(
@@ -118,9 +125,12 @@ class Runtime:
         use_group = dist.is_available() and dist.is_initialized()
         if distributed is not None:
             use_group = use_group and distributed
-        if not use_group:
-            return cls(resolved, precision)
-        return cls(resolved, precision, dist.get_rank(), dist.get_world_size())
+        rank, world = (dist.get_rank(), dist.get_world_size()) if use_group else (0, 1)
+        choice = None
+        if threads is not None:
+            choice = choose_threads(threads, world_size=world, recorded=recorded_threads)
+            choice.apply()
+        return cls(resolved, precision, rank, world, choice)
 
     # ------------------------------------------------------------------------- processes
 
@@ -135,7 +145,7 @@ class Runtime:
 
     def alone(self) -> Runtime:
         """This process's device and precision, as a run of its own (e.g. one repeat of many)."""
-        return Runtime(self.device, self.precision)
+        return Runtime(self.device, self.precision, threads=self.threads)
 
     def rows(self, total: int) -> slice:
         """This process's contiguous share of ``total`` rows (sizes differ by at most one; a share
@@ -282,6 +292,8 @@ class Runtime:
             "device_name": self.device_name(),
             "precision": self.precision,
             "processes": self.world_size,
+            "threads": torch.get_num_threads(),
+            "threads_chosen_by": self.threads.reason if self.threads else "torch's own setting",
             "torch_version": torch.__version__,
         }
         if self.device.type == "cuda":

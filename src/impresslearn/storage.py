@@ -1,16 +1,23 @@
 """Atomic file writes: a temp file in the same folder, fsync, then rename over the target.
 
 A reader (or a run killed mid-write) sees either the old file or the complete new one, never a
-half-written file.
+half-written file. The result files that commands read back (``metrics.json``, saved
+evaluations) carry a ``content_sha256`` of their own contents, checked when they are read, so a
+changed number is an error, never a different result.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from impresslearn.errors import CheckpointError
+
+DIGEST_FIELD = "content_sha256"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -49,3 +56,41 @@ def append_line(path: Path, line: str) -> None:
         f.write(line.rstrip("\n") + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def json_digest(obj: dict[str, Any]) -> str:
+    """SHA-256 of a JSON object's contents (every entry but ``content_sha256``)."""
+    body = {k: v for k, v in obj.items() if k != DIGEST_FIELD}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def write_checked_json(path: Path, obj: dict[str, Any]) -> None:
+    """Write ``obj`` atomically with its ``content_sha256`` (see :func:`read_checked_json`)."""
+    atomic_write_json(path, {**obj, DIGEST_FIELD: json_digest(obj)})
+
+
+def read_checked_json(path: Path) -> dict[str, Any]:
+    """Read a JSON object written by :func:`write_checked_json`, checked against its
+    ``content_sha256`` (a file without one, from an older impresslearn, is read as it is).
+
+    Raises:
+        CheckpointError: the file is missing, not JSON, or changed since it was written.
+    """
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is not valid JSON ({e})") from None
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e}") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} does not hold a JSON object")
+    expected = obj.pop(DIGEST_FIELD, None)
+    if expected is not None and expected != json_digest(obj):
+        raise CheckpointError(
+            f"{path} was changed after impresslearn wrote it (its content_sha256 does not match "
+            "its contents): restore it from a copy, or run or evaluate again"
+        )
+    return obj

@@ -68,6 +68,7 @@ __all__ = [
     "checkpoint_config",
     "checkpoint_shape",
     "checkpoint_tasks",
+    "recorded_threads",
     "restore_checkpoint",
     "weight_fingerprint",
 ]
@@ -142,7 +143,7 @@ class CheckpointWriter:
         data, digest = _snapshot(self.config, self.model, self.method, state, self.shape)
         atomic_write_bytes(self.path, data)
         segments_path(self.path).unlink(missing_ok=True)
-        self._manifest = Manifest(digest, 0, 0, self.config.to_dict())
+        self._manifest = Manifest(digest, 0, 0, self.config.to_dict(), torch.get_num_threads())
         self._snapshot_bytes = len(data)
         written = len(data) + self._manifest.write(self.path)
         state.checkpoint_sizes.append(self._snapshot_bytes)
@@ -201,6 +202,16 @@ def checkpoint_tasks(path: Path) -> int:
         _, metadata = read_snapshot(path)
         return int(metadata["next_task"]) + manifest.segments
     return int(read_snapshot(path)[1]["next_task"])
+
+
+def recorded_threads(path: Path) -> int | None:
+    """The intra-op thread count the run of the checkpoint at ``path`` started with (None when
+    there is no checkpoint or it does not say): a resumed run keeps it, to stay bit-identical."""
+    try:
+        manifest = Manifest.read(Path(path))
+    except CheckpointError:
+        return None  # the resume itself reports the damage
+    return None if manifest is None else manifest.threads
 
 
 def checkpoint_bytes(run_dir: Path) -> int:

@@ -2,11 +2,12 @@
 
 * ``checkpoint.safetensors``, the **snapshot**: the whole run at one moment (after the
   preparation; or a run written by an older impresslearn, converted once), written atomically.
-  Its metadata holds a SHA-256 of its own contents (every tensor and every other metadata entry),
-  so a changed byte anywhere is found.
+  Its metadata holds a SHA-256 of every tensor and one of the whole metadata, so a changed byte
+  anywhere is found, and named: which tensor, or the metadata.
 * ``checkpoint.tasks``, the **segments**: one record per task learned after the snapshot, only
   ever appended: ``MAGIC``, the payload's length (8 bytes, little-endian), its SHA-256 (32 bytes),
-  then the payload (a safetensors blob of what the task added).
+  then the payload (a safetensors blob of what the task added, with its tensors' SHA-256s, so
+  a damaged segment names its task and tensor).
 * ``checkpoint.json``, the **manifest**, written atomically after each append: how many segments
   and bytes of ``checkpoint.tasks`` belong to the run, and the snapshot's digest. Bytes past
   that length (a write cut short by a kill) are not part of the run and are cut off by the next
@@ -40,6 +41,8 @@ MANIFEST_SUFFIX = ".json"
 MAGIC = b"ILTASK01"
 _FRAME = len(MAGIC) + 8 + 32
 DIGEST_KEY = "content_sha256"
+TENSORS_KEY = "tensor_sha256"  # {name: SHA-256 of the tensor}, in snapshots and segments
+SEGMENT_DIGEST = 16  # hex digits of a tensor's SHA-256 kept in a segment
 
 
 def segments_path(path: Path) -> Path:
@@ -56,26 +59,88 @@ def checkpoint_files(path: Path) -> list[Path]:
     return [f for f in files if f.is_file()]
 
 
-def content_digest(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
-    """SHA-256 over every tensor (name, dtype, shape, bytes) and every metadata entry but the
-    digest itself."""
-    h = hashlib.sha256()
+def _hash_metadata(h: Any, metadata: dict[str, str]) -> None:
     for key in sorted(metadata):
         if key != DIGEST_KEY:
             h.update(json.dumps([key, metadata[key]]).encode())
+
+
+def _hash_tensor(h: Any, t: torch.Tensor) -> None:
+    t = t.contiguous()
+    h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+
+
+def content_digest(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> str:
+    """SHA-256 over every tensor (name, dtype, shape, bytes) and every metadata entry but the
+    digest itself (the snapshot's digest before tensors had their own; a task's additions)."""
+    h = hashlib.sha256()
+    _hash_metadata(h, metadata)
     for key in sorted(tensors):
-        t = tensors[key].contiguous()
-        h.update(f"{key}{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(key.encode())
+        _hash_tensor(h, tensors[key])
     return h.hexdigest()
+
+
+def tensor_digest(t: torch.Tensor) -> str:
+    """SHA-256 of one tensor (dtype, shape, bytes)."""
+    h = hashlib.sha256()
+    _hash_tensor(h, t)
+    return h.hexdigest()
+
+
+def _metadata_digest(metadata: dict[str, str]) -> str:
+    """SHA-256 over every metadata entry but the digest itself (the tensors' digests included)."""
+    h = hashlib.sha256()
+    _hash_metadata(h, metadata)
+    return h.hexdigest()
+
+
+def _with_tensor_digests(
+    tensors: dict[str, torch.Tensor], metadata: dict[str, str], length: int = 64
+) -> dict[str, str]:
+    """``metadata`` with every tensor's digest (its first ``length`` hex digits: a segment,
+    checked whole by its frame's SHA-256, needs them only to name the damage)."""
+    digests = {k: tensor_digest(tensors[k])[:length] for k in sorted(tensors)}
+    return {**metadata, TENSORS_KEY: json.dumps(digests)}
+
+
+def check_tensors(tensors: dict[str, torch.Tensor], metadata: dict[str, str], what: str) -> None:
+    """Refuse tensors that do not match the digests recorded beside them, naming them."""
+    try:
+        recorded = json.loads(metadata[TENSORS_KEY])
+        if not isinstance(recorded, dict):
+            raise ValueError("not a JSON object")
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"{what} is corrupt: its record of tensor digests is ({e})") from None
+    changed = sorted(set(recorded) ^ set(tensors))  # a tensor missing or renamed
+    changed += [
+        k
+        for k in sorted(tensors)
+        if k in recorded
+        and (
+            len(recorded[k]) < SEGMENT_DIGEST
+            or not tensor_digest(tensors[k]).startswith(recorded[k])
+        )
+    ]
+    if changed:
+        names = ", ".join(changed[:5]) + (
+            f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+        )
+        raise CheckpointError(
+            f"{what} is corrupt: tensor {names} does not match the SHA-256 written with it (a "
+            "changed byte); restore it from a copy or run again with --overwrite"
+        )
 
 
 def encode_snapshot(
     tensors: dict[str, torch.Tensor], metadata: dict[str, str]
 ) -> tuple[bytes, str]:
-    """The snapshot file's bytes, and its content digest."""
+    """The snapshot file's bytes, and its content digest (over the metadata, which holds every
+    tensor's digest)."""
     metadata = {**metadata, "format": FORMAT, "format_version": str(FORMAT_VERSION)}
-    metadata[DIGEST_KEY] = content_digest(tensors, metadata)
+    metadata = _with_tensor_digests(tensors, metadata)
+    metadata[DIGEST_KEY] = _metadata_digest(metadata)
     return st_save(tensors, metadata=metadata), metadata[DIGEST_KEY]
 
 
@@ -109,10 +174,18 @@ def read_snapshot(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
             f"checkpoint {path} has format version {version}; this impresslearn reads versions 1 "
             f"and {FORMAT_VERSION}: use the impresslearn version that wrote it"
         )
-    if version != "1" and metadata.get(DIGEST_KEY) != content_digest(tensors, metadata):
+    if version == "1":
+        return tensors, metadata
+    if TENSORS_KEY in metadata:  # every tensor named, then the metadata
+        check_tensors(tensors, metadata, f"checkpoint {path}")
+        intact = metadata.get(DIGEST_KEY) == _metadata_digest(metadata)
+    else:  # written before the tensors had digests of their own
+        intact = metadata.get(DIGEST_KEY) == content_digest(tensors, metadata)
+    if not intact:
         raise CheckpointError(
-            f"checkpoint {path} is corrupt: its contents do not match the digest written with "
-            "them (a changed byte); restore it from a copy or run again with --overwrite"
+            f"checkpoint {path} is corrupt: its metadata (the header: config, events, "
+            "bookkeeping) does not match the digest written with it (a changed byte); restore it "
+            "from a copy or run again with --overwrite"
         )
     return tensors, metadata
 
@@ -125,6 +198,7 @@ class Manifest:
     segments: int
     segment_bytes: int
     config: dict[str, Any]
+    threads: int | None = None  # torch's intra-op threads when the run started
 
     def write(self, path: Path) -> int:
         obj = {
@@ -134,6 +208,7 @@ class Manifest:
             "segments": self.segments,
             "segment_bytes": self.segment_bytes,
             "config": self.config,
+            "threads": self.threads,
         }
         atomic_write_json(manifest_path(path), obj)
         return manifest_path(path).stat().st_size
@@ -152,6 +227,7 @@ class Manifest:
                 int(obj["segments"]),
                 int(obj["segment_bytes"]),
                 dict(obj["config"]),
+                None if obj.get("threads") is None else int(obj["threads"]),
             )
         except FileNotFoundError:
             return None
@@ -161,7 +237,7 @@ class Manifest:
 
 def encode_segment(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
     """One framed segment record."""
-    payload = st_save(tensors, metadata=metadata)
+    payload = st_save(tensors, metadata=_with_tensor_digests(tensors, metadata, SEGMENT_DIGEST))
     digest = hashlib.sha256(payload).digest()
     return MAGIC + len(payload).to_bytes(8, "little") + digest + payload
 
@@ -192,10 +268,7 @@ def read_segments(
         size = int.from_bytes(head[len(MAGIC) : len(MAGIC) + 8], "little")
         payload = raw[offset + _FRAME : offset + _FRAME + size]
         if hashlib.sha256(payload).digest() != head[len(MAGIC) + 8 :]:
-            raise CheckpointError(
-                f"{file}: segment {k} (byte {offset}) is corrupt (its SHA-256 does not match); "
-                "restore the file from a copy or run again with --overwrite"
-            )
+            raise _segment_damage(payload, f"{file}: segment {k} (byte {offset})")
         out.append((*_decode(payload, f"{file} segment {k}"), _FRAME + size))
         offset += _FRAME + size
     if offset != manifest.segment_bytes:
@@ -203,6 +276,26 @@ def read_segments(
             f"{file}: segments end at byte {offset}, the manifest says {manifest.segment_bytes}"
         )
     return out
+
+
+def _segment_damage(payload: bytes, what: str) -> CheckpointError:
+    """The error for a segment whose SHA-256 does not match: its task and the tensor that
+    changed, where the payload still decodes."""
+    try:
+        tensors, metadata = _decode(payload, what)
+    except CheckpointError:
+        part = "its header"
+    else:
+        what = f"{what}, task {metadata.get('task', '?')},"
+        try:
+            check_tensors(tensors, metadata, what)
+        except CheckpointError as e:
+            return e
+        part = "its metadata (event, accuracies, bookkeeping)"
+    return CheckpointError(
+        f"{what} is corrupt: {part} does not match the SHA-256 written with it (a changed "
+        "byte); restore the file from a copy or run again with --overwrite"
+    )
 
 
 def append_segment(path: Path, record: bytes, keep: int) -> None:

@@ -56,13 +56,15 @@ def run_experiment(
     device: str | torch.device = "auto",
     precision: str = "fp32",
     log: str | None = None,
+    threads: str | int | None = None,
 ) -> RunResult:
     """Run ``config`` (of any kind) with a context built from these arguments:
     ``run(config, RunContext.create(...))``. With ``out_dir`` the run folder is written as the
     run goes (a task stream checkpoints after every task; ``resume`` continues it at its next
     task, with the same results as a run never interrupted, on any device). A ``data_root``
     given must be an existing folder (a DataError otherwise, as ``--data-root`` on the command
-    line); None searches only the system-wide data folders and the embedded data."""
+    line); None searches only the system-wide data folders and the embedded data. ``threads``:
+    ``auto`` or a count of torch intra-op threads to set (None: torch's setting is kept)."""
     if data_root is not None:
         data_root = existing_root(Path(data_root), "the data_root argument")
     ctx = RunContext.create(
@@ -74,6 +76,7 @@ def run_experiment(
         resume=resume,
         progress=progress,
         log=log,
+        threads=threads,
     )
     return run(config, ctx)
 

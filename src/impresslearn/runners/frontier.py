@@ -36,7 +36,10 @@ from impresslearn.runners.folder import started_folder
 from impresslearn.runners.recipes import RunResult, register_recipe
 from impresslearn.runners.stream import Stream, build_stream
 from impresslearn.runtime import Runtime
-from impresslearn.storage import atomic_write_json, atomic_write_text
+from impresslearn.storage import (
+    atomic_write_text,
+    write_checked_json,
+)
 from impresslearn.train import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -225,4 +228,4 @@ def _write(out_dir: Path, metrics: dict, results: dict, references: dict, tasks:
         out_dir / "frontier.png",
         f"{metrics['preset']}: {metrics['num_impressions']} impressions, {len(tasks)} unseen tasks",
     )
-    atomic_write_json(out_dir / "metrics.json", metrics)
+    write_checked_json(out_dir / "metrics.json", metrics)

@@ -28,11 +28,12 @@ from impresslearn.checkpoint import (
 )
 from impresslearn.config import ExperimentConfig, config_from_dict
 from impresslearn.data import load_dataset
-from impresslearn.errors import ConfigError, ImpressLearnError
+from impresslearn.errors import ConfigError
 from impresslearn.inference import check_inference, evaluate_without_task_ids
 from impresslearn.methods import Method, build_method
 from impresslearn.runtime import Runtime
 from impresslearn.scenarios import Scenario, build_scenario
+from impresslearn.storage import read_checked_json
 from impresslearn.train import accuracy
 
 
@@ -192,7 +193,7 @@ def save_evaluation(
     overrides, the evaluated settings, how many of the run's tasks were learned, and the metrics.
     The training's own result files are never touched; the same evaluation again replaces its
     file."""
-    from impresslearn.storage import atomic_write_json
+    from impresslearn.storage import write_checked_json
 
     folder = Path(run_dir) / EVALUATIONS
     folder.mkdir(exist_ok=True)
@@ -207,7 +208,7 @@ def save_evaluation(
         "finished": learned == planned,
         "metrics": metrics,
     }
-    atomic_write_json(path, record)
+    write_checked_json(path, record)
     return path
 
 
@@ -218,10 +219,5 @@ def load_evaluations(run_dir: Path) -> list[tuple[str, dict[str, Any]]]:
         return []
     out = []
     for path in sorted(folder.glob("*.json")):
-        try:
-            out.append((path.stem, json.loads(path.read_text(encoding="utf-8"))))
-        except json.JSONDecodeError as e:
-            raise ImpressLearnError(
-                f"{path} is not valid JSON ({e}): delete it or evaluate again"
-            ) from None
+        out.append((path.stem, read_checked_json(path)))
     return out

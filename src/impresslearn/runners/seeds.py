@@ -17,7 +17,6 @@ written once, by rank 0, when all are done, and ``--resume`` finishes whatever a
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -34,7 +33,11 @@ from impresslearn.runners.context import RunContext
 from impresslearn.runners.folder import RunFolderLock, start_run_folder
 from impresslearn.runners.recipes import RunResult, check_context, check_experiment, run
 from impresslearn.runners.saved import load_config_file
-from impresslearn.storage import atomic_write_json, atomic_write_text
+from impresslearn.storage import (
+    atomic_write_text,
+    read_checked_json,
+    write_checked_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +124,7 @@ def run_seeds(config: ExperimentConfig, ctx: RunContext, num_seeds: int) -> RunR
     def start() -> None:
         lock.acquire()
         start_run_folder(out, config, overwrite=ctx.overwrite)
-        atomic_write_json(out / SEEDS_NAME, {"num_seeds": num_seeds, "finished": False})
+        write_checked_json(out / SEEDS_NAME, {"num_seeds": num_seeds, "finished": False})
 
     try:
         ctx.runtime.on_writer(start)
@@ -137,10 +140,10 @@ def load_seeds_record(out_dir: Path) -> dict[str, Any]:
         CheckpointError: it is missing or unreadable.
     """
     path = Path(out_dir) / SEEDS_NAME
+    record = read_checked_json(path)
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
         num_seeds = int(record["num_seeds"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{path} is missing or unreadable ({e})") from None
     record.setdefault("preset", load_config_file(Path(out_dir) / "config.json").name)
     record.setdefault("runs", [f"seed-{i}" for i in range(num_seeds)])
@@ -179,7 +182,7 @@ def _run(config: ExperimentConfig, ctx: RunContext, num_seeds: int, *, resume: b
             continue
         run_dir = out / f"seed-{i}"
         if resume and (run_dir / "metrics.json").is_file():  # written last: the repeat finished
-            done[i] = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+            done[i] = read_checked_json(run_dir / "metrics.json")
             continue
         logger.info(
             "%s: repeat %d of %d (seeds + %d) -> %s", config.name, i + 1, num_seeds, i, run_dir
@@ -201,7 +204,7 @@ def _run(config: ExperimentConfig, ctx: RunContext, num_seeds: int, *, resume: b
         "summary": summarize(metrics),
     }
     if runtime.is_writer:
-        atomic_write_json(out / SEEDS_NAME, record)
+        write_checked_json(out / SEEDS_NAME, record)
         atomic_write_text(out / "seeds.csv", _csv(record["summary"], num_seeds))
         if all("final_accuracies" in m for m in metrics):
             series = {"task ids given": [m["final_accuracies"] for m in metrics]}

@@ -41,7 +41,10 @@ from impresslearn.runners.folder import started_folder
 from impresslearn.runners.recipes import RunResult, register_recipe
 from impresslearn.runners.stream import Stream, build_stream
 from impresslearn.runtime import Runtime
-from impresslearn.storage import atomic_write_json, atomic_write_text
+from impresslearn.storage import (
+    atomic_write_text,
+    write_checked_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -224,5 +227,5 @@ def _sweep(
             out_dir / "sweep.png",
             f"{config.name}: mean accuracy on {len(eval_tasks)} unseen tasks",
         )
-        atomic_write_json(out_dir / "metrics.json", metrics)
+        write_checked_json(out_dir / "metrics.json", metrics)
     return metrics
