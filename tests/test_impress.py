@@ -156,6 +156,7 @@ def test_regulariser_by_hand():
     method = ImpressLearn(
         model, ImpressLearnConfig(num_impressions=2, reg_lambda=0.5, impression_kind="random")
     )
+    method.prepare_with(method.random_impressions())
     method.begin_task(0)
     for a, v in zip(
         method.trainable_parameters(), ([1.0, 1.0], [0.5, -0.5], [0.25, 0.25]), strict=True

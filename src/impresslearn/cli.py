@@ -247,14 +247,27 @@ def _resolve_config(args: argparse.Namespace):
         raise ImpressLearnError("name a preset (see `impresslearn list`) or give --config FILE")
     config = apply_overrides(config, args.overrides)
     check_experiment(config)
-    ignored = [o for o in args.overrides if o.startswith("inference.")]
-    if ignored and config.kind == "stream" and not config.eval.infers_tasks:
-        logging.getLogger("impresslearn").warning(
+    _warn_unused_inference(config, args.overrides)
+    return config
+
+
+def _warn_unused_inference(config, overrides: list[str]) -> None:
+    """A one-line warning for inference settings given where nothing reads them (a warning, not
+    an error: ``eval`` may switch the procedure of a run whose config holds other settings)."""
+    given = [o for o in overrides if o.startswith("inference.")]
+    warn = logging.getLogger("impresslearn").warning
+    if given and config.kind == "stream" and not config.eval.infers_tasks:
+        warn(
             "impresslearn: %s has no effect with eval.scenario=GG (task ids given); add --set "
             "eval.scenario=GNu (or GNs) to infer the tasks",
-            ", ".join(ignored),
+            ", ".join(given),
         )
-    return config
+        return
+    unused = config.inference.unused_settings()
+    for item in given:
+        name = item.partition("=")[0].strip().removeprefix("inference.")
+        if name in unused:
+            warn("impresslearn: %s has no effect: %s", item, unused[name])
 
 
 def _context(args: argparse.Namespace, out: Path | None, *, resume: bool = False):
@@ -613,7 +626,7 @@ def file_system_error(e: OSError) -> str:
     """One line for an error of the file system (a path that cannot be written, a full disk),
     saying what to do; a run's last complete checkpoint is never touched by a failed write."""
     path = f" {e.filename}" if e.filename else ""
-    if e.errno == errno.ENOSPC:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
         return (
             f"no space left on the device (writing{path or ' a file'}). Files are written "
             "atomically, so the run's last complete checkpoint is kept: free some space, then "
@@ -622,7 +635,8 @@ def file_system_error(e: OSError) -> str:
     reason = e.strerror or type(e).__name__
     return (
         f"cannot use{path or ' a path'}: {reason}. Check the path and its permissions "
-        "(--out, --data-root, --plot, --config), or choose another"
+        "(--out, --data-root, --plot, --config), or choose another; a run stopped by it keeps "
+        "its last complete checkpoint and continues with `impresslearn run --resume DIR`"
     )
 
 

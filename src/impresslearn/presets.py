@@ -530,6 +530,7 @@ def impress_gnu_rotated_mnist() -> ExperimentConfig:
             base.method,
             dedicated_masks=False,
             granularity="output_unit",
+            groups=ImpressLearnConfig().groups,  # not read per output unit
             coeff_dtype="float32",
         ),
         train=IMPRESS_ALPHA_TRAIN,
@@ -579,7 +580,7 @@ def supsup_split_cifar100_paper() -> ExperimentConfig:
         backbone=CIFAR_BACKBONE,
         method=CIFAR_SUPSUP,
         train=PAPER_CIFAR_TRAIN,
-        eval=replace(PAPER_EVAL, batch_size=500),
+        eval=EvalConfig(batch_size=500),
     )
 
 

@@ -69,6 +69,12 @@ class TrainConfig:
         if self.weight_decay < 0 or self.momentum < 0:
             raise ConfigError("train.weight_decay and train.momentum must be >= 0")
 
+    def unused_settings(self) -> dict[str, str]:
+        """The fields these settings do not read, and why."""
+        if self.optimizer == "adam":
+            return {"momentum": "the adam optimiser has no momentum setting (use sgd or rmsprop)"}
+        return {}
+
     def num_steps(self, num_examples: int) -> int:
         """Optimiser steps for a task of ``num_examples`` training examples."""
         if self.iterations is not None:

@@ -93,6 +93,15 @@ class InferenceConfig:
                 f"procedures {', '.join(VERIFIED)}, not inference.procedure={self.procedure!r}"
             )
 
+    def unused_settings(self) -> dict[str, str]:
+        """The fields these settings do not read, and why."""
+        unused = {}
+        if self.procedure not in ("shortlist", "binary_shortlist"):
+            unused["shortlist_size"] = f"inference.procedure={self.procedure} keeps no shortlist"
+        if self.verification == "raw":
+            unused["reference_images"] = "raw verification measures no references"
+        return unused
+
     @property
     def calibrated(self) -> bool:
         """Whether inference needs each task's reference (and, for ``auto``, its self-test)."""

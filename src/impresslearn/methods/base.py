@@ -171,6 +171,13 @@ class Method:
                 )
             )
 
+    @classmethod
+    def unused_settings(cls, config: Any) -> dict[str, str]:
+        """Fields of ``config.method`` that ``config`` does not read, each with why: a new run
+        that sets one away from its default is refused (see
+        :func:`impresslearn.runners.check_unused`). By default none."""
+        return {}
+
     def check_stream(self, num_tasks: int) -> None:
         """Refuse a stream of ``num_tasks`` tasks this method cannot learn (called before a run
         writes anything)."""

@@ -256,6 +256,31 @@ class ImpressLearn(Method):
                 "method.train_impression_tasks=true"
             )
 
+    @classmethod
+    def unused_settings(cls, config: Any) -> dict[str, str]:
+        """The method fields ``config`` does not read, and why (a sweep varies the impression
+        kind, a frontier the representation: those rules hold for the other kinds)."""
+        m, unused = config.method, {}
+        if config.kind != "frontier":
+            for name, granularity in (("groups", "groups"), ("rank", "low_rank")):
+                if m.granularity != granularity:
+                    unused[name] = (
+                        f"only method.granularity={granularity} reads it, not {m.granularity}"
+                    )
+        if config.kind in ("stream", "nns"):
+            if m.impression_kind == "random":
+                unused["impression_tasks"] = "random impressions are drawn, not learned on tasks"
+                if not m.dedicated_masks:
+                    unused["impressions"] = (
+                        "random impressions are drawn, not trained (the impressions' training "
+                        "also trains the dedicated comparison masks, method.dedicated_masks=true)"
+                    )
+            if m.impression_kind != "heterogeneous":
+                why = f"only heterogeneous impressions are tasks of the stream, not {m.impression_kind}"
+                unused["train_impression_tasks"] = why
+                unused["shared_scores"] = why
+        return unused
+
     def check_stream(self, num_tasks: int) -> None:
         cfg = self.config
         if any(t >= num_tasks for t in cfg.source_tasks()):

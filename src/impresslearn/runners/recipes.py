@@ -25,10 +25,12 @@ from typing import Any
 import numpy as np
 
 from impresslearn.config import ExperimentConfig
-from impresslearn.errors import ConfigError
+from impresslearn.errors import ConfigError, refuse_unused
+from impresslearn.methods import method_class
 from impresslearn.metrics import AccuracyMatrix
 from impresslearn.registry import Registry
 from impresslearn.runners.context import RunContext
+from impresslearn.train import TrainConfig
 
 
 @dataclass
@@ -148,4 +150,26 @@ def run(config: ExperimentConfig, ctx: RunContext) -> RunResult:
     """
     recipe = check_experiment(config)
     check_context(recipe, ctx)
+    if not ctx.resume:  # a resumed run was accepted when it started
+        check_unused(config)
     return recipe.run(config, ctx)
+
+
+def check_unused(config: ExperimentConfig) -> None:
+    """Refuse a setting that has no effect in this experiment, saying why (a new run's check: a
+    saved run's config is read as it was written). The method declares its own
+    (:meth:`~impresslearn.methods.Method.unused_settings`)."""
+    method = method_class(config.method.name)
+    refuse_unused("method", config.method, type(config.method)(), method.unused_settings(config))
+    trainings = {
+        "train": config.train,
+        "method.impressions": getattr(config.method, "impressions", None),
+    }
+    for section, train in trainings.items():
+        if isinstance(train, TrainConfig):
+            refuse_unused(section, train, TrainConfig(), train.unused_settings())
+    if config.eval.predict == "outputs" and config.backbone.num_outputs is None:
+        raise ConfigError(
+            "eval.predict=outputs has no effect here: without backbone.num_outputs the model's "
+            "outputs are the task's classes; set backbone.num_outputs=N, or remove the setting"
+        )
