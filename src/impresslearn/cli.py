@@ -235,6 +235,7 @@ def _resolve_config(args: argparse.Namespace):
     from impresslearn.config import apply_overrides
     from impresslearn.presets import get_preset
     from impresslearn.runners import check_experiment, load_config_file
+    from impresslearn.runners.recipes import refuse_unused
 
     if getattr(args, "config", None) is not None:
         if args.preset:
@@ -247,6 +248,7 @@ def _resolve_config(args: argparse.Namespace):
         raise ImpressLearnError("name a preset (see `impresslearn list`) or give --config FILE")
     config = apply_overrides(config, args.overrides)
     check_experiment(config)
+    refuse_unused(config, [o.partition("=")[0].strip() for o in args.overrides])
     _warn_unused_inference(config, args.overrides)
     return config
 

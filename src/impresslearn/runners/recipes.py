@@ -17,6 +17,9 @@ any recipe.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +28,14 @@ from typing import Any
 import numpy as np
 
 from impresslearn.config import ExperimentConfig
-from impresslearn.errors import ConfigError, refuse_unused
+from impresslearn.errors import ConfigError
 from impresslearn.methods import method_class
 from impresslearn.metrics import AccuracyMatrix
 from impresslearn.registry import Registry
 from impresslearn.runners.context import RunContext
 from impresslearn.train import TrainConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -151,25 +156,57 @@ def run(config: ExperimentConfig, ctx: RunContext) -> RunResult:
     recipe = check_experiment(config)
     check_context(recipe, ctx)
     if not ctx.resume:  # a resumed run was accepted when it started
-        check_unused(config)
+        warn_unused(config)
     return recipe.run(config, ctx)
 
 
-def check_unused(config: ExperimentConfig) -> None:
-    """Refuse a setting that has no effect in this experiment, saying why (a new run's check: a
-    saved run's config is read as it was written). The method declares its own
-    (:meth:`~impresslearn.methods.Method.unused_settings`)."""
-    method = method_class(config.method.name)
-    refuse_unused("method", config.method, type(config.method)(), method.unused_settings(config))
-    trainings = {
-        "train": config.train,
-        "method.impressions": getattr(config.method, "impressions", None),
-    }
-    for section, train in trainings.items():
-        if isinstance(train, TrainConfig):
-            refuse_unused(section, train, TrainConfig(), train.unused_settings())
+def unused_settings(config: ExperimentConfig) -> dict[str, str]:
+    """Every setting of ``config`` set away from its default where nothing reads it: its key
+    (``method.groups``, ``method.impressions.lr``) and a message saying why. The method declares
+    its own (:meth:`~impresslearn.methods.Method.unused_settings`)."""
+    sections = [
+        ("method", config.method, type(config.method)(), method_class(config.method.name)),
+        ("train", config.train, TrainConfig(), None),
+    ]
+    impressions = getattr(config.method, "impressions", None)
+    if isinstance(impressions, TrainConfig):
+        sections.append(("method.impressions", impressions, TrainConfig(), None))
+    out = {}
+    for section, values, defaults, method in sections:
+        unused = method.unused_settings(config) if method else values.unused_settings()
+        for name, why in unused.items():
+            value, default = getattr(values, name), getattr(defaults, name)
+            if value == default:
+                continue
+            key = f"{section}.{name}"
+            if dataclasses.is_dataclass(value):  # a nested section: its first changed field
+                field = next(
+                    f.name
+                    for f in dataclasses.fields(value)
+                    if getattr(value, f.name) != getattr(default, f.name)
+                )
+                key, value = f"{key}.{field}", getattr(value, field)
+            shown = json.dumps(list(value) if isinstance(value, tuple) else value)
+            out[key] = f"{key}={shown} has no effect here: {why}"
     if config.eval.predict == "outputs" and config.backbone.num_outputs is None:
-        raise ConfigError(
+        out["eval.predict"] = (
             "eval.predict=outputs has no effect here: without backbone.num_outputs the model's "
-            "outputs are the task's classes; set backbone.num_outputs=N, or remove the setting"
+            "outputs are the task's classes (set backbone.num_outputs=N)"
         )
+    return out
+
+
+def refuse_unused(config: ExperimentConfig, given: list[str]) -> None:
+    """Refuse a setting the user gave (``given``: the keys of their overrides) that has no
+    effect in ``config``, before anything is written."""
+    for key, message in unused_settings(config).items():
+        if any(key == g or key.startswith(f"{g}.") for g in given):
+            raise ConfigError(f"{message}; remove the setting")
+
+
+def warn_unused(config: ExperimentConfig) -> None:
+    """One line per setting that has no effect in ``config``: inherited from a preset or a
+    config file when something else changed (another granularity, impression kind or
+    optimiser), so a warning rather than an error."""
+    for message in unused_settings(config).values():
+        log.warning("impresslearn: %s; it is ignored", message)
