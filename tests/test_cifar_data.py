@@ -351,12 +351,15 @@ def test_folder_names_in_the_registry(split_tree, monkeypatch):
     assert not is_known_dataset("folder:") and not is_known_dataset("cifar1000")
 
 
-def test_folder_at_size_resizes_bilinear(split_tree):
+def test_folder_at_size_resizes_and_centre_crops(split_tree):
+    """@16 on 32x32 images: the shorter side resized (bilinear) to round(16 * 256 / 224) = 18,
+    then the centre 16x16 (offset round((18 - 16) / 2) = 1), as streamed folders evaluate."""
     root, train_images, _ = split_tree
     data = load_dataset(f"folder:{root}@16", None)
     assert data.train.images.shape == (60, 16, 16, 3) and data.test.images.shape == (15, 16, 16, 3)
-    expected = Image.fromarray(train_images[7].numpy()).resize((16, 16), Image.Resampling.BILINEAR)
-    assert np.array_equal(data.train.images[7].numpy(), np.asarray(expected))
+    resized = Image.fromarray(train_images[7].numpy()).resize((18, 18), Image.Resampling.BILINEAR)
+    expected = np.asarray(resized)[1:17, 1:17]
+    assert np.array_equal(data.train.images[7].numpy(), expected)
     same = load_dataset(f"folder:{root}@32", None)  # resizing to the stored size changes nothing
     assert torch.equal(same.train.images, train_images)
 

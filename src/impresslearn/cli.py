@@ -66,6 +66,13 @@ def _add_runtime_args(p: argparse.ArgumentParser, *, precision: bool = True) -> 
         "starts, one per process under torchrun, OMP_NUM_THREADS if set; a resumed run keeps "
         "its count) or N; results are bit-identical for a given count only",
     )
+    p.add_argument(
+        "--workers",
+        default="auto",
+        help="processes decoding streamed image folders (scenario.loading=stream): auto (one per "
+        "core but one, at most 8) or N (0: decode in the training process); results do not "
+        "depend on it",
+    )
     if precision:
         p.add_argument(
             "--precision",
@@ -291,6 +298,7 @@ def _context(args: argparse.Namespace, out: Path | None, *, resume: bool = False
         log=getattr(args, "log", None),
         threads=getattr(args, "threads", None),
         recorded_threads=recorded,
+        workers=getattr(args, "workers", "auto"),
     )
 
 

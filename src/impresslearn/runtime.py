@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 
 from impresslearn.errors import ConfigError, ImpressLearnError
-from impresslearn.threads import ThreadChoice, choose_threads
+from impresslearn.threads import ThreadChoice, choose_threads, usable_cores
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -95,6 +95,7 @@ class Runtime:
     rank: int = 0
     world_size: int = 1
     threads: ThreadChoice | None = None  # None: torch's own setting, not chosen here
+    workers: int = 0  # DataLoader workers decoding streamed image folders (0: this process)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -109,13 +110,16 @@ class Runtime:
         distributed: bool | None = None,
         threads: str | int | None = None,
         recorded_threads: int | None = None,
+        workers: str | int = "auto",
     ) -> Runtime:
         """Resolve ``device`` (see :func:`resolve_device`) and check ``precision``. With
         ``distributed`` (default: whether a ``torch.distributed`` process group is initialised)
         the runtime is this process's place in the group; with False, a run of its own.
         ``threads`` (``auto`` or a count; None leaves torch's setting alone) sets torch's
         intra-op threads, see :func:`impresslearn.threads.choose_threads` (``recorded_threads``:
-        the count a resumed run started with)."""
+        the count a resumed run started with). ``workers``: processes that decode streamed image
+        folders (``auto``: one per usable core but one, at most 8, none under torch.distributed
+        with more processes than cores); results do not depend on it."""
         resolved = resolve_device(device)
         if precision == "bf16" and resolved.type == "cpu":
             log.warning(
@@ -130,7 +134,7 @@ class Runtime:
         if threads is not None:
             choice = choose_threads(threads, world_size=world, recorded=recorded_threads)
             choice.apply()
-        return cls(resolved, precision, rank, world, choice)
+        return cls(resolved, precision, rank, world, choice, resolve_workers(workers, world))
 
     # ------------------------------------------------------------------------- processes
 
@@ -145,7 +149,7 @@ class Runtime:
 
     def alone(self) -> Runtime:
         """This process's device and precision, as a run of its own (e.g. one repeat of many)."""
-        return Runtime(self.device, self.precision, threads=self.threads)
+        return Runtime(self.device, self.precision, threads=self.threads, workers=self.workers)
 
     def rows(self, total: int) -> slice:
         """This process's contiguous share of ``total`` rows (sizes differ by at most one; a share
@@ -294,11 +298,25 @@ class Runtime:
             "processes": self.world_size,
             "threads": torch.get_num_threads(),
             "threads_chosen_by": self.threads.reason if self.threads else "torch's own setting",
+            "workers": self.workers,
             "torch_version": torch.__version__,
         }
         if self.device.type == "cuda":
             out["peak_device_memory_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
         return out
+
+
+def resolve_workers(workers: str | int, world_size: int = 1) -> int:
+    """The DataLoader workers for ``workers`` (``auto`` or a count >= 0)."""
+    if workers == "auto":
+        return max(0, min(8, usable_cores() // world_size - 1))
+    try:
+        count = int(workers)
+    except (TypeError, ValueError):
+        count = -1
+    if count < 0 or str(count) != str(workers).strip():
+        raise ConfigError(f"workers must be 'auto' or a whole number >= 0, got {workers!r}")
+    return count
 
 
 def _to_cpu(value: Any) -> Any:

@@ -98,13 +98,23 @@ def make_optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.opt
 
 
 def iterate_batches(
-    data: TaskData, batch_size: int, num_steps: int, gen: torch.Generator
+    data: TaskData,
+    batch_size: int,
+    num_steps: int,
+    gen: torch.Generator,
+    runtime: Runtime | None = None,
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """``num_steps`` batches: reshuffled passes over ``data`` (the last short batch of a pass is
     kept), augmented by ``data.augment`` if set, drawn with ``gen`` only.
 
     The order is drawn on the generator's device (the CPU) and the rows are gathered on the
-    data's device, so the batches are the same on every device."""
+    data's device, so the batches are the same on every device. Streamed data is decoded by its
+    source's workers (under ``runtime``'s processes, each decodes only its share)."""
+    if data.source is not None:
+        share = runtime.rows if runtime is not None and runtime.distributed else None
+        for x, y in data.source.train_batches(data.x, data.y, batch_size, num_steps, gen, share):
+            yield (x if data.prepare is None else data.prepare(x)), y
+        return
     n = len(data)
     steps = 0
     while True:
@@ -195,7 +205,8 @@ def fit(
     )
     loss_value = float("nan")
     bar = tqdm(total=steps, desc=description, disable=not progress, leave=False, mininterval=0.5)
-    for step, (x, y) in enumerate(iterate_batches(data, config.batch_size, steps, gen)):
+    batches = iterate_batches(data, config.batch_size, steps, gen, runtime)
+    for step, (x, y) in enumerate(batches):
         loss = train_step(optimizer, params, loss_fn, x, y, parallel)
         if scheduler is not None:
             scheduler.step()
@@ -222,11 +233,8 @@ def count_correct(
     whole batches dealt round-robin, so every batch is computed exactly as by one process, and
     the counts are summed."""
     correct = 0
-    for i, start in enumerate(range(0, len(data), batch_size)):
-        if runtime is None or runtime.mine(i):
-            rows = slice(start, start + batch_size)
-            logits = model(data.inputs(rows))
-            correct += int((logits[:, :num_classes].argmax(1) == data.y[rows]).sum())
+    for x, y in data.batches(batch_size, None if runtime is None else runtime.mine):
+        correct += int((model(x)[:, :num_classes].argmax(1) == y).sum())
     if runtime is not None and runtime.distributed:
         correct = int(runtime.sum([correct])[0])
     return correct

@@ -21,7 +21,9 @@ from impresslearn.data.cifar_subset import load_cifar100_subset
 from impresslearn.data.embedded import load_embedded_mnist
 from impresslearn.data.idx_datasets import FASHION_MNIST, MNIST, load_idx_dataset
 from impresslearn.data.image_data import ImageData
+from impresslearn.data.image_files import index_image_tree
 from impresslearn.data.image_folder import load_image_folder
+from impresslearn.data.streaming import StreamedImageData, streamed_image_data
 from impresslearn.errors import ConfigError, DataError
 from impresslearn.registry import Registry
 
@@ -72,9 +74,17 @@ def is_known_dataset(name: str) -> bool:
     return name in DATASETS or (name.startswith(FOLDER_PREFIX) and len(name) > len(FOLDER_PREFIX))
 
 
+LOADINGS = ("auto", "memory", "stream")
+MEMORY_LIMIT = 4 * 2**30  # auto: image folders decoding to more bytes than this are streamed
+
+
 def load_dataset(
-    name: str, root: Path | None, *, system_dirs: Sequence[Path] | None = None
-) -> ImageData:
+    name: str,
+    root: Path | None,
+    *,
+    system_dirs: Sequence[Path] | None = None,
+    loading: str = "auto",
+) -> ImageData | StreamedImageData:
     """Load the data set ``name`` from under ``root`` and verify it.
 
     Args:
@@ -87,16 +97,39 @@ def load_dataset(
             search only the system-wide folders. Ignored by ``mnist_embedded``.
         system_dirs: system-wide folders searched after ``root``; None for each data set's
             default (``/usr/share/datasets/fashion-mnist`` for Fashion-MNIST, none for MNIST).
+        loading: for ``folder:PATH@SIZE``, ``memory`` decodes every image once into memory,
+            ``stream`` indexes the files and decodes batches as they are needed
+            (:class:`~impresslearn.data.streaming.StreamedImageData`), ``auto`` streams a tree
+            whose images would decode to more than :data:`MEMORY_LIMIT` bytes at ``SIZE``.
+            Other data sets are always in memory.
 
     Raises:
         ConfigError: ``name`` is not a known data set (the message lists the known ones).
         DataError: the data set is missing or corrupt (the message names the paths).
     """
     root = None if root is None else Path(root)
+    if loading not in LOADINGS:
+        raise ConfigError(f"scenario.loading={loading!r}: use one of {', '.join(LOADINGS)}")
     if name.startswith(FOLDER_PREFIX):
         path_text, image_size = _parse_folder_name(name)
-        data = load_image_folder(_resolve_folder(path_text, root), image_size=image_size)
+        path = _resolve_folder(path_text, root)
+        if loading == "stream" and image_size is None:
+            raise ConfigError(
+                f"streaming {name!r} needs the size images are cropped to: write {name}@SIZE "
+                "(e.g. @224)"
+            )
+        if image_size is not None and loading != "memory":
+            index = index_image_tree(path)
+            decoded = index.num_images * image_size * image_size * 3
+            if loading == "stream" or decoded > MEMORY_LIMIT:
+                return streamed_image_data(index, name, image_size)
+        data = load_image_folder(path, image_size=image_size)
         return replace(data, name=name)
+    if loading == "stream":
+        raise ConfigError(
+            f"scenario.loading=stream reads image folders (folder:PATH@SIZE); {name!r} is held "
+            "in memory: remove the setting"
+        )
     if name not in DATASETS:
         raise ConfigError(
             f"unknown data set {name!r}; known: {', '.join(list_datasets())}, or "

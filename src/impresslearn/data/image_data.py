@@ -44,7 +44,8 @@ class ImageSplit:
 @dataclass(frozen=True, eq=False)
 class ImageData:
     """A named data set: its two splits, the number of classes, and the per-channel pixel mean and
-    std (of pixels scaled to 0..1) used to normalise inputs."""
+    std (of pixels scaled to 0..1) used to normalise inputs; ``class_names`` (index = label) when
+    the data set has them (an image folder's class folders)."""
 
     name: str
     train: ImageSplit
@@ -52,6 +53,7 @@ class ImageData:
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    class_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.num_classes < 1:

@@ -1,14 +1,14 @@
 """Any image classification data set stored as a tree of class folders, decoded with Pillow.
 
-Two layouts are read (image files ``.png``, ``.jpg``, ``.jpeg``, ``.bmp``, ``.ppm``, ``.webp``,
-searched recursively inside each class folder; names starting with ``.`` are skipped):
-
-- split: ``PATH/train/<class>/...`` and ``PATH/test/<class>/...`` (or ``PATH/val/<class>/...``);
-- flat: ``PATH/<class>/...`` only, split per class into train and test by a seeded shuffle.
+The layouts are those of :mod:`impresslearn.data.image_files` (class folders, ImageNet's and
+TinyImageNet's validation folders with their labels files, a flat tree split by a seeded shuffle);
+image files ``.png``, ``.jpg``, ``.jpeg``, ``.bmp``, ``.ppm``, ``.webp``, searched recursively
+inside each class folder; names starting with ``.`` are skipped.
 
 Class names sorted alphabetically give the label indices. Images become uint8 RGB ``(N, H, W, 3)``
-(resized when an image size is given) and the normalisation mean and std are measured on the train
-split. :func:`export_image_folder` writes such a tree, e.g. from CIFAR-100, as PNG files.
+(with an image size, those of another size are resized and centre-cropped to it exactly as a
+streamed image folder evaluates them: :func:`~impresslearn.data.imagenet_augment.fit_image`) and
+the normalisation mean and std are measured on the train split. :func:`export_image_folder` writes such a tree, e.g. from CIFAR-100, as PNG files.
 """
 
 from __future__ import annotations
@@ -23,14 +23,11 @@ import torch
 from PIL import Image
 
 from impresslearn.data.image_data import ImageData, ImageSplit
+from impresslearn.data.image_files import FileSplit, index_image_tree
+from impresslearn.data.imagenet_augment import fit_image
 from impresslearn.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".webp")
-TEST_FOLDERS = ("test", "val")  # the first one present is the test split of the split layout
-
-ClassFiles = dict[str, list[Path]]  # class name -> its image files, sorted
 
 
 def load_image_folder(
@@ -46,8 +43,9 @@ def load_image_folder(
 
     Args:
         path: the root of the tree.
-        image_size: resize every image to ``image_size`` x ``image_size`` with Pillow's bilinear
-            filter; None keeps the stored size, which must then be the same for all images.
+        image_size: bring every image to ``image_size`` x ``image_size`` (one of another size:
+            the shorter side resized bilinearly to ``image_size * 256 / 224``, then the centre
+            crop); None keeps the stored size, which must then be the same for all images.
         test_fraction: the share of each class held out for testing (flat layout only).
         seed: the seed of the flat layout's train/test split.
 
@@ -63,25 +61,12 @@ def load_image_folder(
         raise ConfigError(f"test_fraction must be between 0 and 1 (exclusive), got {test_fraction}")
     start = time.perf_counter()
     path = Path(path)
-    if not path.is_dir():
-        state = "is not a folder" if path.exists() else "does not exist"
-        raise DataError(f"image folder data set {path} {state}: name a folder of class folders")
-    if (path / "train").is_dir():
-        test_dir = next((path / name for name in TEST_FOLDERS if (path / name).is_dir()), None)
-        if test_dir is None:
-            raise DataError(
-                f"{path} has a train/ folder but neither test/ nor val/: add one with the same "
-                f"class folders, or put the class folders directly in {path} to split them"
-            )
-        train_files, test_files = find_class_files(path / "train"), find_class_files(test_dir)
-        _check_same_classes(path / "train", train_files, test_dir, test_files)
-    else:
-        train_files, test_files = split_class_files(find_class_files(path), test_fraction, seed)
-    class_names = sorted(train_files)
+    index = index_image_tree(path, test_fraction=test_fraction, seed=seed)
     size_of_first: dict[str, object] = {}  # shared by both splits: all images must match
-    train = _decode_split(train_files, class_names, image_size, size_of_first)
-    test = _decode_split(test_files, class_names, image_size, size_of_first)
+    train = _decode_split(index.train, image_size, size_of_first)
+    test = _decode_split(index.test, image_size, size_of_first)
     mean, std = _channel_stats(train.images.numpy(), path)
+    class_names = index.class_names
     logger.info(
         "image folder %s: %d classes, %d train / %d test images of %s (%.2f s)",
         path,
@@ -91,61 +76,7 @@ def load_image_folder(
         "x".join(map(str, train.images.shape[1:])),
         time.perf_counter() - start,
     )
-    return ImageData(path.name or str(path), train, test, len(class_names), mean, std)
-
-
-def find_class_files(folder: Path) -> ClassFiles:
-    """Return each class folder's image files under ``folder``, classes and files sorted.
-
-    Raises:
-        DataError: ``folder`` holds no class folders, or a class folder holds no image files.
-    """
-    classes = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not classes:
-        raise DataError(
-            f"{folder} holds no class folders: expected {folder}/<class name>/<image files>"
-        )
-    files: ClassFiles = {}
-    for class_dir in classes:
-        found = sorted(
-            p
-            for p in class_dir.rglob("*")
-            if p.suffix.lower() in IMAGE_SUFFIXES
-            and not any(part.startswith(".") for part in p.relative_to(class_dir).parts)
-            and p.is_file()
-        )
-        if not found:
-            raise DataError(
-                f"class folder {class_dir} holds no images (files ending in "
-                f"{', '.join(IMAGE_SUFFIXES)}): add some or remove the folder"
-            )
-        files[class_dir.name] = found
-    return files
-
-
-def split_class_files(
-    files: ClassFiles, test_fraction: float, seed: int
-) -> tuple[ClassFiles, ClassFiles]:
-    """Split each class's files into train and test as :func:`load_image_folder` describes.
-
-    Raises:
-        DataError: a class has fewer than two images.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    train: ClassFiles = {}
-    test: ClassFiles = {}
-    for name in sorted(files):
-        paths = files[name]
-        if len(paths) < 2:
-            raise DataError(
-                f"class {name!r} has only {len(paths)} image ({paths[0]}): a class needs at least "
-                "two to be split into train and test"
-            )
-        num_test = min(max(1, round(test_fraction * len(paths))), len(paths) - 1)
-        order = torch.randperm(len(paths), generator=generator).tolist()
-        test[name] = [paths[i] for i in sorted(order[:num_test])]
-        train[name] = [paths[i] for i in sorted(order[num_test:])]
-    return train, test
+    return ImageData(path.name or str(path), train, test, len(class_names), mean, std, class_names)
 
 
 def export_image_folder(
@@ -191,28 +122,10 @@ def export_image_folder(
     return written
 
 
-def _check_same_classes(
-    train_dir: Path, train: ClassFiles, test_dir: Path, test: ClassFiles
-) -> None:
-    if set(train) == set(test):
-        return
-    only_train, only_test = sorted(set(train) - set(test)), sorted(set(test) - set(train))
-    raise DataError(
-        f"{train_dir} and {test_dir} must hold the same class folders; only in {train_dir.name}/: "
-        f"{only_train or 'none'}; only in {test_dir.name}/: {only_test or 'none'}"
-    )
-
-
-def _decode_split(
-    files: ClassFiles, class_names: list[str], image_size: int | None, size_of_first: dict
-) -> ImageSplit:
-    arrays, labels = [], []
-    for label, name in enumerate(class_names):
-        for path in files[name]:
-            arrays.append(_decode(path, image_size, size_of_first))
-            labels.append(label)
+def _decode_split(files: FileSplit, image_size: int | None, size_of_first: dict) -> ImageSplit:
+    arrays = [_decode(Path(path), image_size, size_of_first) for path in files.paths]
     images = torch.from_numpy(np.stack(arrays))  # (N, H, W, 3) uint8
-    return ImageSplit(images, torch.tensor(labels, dtype=torch.int64))
+    return ImageSplit(images, files.labels.clone())
 
 
 def _decode(path: Path, image_size: int | None, size_of_first: dict) -> np.ndarray:
@@ -220,7 +133,7 @@ def _decode(path: Path, image_size: int | None, size_of_first: dict) -> np.ndarr
         with Image.open(path) as image:
             rgb = image.convert("RGB")
         if image_size is not None:
-            rgb = rgb.resize((image_size, image_size), Image.Resampling.BILINEAR)
+            return fit_image(rgb, image_size)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         raise DataError(
             f"cannot decode the image {path} ({type(error).__name__}: {error}): replace or remove "

@@ -54,13 +54,20 @@ class RunContext:
         log: str | None = None,
         threads: str | int | None = None,
         recorded_threads: int | None = None,
+        workers: str | int = "auto",
     ) -> RunContext:
         """A context on ``device`` / ``precision`` (a ConfigError for a device that does not
         exist), in this process's ``torch.distributed`` group if it is in one; ``threads``
         (``auto`` or a count) sets torch's intra-op threads (None: left as they are), see
-        :func:`impresslearn.threads.choose_threads`."""
+        :func:`impresslearn.threads.choose_threads`; ``workers`` decode streamed image folders."""
         return cls(
-            Runtime.create(device, precision, threads=threads, recorded_threads=recorded_threads),
+            Runtime.create(
+                device,
+                precision,
+                threads=threads,
+                recorded_threads=recorded_threads,
+                workers=workers,
+            ),
             None if data_root is None else Path(data_root),
             None if out_dir is None else Path(out_dir),
             overwrite=overwrite,

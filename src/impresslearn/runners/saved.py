@@ -27,10 +27,10 @@ from impresslearn.checkpoint import (
     restore_checkpoint,
 )
 from impresslearn.config import ExperimentConfig, config_from_dict
-from impresslearn.data import load_dataset
 from impresslearn.errors import ConfigError
 from impresslearn.inference import check_inference, evaluate_without_task_ids
 from impresslearn.methods import Method, build_method
+from impresslearn.runners.stream import load_scenario_data
 from impresslearn.runtime import Runtime
 from impresslearn.scenarios import Scenario, build_scenario
 from impresslearn.storage import read_checked_json
@@ -108,7 +108,7 @@ class LoadedRun:
 
     def scenario(self, data_root: Path | None) -> Scenario:
         """The run's task stream, its data loaded from ``data_root`` onto the run's device."""
-        data = load_dataset(self.config.scenario.dataset, data_root).to(self.device)
+        data = load_scenario_data(self.config, data_root, self.runtime)
         return build_scenario(self.config.scenario, data)
 
 

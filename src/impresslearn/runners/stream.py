@@ -24,7 +24,8 @@ from tqdm.auto import tqdm
 
 from impresslearn.backbones import build_backbone
 from impresslearn.config import ExperimentConfig
-from impresslearn.data import load_dataset
+from impresslearn.data import ImageData, load_dataset
+from impresslearn.data.streaming import StreamedImageData
 from impresslearn.errors import ConfigError
 from impresslearn.inference import check_inference
 from impresslearn.layers import task_norms
@@ -158,12 +159,23 @@ def check_memory(method: Method, num_tasks: int, runtime: Runtime) -> None:
         )
 
 
+def load_scenario_data(
+    config: ExperimentConfig, data_root: Path | None, runtime: Runtime
+) -> ImageData | StreamedImageData:
+    """The scenario's data set on the runtime's device (in memory: moved once, uint8; streamed:
+    decoded by the runtime's workers)."""
+    data = load_dataset(config.scenario.dataset, data_root, loading=config.scenario.loading)
+    if isinstance(data, StreamedImageData):
+        data = data.with_workers(runtime.workers)
+    return data.to(runtime.device)
+
+
 def build_stream(
     config: ExperimentConfig, data_root: Path | None, runtime: Runtime, *, progress: bool = False
 ) -> Stream:
     """Set-up: the data on the runtime's device (moved once, uint8), the scenario, the backbone
     and the method, with every check that can fail before a run writes anything."""
-    data = load_dataset(config.scenario.dataset, data_root).to(runtime.device)
+    data = load_scenario_data(config, data_root, runtime)
     scenario = build_scenario(config.scenario, data)
     model = build_backbone(config.backbone, scenario.input_shape, scenario.num_classes)
     method = build_method(model.to(runtime.device), config.method)

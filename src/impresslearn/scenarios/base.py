@@ -14,6 +14,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from impresslearn.data.streaming import FileSource
 from impresslearn.errors import ConfigError
 from impresslearn.registry import Registry
 
@@ -25,8 +26,11 @@ class ScenarioConfig:
     ``name``: a registered scenario (``impresslearn list``). ``dataset``: the data set it is built
     from (``mnist``, ``fashion_mnist``, ``mnist_embedded``, ``cifar100``, or a tree of class
     folders ``folder:PATH[@SIZE]``). ``rotation_step`` is read by ``rotated_mnist`` only (degrees
-    between consecutive tasks); ``classes_per_task`` (0 = the scenario's default) and ``augment``
-    (random crop and flip of training batches) by the colour-image splits.
+    between consecutive tasks); ``classes_per_task`` (0 = the scenario's default), ``augment``
+    (random crop and flip of training batches; a random resized crop for streamed image folders)
+    and ``class_order`` (a file: one class name per line, or each line one task's classes) by
+    the colour-image splits. ``loading`` (``auto``, ``memory``, ``stream``): how an image folder
+    is read (:func:`impresslearn.data.load_dataset`).
     """
 
     name: str = "permuted_mnist"
@@ -36,6 +40,8 @@ class ScenarioConfig:
     rotation_step: float = 10.0
     classes_per_task: int = 0
     augment: bool = True
+    class_order: str = ""
+    loading: str = "auto"
 
     def __post_init__(self) -> None:
         if self.classes_per_task < 0:
@@ -59,30 +65,49 @@ class TaskData:
     ``(B, C, H, W)`` inputs (the task's permutation, rotation, ... applied), on the device the
     images live on. ``prepare=None`` means ``x`` already holds the model's inputs. ``augment(x,
     generator)``, if given, transforms each prepared training batch (drawing only from the batch
-    generator, so training stays deterministic)."""
+    generator, so training stays deterministic).
+
+    Streamed data (``source``, a :class:`~impresslearn.data.streaming.FileSource`): ``x`` holds
+    indices into the source's files and ``y`` their labels, on the CPU; the source decodes
+    (and, for training, augments) the files of each batch, and ``prepare`` normalises them."""
 
     x: Tensor
     y: Tensor
     prepare: Callable[[Tensor], Tensor] | None = None
     augment: Callable[[Tensor, torch.Generator], Tensor] | None = None
+    source: FileSource | None = None
 
     def __len__(self) -> int:
         return len(self.y)
 
     @property
     def device(self) -> torch.device:
-        return self.x.device
+        return self.x.device if self.source is None else self.source.device
 
     def inputs(self, rows: slice | Tensor) -> Tensor:
         """Model inputs of ``rows`` (a slice or an index tensor), not augmented."""
         x = self.x[rows]
+        if self.source is not None:
+            x = self.source.decode(x)
         return x if self.prepare is None else self.prepare(x)
 
-    def batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
-        """``(inputs, labels)`` of consecutive batches in order (evaluation)."""
-        for start in range(0, len(self), batch_size):
-            rows = slice(start, start + batch_size)
-            yield self.inputs(rows), self.y[rows]
+    def labels(self, rows: slice | Tensor) -> Tensor:
+        """Labels of ``rows``, on the device the inputs are on."""
+        return self.y[rows].to(self.device)
+
+    def batches(
+        self, batch_size: int, select: Callable[[int], bool] | None = None
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """``(inputs, labels)`` of consecutive batches in order (evaluation); with ``select``,
+        only the batches whose number it accepts (a process's share)."""
+        if self.source is not None:
+            for x, y in self.source.eval_batches(self.x, self.y, batch_size, select):
+                yield (x if self.prepare is None else self.prepare(x)), y
+            return
+        for i, start in enumerate(range(0, len(self), batch_size)):
+            if select is None or select(i):
+                rows = slice(start, start + batch_size)
+                yield self.inputs(rows), self.y[rows]
 
     def head(self, count: int) -> TaskData:
         """The first ``count`` examples (all when ``count`` is 0 or more than there are)."""
@@ -101,7 +126,7 @@ class TaskData:
 
 # The ScenarioConfig fields that only some scenarios read; each scenario class names the ones it
 # reads in ``options``, and a config that sets another one away from its default is refused.
-SCENARIO_OPTIONS = ("rotation_step", "classes_per_task", "augment")
+SCENARIO_OPTIONS = ("rotation_step", "classes_per_task", "augment", "class_order")
 
 
 def check_scenario_options(config: ScenarioConfig, options: tuple[str, ...]) -> None:

@@ -9,15 +9,26 @@
 Training batches are augmented on the fly when ``scenario.augment`` is on: a random crop after
 zero-padding by 1/8 of the image side (4 pixels at 32x32) and a random horizontal flip, done for
 the whole batch on tensors (:func:`impresslearn.data.random_crop_flip`). Test data is not augmented.
+A streamed image folder (:class:`~impresslearn.data.streaming.StreamedImageData`) is decoded
+batch by batch instead, with ImageNet's augmentation (a random resized crop and a flip) for
+training and a resize and centre crop for evaluation.
+
+``scenario.class_order`` names a text file that fixes the split (a published one, e.g.
+ImageNet-100's classes or a paper's order): one class name per line (the order, cut into tasks
+of ``classes_per_task``), or one task per line (its class names separated by spaces or commas).
+Classes are named as the data set names them (class folders), or by their label index.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from impresslearn.data import ImageData, random_crop_flip
-from impresslearn.errors import ConfigError
+from impresslearn.data.streaming import StreamedImageData
+from impresslearn.errors import ConfigError, DataError
 from impresslearn.scenarios.base import (
     SCENARIOS,
     ScenarioConfig,
@@ -35,15 +46,26 @@ class SplitImages:
     """Task i = classes ``order[k*i : k*(i+1)]`` of the data set, relabelled ``0..k-1``."""
 
     default_classes_per_task = 5
-    options = ("classes_per_task", "augment")
+    options = ("classes_per_task", "augment", "class_order")
 
-    def __init__(self, config: ScenarioConfig, data: ImageData) -> None:
-        if data.train.images.dim() != 4:
+    def __init__(self, config: ScenarioConfig, data: ImageData | StreamedImageData) -> None:
+        self.streamed = isinstance(data, StreamedImageData)
+        if not self.streamed and data.train.images.dim() != 4:
             raise ConfigError(
                 f"scenario {config.name!r} needs colour images (N, H, W, C); {data.name!r} has "
                 f"shape {tuple(data.train.images.shape[1:])}: use split_mnist for MNIST"
             )
+        tasks = read_class_order(Path(config.class_order), data) if config.class_order else None
         k = config.classes_per_task or self.default_classes_per_task
+        if tasks is not None and len(tasks[0]) > 1:  # one task per line
+            if config.classes_per_task and config.classes_per_task != len(tasks[0]):
+                raise ConfigError(
+                    f"{config.class_order} lists {len(tasks[0])} classes per task but "
+                    f"scenario.classes_per_task={config.classes_per_task}: remove the setting"
+                )
+            k = len(tasks[0])
+            if any(len(t) != k for t in tasks):
+                raise DataError(f"{config.class_order}: every line must list {k} classes")
         if config.num_tasks * k > data.num_classes:
             raise ConfigError(
                 f"{config.name}: {config.num_tasks} tasks of {k} classes need "
@@ -54,12 +76,25 @@ class SplitImages:
         self.data = data
         self.num_tasks = config.num_tasks
         self.num_classes = k
-        h, w, c = data.train.images.shape[1:]
+        if self.streamed:
+            h = w = data.image_size
+            c = 3
+        else:
+            h, w, c = data.train.images.shape[1:]
         self.input_shape = (c, h, w)
         self.padding = max(1, h // 8) if config.augment else 0
-        self.class_order = torch.randperm(
-            data.num_classes, generator=generator(config.seed, PURPOSE_TASK, CLASS_ORDER_KEY)
-        )
+        if tasks is not None:
+            order = [c for t in tasks for c in t]
+            if len(order) < config.num_tasks * k:
+                raise ConfigError(
+                    f"{config.class_order} gives {len(order) // k} tasks of {k} classes; "
+                    f"scenario.num_tasks={config.num_tasks} needs {config.num_tasks}"
+                )
+            self.class_order = torch.tensor(order)
+        else:
+            self.class_order = torch.randperm(
+                data.num_classes, generator=generator(config.seed, PURPOSE_TASK, CLASS_ORDER_KEY)
+            )
 
     def classes(self, task_id: int) -> list[int]:
         """The data set's class labels of task ``task_id``, in the order of the task's labels."""
@@ -68,7 +103,9 @@ class SplitImages:
         return self.class_order[k * task_id : k * (task_id + 1)].tolist()
 
     def task_name(self, task_id: int) -> str:
-        return "classes " + "/".join(str(c) for c in self.classes(task_id))
+        names = getattr(self.data, "class_names", ())
+        classes = self.classes(task_id)
+        return "classes " + "/".join(names[c] if names else str(c) for c in classes)
 
     def _select(self, task_id: int, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """The task's uint8 images and relabelled labels (a copy of its 1/k of the split)."""
@@ -87,13 +124,58 @@ class SplitImages:
         return random_crop_flip(x, gen, padding=self.padding)
 
     def train_data(self, task_id: int) -> TaskData:
+        if self.streamed:
+            source = self.data.source("train", augment=self.config.augment)
+            return TaskData(
+                *self._select_files(task_id, self.data.train), self._prepare, None, source
+            )
         x, y = self._select(task_id, self.data.train.images, self.data.train.labels)
         augment = self._augment if self.config.augment else None
         return TaskData(x, y, self._prepare, augment)
 
     def test_data(self, task_id: int) -> TaskData:
+        if self.streamed:
+            source = self.data.source("test", augment=False)
+            return TaskData(
+                *self._select_files(task_id, self.data.test), self._prepare, None, source
+            )
         x, y = self._select(task_id, self.data.test.images, self.data.test.labels)
         return TaskData(x, y, self._prepare)
+
+    def _select_files(self, task_id: int, split) -> tuple[Tensor, Tensor]:
+        """Indices of the task's files in the split, and their task labels (CPU)."""
+        return self._select(task_id, torch.arange(len(split)), split.labels)
+
+
+def read_class_order(path: Path, data: ImageData | StreamedImageData) -> list[list[int]]:
+    """The tasks (lists of class labels) of a class-order file; a file with one class per line
+    gives one "task" per class, cut into tasks by the caller."""
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read the class-order file {path}: {e}") from None
+    names = list(getattr(data, "class_names", ()))
+    lookup = {name: i for i, name in enumerate(names)}
+    tasks, seen = [], set()
+    for number, line in enumerate(lines, 1):
+        task = []
+        for word in line.replace(",", " ").split():
+            label = lookup.get(word)
+            if label is None and word.isdigit() and int(word) < data.num_classes:
+                label = int(word)
+            if label is None:
+                known = f"e.g. {', '.join(names[:3])}" if names else f"0..{data.num_classes - 1}"
+                raise DataError(
+                    f"{path} line {number}: {word!r} is not a class of {data.name} ({known})"
+                )
+            if label in seen:
+                raise DataError(f"{path} line {number}: class {word!r} is listed twice")
+            seen.add(label)
+            task.append(label)
+        tasks.append(task)
+    if not tasks:
+        raise DataError(f"the class-order file {path} is empty")
+    return tasks
 
 
 @SCENARIOS.register("split_cifar100")
