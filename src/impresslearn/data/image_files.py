@@ -173,9 +173,9 @@ def _test_split(root: Path, test_dir: Path, classes: list[str]) -> tuple[ClassFi
             f"or its images (in {test_dir} or {test_dir / 'images'}) with a labels file, one of "
             f"{', '.join(LABEL_FILES)} in {test_dir} or {root}"
         )
-    labels = _read_labels(labels_file, set(classes))
-    test: ClassFiles = {name: [] for name in classes}
     by_name = {p.name: p for p in images} | {p.stem: p for p in images}
+    labels = _read_labels(labels_file, set(classes), set(by_name))
+    test: ClassFiles = {name: [] for name in classes}
     for image_name, class_name in labels.items():
         file = by_name.get(image_name)
         if file is None:
@@ -210,8 +210,9 @@ def _image_files(folder: Path) -> list[Path]:
     )
 
 
-def _read_labels(file: Path, classes: set[str]) -> dict[str, str]:
-    """``{image name or stem: class}`` from a labels file (see the module's docstring)."""
+def _read_labels(file: Path, classes: set[str], images: set[str]) -> dict[str, str]:
+    """``{image name or stem: class}`` from a labels file (see the module's docstring); a first
+    line that names no image (``images``: names and stems) is a header."""
     try:
         lines = file.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as e:
@@ -225,9 +226,9 @@ def _read_labels(file: Path, classes: set[str]) -> dict[str, str]:
         if not words:
             raise DataError(f"{file} line {number} is not 'image<TAB or ,>class': {line!r}")
         image_name, class_name = fields[0].strip(), words[0]
+        if number == 1 and image_name not in images:  # a header (ImageId,PredictionString)
+            continue
         if class_name not in classes:
-            if number == 1:  # a header line (ImageId,PredictionString)
-                continue
             raise DataError(
                 f"{file} line {number} labels {image_name} with {class_name!r}, which is not a "
                 "class folder of train/"

@@ -57,6 +57,7 @@ def run_experiment(
     precision: str = "fp32",
     log: str | None = None,
     threads: str | int | None = None,
+    workers: str | int = "auto",
 ) -> RunResult:
     """Run ``config`` (of any kind) with a context built from these arguments:
     ``run(config, RunContext.create(...))``. With ``out_dir`` the run folder is written as the
@@ -64,7 +65,8 @@ def run_experiment(
     task, with the same results as a run never interrupted, on any device). A ``data_root``
     given must be an existing folder (a DataError otherwise, as ``--data-root`` on the command
     line); None searches only the system-wide data folders and the embedded data. ``threads``:
-    ``auto`` or a count of torch intra-op threads to set (None: torch's setting is kept)."""
+    ``auto`` or a count of torch intra-op threads to set (None: torch's setting is kept);
+    ``workers``: processes decoding a streamed image folder (``auto`` or a count)."""
     if data_root is not None:
         data_root = existing_root(Path(data_root), "the data_root argument")
     ctx = RunContext.create(
@@ -77,6 +79,7 @@ def run_experiment(
         progress=progress,
         log=log,
         threads=threads,
+        workers=workers,
     )
     return run(config, ctx)
 
