@@ -199,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", default=None, help="backbone to benchmark (default: per bench)")
     p.add_argument("--data-root", help="folder holding the data sets (data-pipeline, stream)")
     p.add_argument("--tasks", help="stream: the tasks to measure at (default 10,100,1000,2500)")
+    p.add_argument("--dataset", help="data-pipeline: an image folder to stream, folder:PATH@SIZE")
     _add_runtime_args(p, precision=False)
 
     p = sub.add_parser(
@@ -584,6 +585,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         if "tasks" not in inspect.signature(bench).parameters:
             raise ImpressLearnError(f"bench {args.name} has no --tasks")
         kwargs["tasks"] = args.tasks
+    if args.dataset is not None:
+        if "dataset" not in inspect.signature(bench).parameters:
+            raise ImpressLearnError(f"bench {args.name} has no --dataset")
+        kwargs["dataset"] = args.dataset
     if "data_root" in inspect.signature(bench).parameters:
         kwargs["data_root"] = resolve_data_root(args.data_root, os.environ)
     result = bench(**kwargs)

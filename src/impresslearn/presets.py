@@ -639,6 +639,117 @@ def impress_split_cifar100() -> ExperimentConfig:
     )
 
 
+# Image folders, streamed from their files (scenario.loading=stream): SupSup's SplitImageNet
+# (data/splitimagenet.py and configs/rn50-supsup-adam.yaml of its code) and Split TinyImageNet.
+# GPU jobs: the times per task are estimates from `impresslearn bench data-pipeline` until
+# measured on a GPU (docs/protocols.md).
+IMAGENET_SPLIT = ScenarioConfig(
+    name="split_images",
+    dataset="folder:imagenet@224",
+    num_tasks=100,
+    classes_per_task=10,
+    class_order="builtin:supsup-splitimagenet",
+    loading="stream",
+)
+IMAGENET_TRAIN = TrainConfig(
+    optimizer="adam", lr=1e-3, batch_size=256, iterations=None, epochs=100, schedule="cosine"
+)
+IMAGENET_SUPSUP = SupSupConfig(mask_kind="topk", density=8.0, density_rule="erdos_renyi")
+TINY_SPLIT = ScenarioConfig(
+    name="split_images",
+    dataset="folder:tiny-imagenet-200@64",
+    num_tasks=20,
+    classes_per_task=10,
+)
+TINY_TRAIN = TrainConfig(
+    optimizer="adam", lr=1e-3, batch_size=128, iterations=None, epochs=30, schedule="cosine"
+)
+ALPHA_TRAIN_FOLDERS = replace(PAPER_CIFAR_ALPHA_TRAIN, epochs=30)
+
+
+@register_preset("supsup-split-imagenet-paper")
+def supsup_split_imagenet_paper() -> ExperimentConfig:
+    """SupSup, SplitImageNet: ResNet-50, 100 tasks of 10 ImageNet classes, 100 epochs per task.
+
+    SupSup's protocol (its code): the class order ``np.random.seed(1)`` permutation of the 1,000
+    sorted classes (``scenario.class_order=builtin:supsup-splitimagenet``), Adam lr 1e-3, batch
+    256, cosine schedule, top-k masks at Erdos-Renyi density scale 8, signed-constant weights,
+    per-task non-affine batch norm; random resized crop 224 and flip for training, resize 256
+    and centre crop 224 for evaluation, decoded from the files by ``--workers`` processes. Needs
+    ImageNet as ``DATA_ROOT/imagenet/train/<wnid>/`` and ``val/`` (class folders, or the flat
+    folder with ``LOC_val_solution.csv``). A GPU job: about 1.3 million images per task; at an
+    estimated 1,000 to 2,000 images/s for a masked ResNet-50 on one modern GPU, 11 to 22 minutes
+    per task, 18 to 36 hours for the stream (an estimate, not measured). Run: ``impresslearn run
+    supsup-split-imagenet-paper --device cuda --workers 12``.
+    """
+    return ExperimentConfig(
+        scenario=IMAGENET_SPLIT,
+        backbone=BackboneConfig(name="resnet50"),
+        method=IMAGENET_SUPSUP,
+        train=IMAGENET_TRAIN,
+        eval=EvalConfig(batch_size=256, matrix="diagonal"),
+    )
+
+
+@register_preset("impress-split-imagenet")
+def impress_split_imagenet() -> ExperimentConfig:
+    """ImpressLearn on SupSup's SplitImageNet: 10 impressions, then alphas per output unit.
+
+    The impressions are SupSup masks of the first 10 tasks trained as
+    ``supsup-split-imagenet-paper``; every other task learns alphas per output unit with the
+    alpha training of ImpressLearn's SplitCIFAR100 protocol (Adam lr 0.02, weight decay 0.01,
+    batch 64, cosine) for 30 epochs (the ImpressLearn paper has no ImageNet protocol). A GPU job:
+    the impressions cost as 10 SupSup tasks (2 to 4 hours, estimated), each other task about a
+    third of one. Run: ``impresslearn run impress-split-imagenet --device cuda --workers 12``.
+    """
+    return replace(
+        supsup_split_imagenet_paper(),
+        method=ImpressLearnConfig(
+            num_impressions=10,
+            density=IMAGENET_SUPSUP.density,
+            density_rule=IMAGENET_SUPSUP.density_rule,
+            impressions=IMAGENET_TRAIN,
+            granularity="output_unit",
+        ),
+        train=ALPHA_TRAIN_FOLDERS,
+    )
+
+
+@register_preset("supsup-split-tinyimagenet")
+def supsup_split_tinyimagenet() -> ExperimentConfig:
+    """SupSup, Split TinyImageNet: 20 tasks of 10 of its 200 classes at 64 px, ResNet-18.
+
+    TinyImageNet as distributed (``DATA_ROOT/tiny-imagenet-200``: ``train/<wnid>/images/`` and
+    ``val/images/`` with ``val/val_annotations.txt``), held in memory (1.2 GB decoded); the
+    CIFAR-layout ResNet-18 (3x3 stem, no max-pool), top-k masks at Erdos-Renyi scale 128, Adam lr
+    1e-3, batch 128, cosine, 30 epochs per task, random crop and flip. A GPU job: 150,000 images
+    per task, under a minute per task on one modern GPU (estimated). Run: ``impresslearn run
+    supsup-split-tinyimagenet --device cuda``.
+    """
+    return ExperimentConfig(
+        scenario=TINY_SPLIT,
+        backbone=BackboneConfig(name="resnet18"),
+        method=CIFAR_SUPSUP,
+        train=TINY_TRAIN,
+        eval=EvalConfig(batch_size=500),
+    )
+
+
+@register_preset("impress-split-tinyimagenet")
+def impress_split_tinyimagenet() -> ExperimentConfig:
+    """ImpressLearn on Split TinyImageNet: impressions of the first 10 tasks, alphas per unit.
+
+    Impressions trained as ``supsup-split-tinyimagenet``; the other tasks learn alphas per output
+    unit (Adam lr 0.02, weight decay 0.01, batch 64, cosine, 30 epochs). A GPU job. Run:
+    ``impresslearn run impress-split-tinyimagenet --device cuda``.
+    """
+    return replace(
+        supsup_split_tinyimagenet(),
+        method=replace(CIFAR_IMPRESS, impressions=TINY_TRAIN, granularity="output_unit"),
+        train=ALPHA_TRAIN_FOLDERS,
+    )
+
+
 @register_preset("impress-frontier-split-cifar100")
 def impress_frontier_split_cifar100() -> ExperimentConfig:
     """ImpressLearn's accuracy-per-byte frontier on SplitCIFAR100 (CPU-sized): 5 impressions.

@@ -17,6 +17,9 @@ training and a resize and centre crop for evaluation.
 ImageNet-100's classes or a paper's order): one class name per line (the order, cut into tasks
 of ``classes_per_task``), or one task per line (its class names separated by spaces or commas).
 Classes are named as the data set names them (class folders), or by their label index.
+``builtin:NAME`` names a file shipped in ``impresslearn/data/orders/``: ``supsup-splitimagenet``
+is SupSup's SplitImageNet split (NumPy's ``np.random.seed(1); np.random.permutation(1000)`` over
+the sorted class folders, cut into 100 tasks of 10), reproduced exactly.
 """
 
 from __future__ import annotations
@@ -55,7 +58,9 @@ class SplitImages:
                 f"scenario {config.name!r} needs colour images (N, H, W, C); {data.name!r} has "
                 f"shape {tuple(data.train.images.shape[1:])}: use split_mnist for MNIST"
             )
-        tasks = read_class_order(Path(config.class_order), data) if config.class_order else None
+        tasks = (
+            read_class_order(order_file(config.class_order), data) if config.class_order else None
+        )
         k = config.classes_per_task or self.default_classes_per_task
         if tasks is not None and len(tasks[0]) > 1:  # one task per line
             if config.classes_per_task and config.classes_per_task != len(tasks[0]):
@@ -145,6 +150,21 @@ class SplitImages:
     def _select_files(self, task_id: int, split) -> tuple[Tensor, Tensor]:
         """Indices of the task's files in the split, and their task labels (CPU)."""
         return self._select(task_id, torch.arange(len(split)), split.labels)
+
+
+BUILTIN = "builtin:"
+
+
+def order_file(text: str) -> Path:
+    """The class-order file named by ``scenario.class_order``."""
+    if text.startswith(BUILTIN):
+        name = text[len(BUILTIN) :]
+        path = Path(__file__).resolve().parents[1] / "data" / "orders" / f"{name}.txt"
+        if not path.is_file():
+            known = sorted(p.stem for p in path.parent.glob("*.txt"))
+            raise ConfigError(f"no built-in class order {name!r}; known: {', '.join(known)}")
+        return path
+    return Path(text).expanduser()
 
 
 def read_class_order(path: Path, data: ImageData | StreamedImageData) -> list[list[int]]:
