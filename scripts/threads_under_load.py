@@ -25,7 +25,7 @@ import torch
 torch.set_num_threads({cores})
 a = torch.randn(1024, 1024)
 while True:
-    a = torch.tanh(a @ a) 
+    a = torch.tanh(a @ a)
 """
 
 

@@ -1,6 +1,7 @@
 """Tests for impresslearn.scenarios over the real MNIST images shipped in the package
 (``mnist_embedded``: 8,000 train and 2,000 test images)."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -31,7 +32,7 @@ def normalised(mnist: ImageData, split: str) -> torch.Tensor:
 # ------------------------------------------------------------------------ every scenario
 
 
-COLOUR = {"split_cifar100", "split_images"}  # built from CIFAR-100, not MNIST
+COLOUR = {"split_cifar100", "split_images", "cifar100_superclass"}  # built from CIFAR-100
 
 
 @pytest.fixture(params=SCENARIOS.names())
@@ -240,3 +241,27 @@ def test_split_tasks_hold_two_consecutive_digits_relabelled(mnist):
 def test_split_mnist_has_at_most_five_tasks(mnist):
     with pytest.raises(ConfigError, match="at most 5"):
         build_scenario(config("split_mnist", num_tasks=6), mnist)
+
+
+def test_cifar100_superclass_tasks_are_the_data_sets_own_superclasses(shared_data_root):
+    """Task i holds the 5 fine classes whose coarse label (read from the files) is i."""
+    from impresslearn.data import load_cifar100
+    from impresslearn.scenarios import ScenarioConfig, build_scenario
+    from impresslearn.scenarios.split import CIFAR100_COARSE
+
+    with np.load(shared_data_root / "cifar100" / "cifar100-test.npz") as archive:
+        fine, coarse = archive["y"].astype(int), archive["y_coarse"].astype(int)
+    assert [int(c) for c in CIFAR100_COARSE] == [int(coarse[fine == f][0]) for f in range(100)]
+    data = load_cifar100(shared_data_root)
+    scenario = build_scenario(
+        ScenarioConfig(name="cifar100_superclass", dataset="cifar100", num_tasks=20), data
+    )
+    seen = set()
+    for t in range(20):
+        classes = scenario.classes(t)
+        assert len(classes) == 5 and classes == sorted(classes)
+        assert {int(coarse[fine == f][0]) for f in classes} == {t}
+        seen |= set(classes)
+        test = scenario.test_data(t)
+        assert len(test) == 500 and sorted(set(test.y.tolist())) == [0, 1, 2, 3, 4]
+    assert seen == set(range(100))

@@ -22,6 +22,7 @@ from impresslearn.config import (
 )
 from impresslearn.inference import InferenceConfig
 from impresslearn.methods import ImpressLearnConfig, SupSupConfig
+from impresslearn.methods.wsn import WSNConfig
 from impresslearn.registry import Registry
 from impresslearn.scenarios import ScenarioConfig
 from impresslearn.train import TrainConfig
@@ -748,6 +749,91 @@ def impress_split_tinyimagenet() -> ExperimentConfig:
         method=replace(CIFAR_IMPRESS, impressions=TINY_TRAIN, granularity="output_unit"),
         train=ALPHA_TRAIN_FOLDERS,
     )
+
+
+# Three mask methods on one stream (SupSup, ImpressLearn, WSN: Kang et al., ICML 2022, reference
+# code ihaeyong/WSN): `python scripts/three_methods.py STREAM` runs the trio and compares them.
+# WSN trains the weights no earlier mask selected, from Kaiming-initialised weights (its layers'
+# default), with Adam lr 1e-3 as its reference scripts; CPU-sized epochs (docs/protocols.md).
+WSN_MNIST_TRAIN = TrainConfig(
+    optimizer="adam", lr=1e-3, batch_size=128, iterations=None, epochs=5, schedule="constant"
+)
+WSN_CIFAR_TRAIN = replace(PAPER_CIFAR_TRAIN, epochs=CPU_CIFAR_EPOCHS)
+WSN_BACKBONE_INIT = "kaiming_normal"
+SUPERCLASS = ScenarioConfig(name="cifar100_superclass", dataset="cifar100", num_tasks=20)
+
+
+@register_preset("wsn-permuted-mnist")
+def wsn_permuted_mnist() -> ExperimentConfig:
+    """WSN, PermutedMNIST (10 tasks), LeNet-300-100, capacity c = 0.5, 5 epochs of batch 128.
+
+    WSN's PermutedMNIST protocol (10 tasks, Adam lr 1e-3, 5 epochs, c = 0.5 its code's default)
+    on the LeNet-300-100 the other methods use (WSN's code: two hidden layers of 100 units, batch
+    10, a head per task). Run: ``impresslearn run wsn-permuted-mnist``.
+    """
+    return ExperimentConfig(
+        scenario=ScenarioConfig(name="permuted_mnist", dataset="mnist", num_tasks=10),
+        backbone=BackboneConfig(name="lenet_300_100", weight_init=WSN_BACKBONE_INIT),
+        method=WSNConfig(capacity=0.5),
+        train=WSN_MNIST_TRAIN,
+    )
+
+
+@register_preset("supsup-permuted-mnist-10")
+def supsup_permuted_mnist_10() -> ExperimentConfig:
+    """SupSup on the stream of ``wsn-permuted-mnist``: ``supsup-permuted-mnist`` at 10 tasks."""
+    base = supsup_permuted_mnist()
+    return replace(base, scenario=replace(base.scenario, num_tasks=10))
+
+
+@register_preset("impress-permuted-mnist-10")
+def impress_permuted_mnist_10() -> ExperimentConfig:
+    """ImpressLearn on the stream of ``wsn-permuted-mnist``: impressions from the first 5 tasks,
+    the other 5 as alphas per output unit (``impress-permuted-mnist``'s training)."""
+    base = impress_permuted_mnist()
+    return replace(
+        base,
+        scenario=replace(base.scenario, num_tasks=10),
+        method=replace(
+            base.method, num_impressions=5, granularity="output_unit", dedicated_masks=False
+        ),
+    )
+
+
+@register_preset("wsn-split-cifar100")
+def wsn_split_cifar100() -> ExperimentConfig:
+    """WSN on ``supsup-split-cifar100``'s stream (20 tasks of 5 classes, GEMResNet18, per-task
+    batch norm), c = 0.5, Adam lr 1e-3 cosine, 3 epochs per task (CPU-sized). WSN's paper splits
+    CIFAR-100 into 10 tasks of 10 on a smaller network. Run: ``impresslearn run wsn-split-cifar100``.
+    """
+    base = supsup_split_cifar100()
+    return replace(
+        base,
+        backbone=replace(base.backbone, weight_init=WSN_BACKBONE_INIT),
+        method=WSNConfig(capacity=0.5),
+        train=WSN_CIFAR_TRAIN,
+    )
+
+
+@register_preset("supsup-cifar100-superclass")
+def supsup_cifar100_superclass() -> ExperimentConfig:
+    """SupSup on CIFAR-100 Superclass (20 tasks, each the 5 classes of one superclass), as
+    ``supsup-split-cifar100`` (3 epochs per task)."""
+    return replace(supsup_split_cifar100(), scenario=SUPERCLASS)
+
+
+@register_preset("impress-cifar100-superclass")
+def impress_cifar100_superclass() -> ExperimentConfig:
+    """ImpressLearn on CIFAR-100 Superclass, as ``impress-split-cifar100`` (impressions from the
+    first 10 superclasses, alphas per output unit, 3 epochs)."""
+    return replace(impress_split_cifar100(), scenario=SUPERCLASS)
+
+
+@register_preset("wsn-cifar100-superclass")
+def wsn_cifar100_superclass() -> ExperimentConfig:
+    """WSN on CIFAR-100 Superclass, as ``wsn-split-cifar100`` (WSN's paper: c = 0.5 among others,
+    a LeNet-like network). Run: ``impresslearn run wsn-cifar100-superclass``."""
+    return replace(wsn_split_cifar100(), scenario=SUPERCLASS)
 
 
 @register_preset("impress-frontier-split-cifar100")

@@ -49,7 +49,8 @@ def summary_table(metrics: dict[str, Any]) -> str:
         (
             "bytes per task",
             f"{_bytes(b['total'])} (mask {_bytes(b['mask'])}, coeffs {_bytes(b['coeffs'])}, "
-            f"norm stats {_bytes(b['norm_stats'])})",
+            f"norm stats {_bytes(b['norm_stats'])}"
+            + (f", trained weights {_bytes(b['weights'])})" if "weights" in b else ")"),
         ),
         ("seconds per task", _seconds(metrics)),
         ("peak memory", f"{metrics['peak_memory_mb']:.0f} MiB"),

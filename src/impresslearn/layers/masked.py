@@ -113,6 +113,8 @@ class MaskedLayer(nn.Module):
         self._weighted_bank: Tensor | None = None  # weight * bank as floats, while small
         # (coeffs, coeffs @ bank) of the last mixing with a gradient, for a large bool bank
         self._mixed: tuple[Tensor, Tensor] | None = None
+        # The weight as a trainable Parameter sharing its storage (train_weight), else None.
+        self._trained_weight: nn.Parameter | None = None
 
     def _apply(self, fn, recurse: bool = True):
         # Weight, bank and scores are registered and move; the derived caches are dropped (they
@@ -193,6 +195,26 @@ class MaskedLayer(nn.Module):
         self._selector = None
         return mask
 
+    def train_weight(self) -> nn.Parameter:
+        """Let a method train this layer's weight while it learns a mask (WSN): returns a
+        Parameter sharing the weight's storage (an optimiser's in-place steps change the weight
+        itself), and the training path gives it the gradient ``mask * grad`` beside the
+        scores' straight-through one. The method must keep every weight a stored mask selects
+        unchanged (WSN zeroes their gradient): the stored masks' outputs rely on it.
+        :meth:`freeze_weight` ends it."""
+        if self.scores is None:
+            raise RuntimeError("train_weight is for learning a mask: call begin_scores first")
+        weight = nn.Parameter(self._buffers["weight"], requires_grad=True)
+        object.__setattr__(self, "_trained_weight", weight)  # not registered: no optimiser finds it
+        return weight
+
+    def freeze_weight(self) -> None:
+        """The weight is a frozen buffer again (its trained values kept); derived caches drop."""
+        object.__setattr__(self, "_trained_weight", None)
+        self._weighted_bank = None
+        self._mixed = None
+        self._cached_weight = None
+
     # ---------------------------------------------------------------------- effective weight
 
     def effective_weight(self) -> Tensor:
@@ -202,6 +224,9 @@ class MaskedLayer(nn.Module):
             # its __getattr__ costs about a microsecond a call, on every layer and step.
             scores = self._parameters["scores"]
             if scores is not None:
+                trained = self._trained_weight
+                if trained is not None:  # the weight learns too: plain autograd on both
+                    return trained * self._straight_through_mask(scores)
                 return self._selector.masked_weight(scores, self._buffers["weight"])
         else:
             if self._cached_weight is not None:
@@ -218,6 +243,13 @@ class MaskedLayer(nn.Module):
             "this masked layer has no mask selected: evaluate inside impresslearn.layers.use_coeffs"
             "(model, coeffs) or learn a mask with begin_scores"
         )
+
+    def _straight_through_mask(self, scores: Tensor) -> Tensor:
+        """The mask the scores select, with the straight-through gradient to the scores (through
+        ``|scores|`` for ``topk``, as the fast path computes it)."""
+        mask = self.current_mask().to(scores.dtype)
+        ranked = scores.abs() if self._mask_kind == "topk" else scores
+        return mask + (ranked - ranked.detach())
 
     def _mix_large_bank(self) -> Tensor:
         """``coeffs @ bank`` with a gradient to the coeffs, from the bool bank. The value is kept

@@ -205,10 +205,11 @@ class SplitCIFAR100(SplitImages):
     def __init__(self, config: ScenarioConfig, data: ImageData) -> None:
         if data.name not in ("cifar100", "cifar100_subset"):
             raise ConfigError(
-                f"split_cifar100 is built from CIFAR-100 (scenario.dataset=cifar100), got "
+                f"{config.name} is built from CIFAR-100 (scenario.dataset=cifar100), got "
                 f"{data.name!r}; use split_images for other data sets"
             )
         super().__init__(config, data)
+        self._order_classes()
         held = set(torch.unique(data.train.labels).tolist())
         missing = [t for t in range(self.num_tasks) if not set(self.classes(t)) <= held]
         if missing:
@@ -217,3 +218,42 @@ class SplitCIFAR100(SplitImages):
                 f"task {min(missing)}: set scenario.num_tasks={min(missing)} or less, or write a "
                 "larger subset"
             )
+
+    def _order_classes(self) -> None:
+        """Fix the class order further (a subclass's tasks); the seeded permutation by default."""
+
+
+# Each fine label's coarse label (superclass), as CIFAR-100 defines them (its files' coarse
+# labels; tests/test_scenarios.py checks the table against them).
+CIFAR100_COARSE = (
+    4, 1, 14, 8, 0, 6, 7, 7, 18, 3, 3, 14, 9, 18, 7, 11, 3, 9, 7, 11,
+    6, 11, 5, 10, 7, 6, 13, 15, 3, 15, 0, 11, 1, 10, 12, 14, 16, 9, 11, 5,
+    5, 19, 8, 8, 15, 13, 14, 17, 18, 10, 16, 4, 17, 4, 2, 0, 17, 4, 18, 17,
+    10, 3, 2, 12, 12, 16, 12, 1, 9, 19, 2, 10, 0, 1, 16, 12, 9, 13, 15, 13,
+    16, 19, 2, 4, 6, 19, 5, 5, 8, 19, 18, 1, 2, 15, 6, 0, 17, 8, 14, 13,
+)  # fmt: skip
+SUPERCLASSES = 20
+
+
+@SCENARIOS.register("cifar100_superclass")
+class CIFAR100Superclass(SplitCIFAR100):
+    """CIFAR-100 Superclass: 20 tasks, task i the 5 fine classes of superclass i (labelled 0..4
+    in the order of their fine labels), as WSN and the papers before it use it."""
+
+    options = ("augment",)
+
+    def __init__(self, config: ScenarioConfig, data: ImageData) -> None:
+        if config.num_tasks > SUPERCLASSES:
+            raise ConfigError(
+                f"cifar100_superclass has {SUPERCLASSES} tasks (one per superclass); "
+                f"scenario.num_tasks={config.num_tasks} asks for more"
+            )
+        super().__init__(config, data)
+
+    def _order_classes(self) -> None:
+        coarse = torch.tensor(CIFAR100_COARSE)
+        order = [torch.nonzero(coarse == c).reshape(-1) for c in range(SUPERCLASSES)]
+        self.class_order = torch.cat(order)
+
+    def task_name(self, task_id: int) -> str:
+        return f"superclass {task_id}"
