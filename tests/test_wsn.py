@@ -2,6 +2,7 @@
 the end of its task on (and the test that shows the invariant needs the gradient masking), zero
 forgetting, checkpoints that reload and resume exactly, task inference over its masks."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -104,3 +105,15 @@ def test_tasks_are_inferred_over_its_masks():
     )
     result = run_experiment(config, None)
     assert result.metrics["task_inference_accuracy"] >= 0.9
+
+
+def test_huffman_bits_of_the_mask_patterns_by_hand():
+    from impresslearn.methods.wsn import huffman_bits
+
+    # 9 weights, 2 masks; patterns 00 x5, 01 x2, 10 x1, 11 x1. Huffman code lengths 1, 2, 3, 3:
+    # 5*1 + 2*2 + 1*3 + 1*3 = 15 bits, plus the table: 4 patterns * (2 bits + 8-bit length).
+    first = [0, 0, 0, 0, 0, 0, 0, 1, 1]
+    second = [0, 0, 0, 0, 0, 1, 1, 0, 1]
+    bank = np.array([first, second], dtype=bool)
+    assert huffman_bits(bank) == 15 + 4 * 10
+    assert huffman_bits(np.zeros((3, 7), dtype=bool)) == 7 + 1 * 11  # one pattern
