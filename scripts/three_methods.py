@@ -11,8 +11,9 @@ Streams and their presets:
     cifar100-superclass  supsup-cifar100-superclass, impress-cifar100-superclass,
                          wsn-cifar100-superclass
 
-``--set`` overrides go to all three (e.g. ``--set scenario.num_tasks=5``); ``--data-root`` and
-the other ``impresslearn run`` options after ``--`` too. A finished preset folder is kept (run
+``--set`` overrides go to all three (e.g. ``--set scenario.num_tasks=10``), ``--impressions N``
+to ImpressLearn's (its number of impressions, below the number of tasks); ``--data-root`` and
+the other ``impresslearn run`` options after ``--`` to all three. A finished preset folder is kept (run
 again with ``--resume``-like behaviour: only the missing ones run).
 """
 
@@ -43,6 +44,7 @@ def main() -> int:
     parser.add_argument("stream", choices=sorted(STREAMS))
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--impressions", type=int, help="ImpressLearn's method.num_impressions")
     parser.add_argument("run_options", nargs="*", help="after --: options of impresslearn run")
     args = parser.parse_args()
     command = [sys.executable, "-m", "impresslearn"]
@@ -53,7 +55,10 @@ def main() -> int:
         if (folder / "metrics.json").is_file():
             print(f"{preset}: finished before, kept ({folder})")
             continue
-        sets = [a for o in args.overrides for a in ("--set", o)]
+        overrides = list(args.overrides)
+        if args.impressions and preset.startswith("impress-"):
+            overrides.append(f"method.num_impressions={args.impressions}")
+        sets = [a for o in overrides for a in ("--set", o)]
         run = [*command, "run", preset, "--out", str(folder), "--quiet", "--overwrite", *sets]
         print(f"{preset}: running", flush=True)
         subprocess.run([*run, *args.run_options], check=True)

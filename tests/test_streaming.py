@@ -248,14 +248,18 @@ def test_a_damaged_file_is_named_before_training_or_stops_the_run_with_its_check
     assert metrics["forgetting"] == 0.0 and metrics["num_tasks"] == 3
 
 
+# Peak resident memory of this process image: VmHWM (ru_maxrss would include the memory of the
+# process it was forked from, the test runner, since Linux carries it across exec).
 MEMORY_PROBE = """
-import json, resource, sys, torch
+import json, sys, torch
+from pathlib import Path
 from impresslearn.config import ExperimentConfig, apply_overrides
 from impresslearn.runners import run_experiment
 torch.set_num_threads(1)
 config = apply_overrides(ExperimentConfig(), sys.argv[2:])
 run_experiment(config, None, None, workers=0)
-print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024))
+status = Path("/proc/self/status").read_text().splitlines()
+print(json.dumps(int(next(l for l in status if l.startswith("VmHWM")).split()[1]) * 1024))
 """
 
 
