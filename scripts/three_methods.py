@@ -12,7 +12,8 @@ Streams and their presets:
                          wsn-cifar100-superclass
 
 ``--set`` overrides go to all three (e.g. ``--set scenario.num_tasks=10``), ``--impressions N``
-to ImpressLearn's (its number of impressions, below the number of tasks); ``--data-root`` and
+and ``--impress-set KEY=VALUE`` to ImpressLearn's (its number of impressions, below the number of
+tasks; its impressions' training, e.g. ``method.impressions.epochs=1``); ``--data-root`` and
 the other ``impresslearn run`` options after ``--`` to all three. A finished preset folder is kept (run
 again with ``--resume``-like behaviour: only the missing ones run).
 """
@@ -45,8 +46,13 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--impressions", type=int, help="ImpressLearn's method.num_impressions")
-    parser.add_argument("run_options", nargs="*", help="after --: options of impresslearn run")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--impress-set", action="append", default=[], help="an override for ImpressLearn only"
+    )
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:cut])
+    args.run_options = argv[cut + 1 :]  # after --: options of impresslearn run
     command = [sys.executable, "-m", "impresslearn"]
     folders = []
     for preset in STREAMS[args.stream]:
@@ -56,8 +62,10 @@ def main() -> int:
             print(f"{preset}: finished before, kept ({folder})")
             continue
         overrides = list(args.overrides)
-        if args.impressions and preset.startswith("impress-"):
-            overrides.append(f"method.num_impressions={args.impressions}")
+        if preset.startswith("impress-"):
+            overrides += args.impress_set
+            if args.impressions:
+                overrides.append(f"method.num_impressions={args.impressions}")
         sets = [a for o in overrides for a in ("--set", o)]
         run = [*command, "run", preset, "--out", str(folder), "--quiet", "--overwrite", *sets]
         print(f"{preset}: running", flush=True)
