@@ -788,8 +788,10 @@ def supsup_permuted_mnist_10() -> ExperimentConfig:
 
 @register_preset("impress-permuted-mnist-10")
 def impress_permuted_mnist_10() -> ExperimentConfig:
-    """ImpressLearn on the stream of ``wsn-permuted-mnist``: impressions from the first 5 tasks,
-    the other 5 as alphas per output unit (``impress-permuted-mnist``'s training)."""
+    """ImpressLearn on ``wsn-permuted-mnist``'s stream: 5 impressions, 5 tasks of unit alphas.
+
+    Impressions from the first 5 tasks; the other 5 tasks learn alphas per output unit with
+    ``impress-permuted-mnist``'s training."""
     base = impress_permuted_mnist()
     return replace(
         base,
@@ -802,9 +804,11 @@ def impress_permuted_mnist_10() -> ExperimentConfig:
 
 @register_preset("wsn-split-cifar100")
 def wsn_split_cifar100() -> ExperimentConfig:
-    """WSN on ``supsup-split-cifar100``'s stream (20 tasks of 5 classes, GEMResNet18, per-task
-    batch norm), c = 0.5, Adam lr 1e-3 cosine, 3 epochs per task (CPU-sized). WSN's paper splits
-    CIFAR-100 into 10 tasks of 10 on a smaller network. Run: ``impresslearn run wsn-split-cifar100``.
+    """WSN on ``supsup-split-cifar100``'s stream, c = 0.5, 3 epochs per task (CPU-sized).
+
+    20 tasks of 5 classes, GEMResNet18 with per-task batch norm, Adam lr 1e-3 cosine. WSN's paper
+    splits CIFAR-100 into 10 tasks of 10 on a smaller network. Run: ``impresslearn run
+    wsn-split-cifar100``.
     """
     base = supsup_split_cifar100()
     return replace(
@@ -817,22 +821,26 @@ def wsn_split_cifar100() -> ExperimentConfig:
 
 @register_preset("supsup-cifar100-superclass")
 def supsup_cifar100_superclass() -> ExperimentConfig:
-    """SupSup on CIFAR-100 Superclass (20 tasks, each the 5 classes of one superclass), as
-    ``supsup-split-cifar100`` (3 epochs per task)."""
+    """SupSup on CIFAR-100 Superclass (a task per superclass), as ``supsup-split-cifar100``.
+
+    20 tasks, each the 5 fine classes of one superclass; 3 epochs per task (CPU-sized)."""
     return replace(supsup_split_cifar100(), scenario=SUPERCLASS)
 
 
 @register_preset("impress-cifar100-superclass")
 def impress_cifar100_superclass() -> ExperimentConfig:
-    """ImpressLearn on CIFAR-100 Superclass, as ``impress-split-cifar100`` (impressions from the
-    first 10 superclasses, alphas per output unit, 3 epochs)."""
+    """ImpressLearn on CIFAR-100 Superclass, as ``impress-split-cifar100``.
+
+    Impressions from the first 10 superclasses, alphas per output unit, 3 epochs (CPU-sized)."""
     return replace(impress_split_cifar100(), scenario=SUPERCLASS)
 
 
 @register_preset("wsn-cifar100-superclass")
 def wsn_cifar100_superclass() -> ExperimentConfig:
-    """WSN on CIFAR-100 Superclass, as ``wsn-split-cifar100`` (WSN's paper: c = 0.5 among others,
-    a LeNet-like network). Run: ``impresslearn run wsn-cifar100-superclass``."""
+    """WSN on CIFAR-100 Superclass, as ``wsn-split-cifar100`` (c = 0.5, 3 epochs per task).
+
+    WSN's paper runs this benchmark on a LeNet-like network. Run: ``impresslearn run
+    wsn-cifar100-superclass``."""
     return replace(wsn_split_cifar100(), scenario=SUPERCLASS)
 
 
