@@ -192,24 +192,28 @@ def plot_frontier(
 
 
 def plot_comparison(runs: list[tuple[str, dict]], path: Path) -> None:
-    """Bars of average accuracy, bytes per task (log scale) and seconds per task, one per run."""
+    """Bars of average accuracy, forgetting, bytes per task (log scale) and seconds per task,
+    one per run."""
     names = [name for name, _ in runs]
     acc = [100 * m.get("average_accuracy", float("nan")) for _, m in runs]
+    forgot = [100 * m.get("forgetting", float("nan")) for _, m in runs]
     size = [max(1, m.get("bytes_per_task", {}).get("total", 0)) for _, m in runs]
     secs = [m.get("seconds_per_task", float("nan")) for _, m in runs]
-    fig, axes = plt.subplots(1, 3, figsize=(4 + 1.2 * len(runs) * 1.5, 4))
+    fig, axes = plt.subplots(1, 4, figsize=(5 + 1.6 * len(runs) * 1.5, 4))
     for ax, values, label in zip(
         axes,
-        (acc, size, secs),
-        ("average accuracy (%)", "bytes per task", "seconds per task"),
+        (acc, forgot, size, secs),
+        ("average accuracy (%)", "forgetting (points)", "bytes per task", "seconds per task"),
         strict=True,
     ):
-        ax.bar(range(len(values)), values, color="tab:blue")
+        bars = ax.bar(range(len(values)), values, color="tab:blue")
+        ax.bar_label(bars, fmt="%.4g", fontsize=7)
         ax.set_xticks(range(len(values)))
         ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
         ax.set_title(label, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-    axes[1].set_yscale("log")
+    axes[1].set_ylim(0, max(1.0, *(f for f in forgot if f == f)))  # zero forgetting shows as 0
+    axes[2].set_yscale("log")
     fig.tight_layout()
     _save(fig, path)
 

@@ -254,22 +254,25 @@ def _pct(value: Any) -> str:
 
 def compare_table(runs: list[tuple[str, dict[str, Any]]]) -> str:
     """A markdown table comparing runs (name, metrics): accuracy (with task ids; with the task
-    inferred, for GNs / GNu runs), bytes and seconds per task."""
+    inferred, for GNs / GNu runs), forgetting, bytes (trained weights: WSN) and seconds per
+    task."""
     header = (
-        "| run | method | scenario | tasks | avg acc % | unseen acc % | dedicated % "
-        "| task inferred % | task inference % | bytes/task | mask B | coeffs B | norm B | s/task |"
+        "| run | method | scenario | tasks | avg acc % | forgetting pts | unseen acc % "
+        "| dedicated % | task inferred % | task inference % | bytes/task | mask B | coeffs B "
+        "| norm B | weights B | s/task |"
     )
-    lines = [header, "|" + "---|" * 14]
+    lines = [header, "|" + "---|" * 16]
     for name, m in runs:
         b = m.get("bytes_per_task", {})
         lines.append(
             f"| {name} | {m.get('method', '')} | {m.get('scenario', '')} | {m.get('num_tasks', '')} "
-            f"| {_pct(m.get('average_accuracy'))} | {_pct(m.get('average_accuracy_unseen'))} "
+            f"| {_pct(m.get('average_accuracy'))} | {_pct(m.get('forgetting'))} "
+            f"| {_pct(m.get('average_accuracy_unseen'))} "
             f"| {_pct(m.get(f'{DEDICATED}_unseen'))} "
             f"| {_pct(m.get('average_accuracy_inferred'))} "
             f"| {_pct(m.get('task_inference_accuracy'))} | {b.get('total', '')} "
             f"| {b.get('mask', '')} | {b.get('coeffs', '')} | {b.get('norm_stats', '')} "
-            f"| {m.get('seconds_per_task', 0):.1f} |"
+            f"| {b.get('weights', '')} | {m.get('seconds_per_task', 0):.1f} |"
         )
     return "\n".join(lines)
 
