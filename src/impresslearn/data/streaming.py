@@ -3,8 +3,9 @@
 A :class:`StreamedImageData` holds only the index of a tree (paths and labels, see
 :mod:`impresslearn.data.image_files`); a task's files are decoded (Pillow) and transformed when a
 batch is needed, by ``workers`` worker processes of a :class:`torch.utils.data.DataLoader` (0: in
-this process). Resident memory is bounded by the batches in flight (two per worker), whatever
-the size of the tree.
+this process). Resident memory is bounded by the batches in flight (two per worker) and one
+pass's order, whatever the size of the tree or the number of epochs: the batches are planned
+lazily, as the loader asks for them.
 
 * **Training** batches: the order is drawn exactly as for data held in memory (a reshuffle per
   pass, from the task's batch generator), and one augmentation seed per batch is drawn from the
@@ -60,9 +61,10 @@ def _decode_error(path: str, error: Exception) -> str:
 
 
 class _Decoder(Dataset):
-    """Decodes one item of the loader's sampler: ``(paths, seed, rows)`` -> the uint8 images
-    ``(B, size, size, 3)`` of ``paths`` (``seed`` None: the evaluation transform; else image i
-    is augmented from a generator seeded by (seed, rows.start + i)), or an error message."""
+    """Decodes one item of the loader's sampler, ``(paths, seed, first, extra)``: the uint8
+    images ``(B, size, size, 3)`` of ``paths`` (``seed`` None: the evaluation transform; else
+    image i is augmented from a generator seeded by (seed, first + i)), or an error message;
+    returned with ``extra`` (what the consumer needs of the batch, passed through)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -70,8 +72,8 @@ class _Decoder(Dataset):
     def __len__(self) -> int:  # the sampler gives the items; the length is not used
         return 0
 
-    def __getitem__(self, item: tuple[list[str], int | None, int]) -> torch.Tensor | str:
-        paths, seed, first = item
+    def __getitem__(self, item: tuple[list[str], int | None, int, Any]) -> tuple[Any, Any]:
+        paths, seed, first, extra = item
         out = np.empty((len(paths), self.size, self.size, 3), dtype=np.uint8)
         for i, path in enumerate(paths):
             try:
@@ -79,12 +81,11 @@ class _Decoder(Dataset):
                 if seed is None:
                     out[i] = fit_image(image, self.size)
                 else:
-                    out[i] = train_transform(
-                        image, self.size, np.random.default_rng([seed, first + i])
-                    )
+                    rng = np.random.default_rng([seed, first + i])
+                    out[i] = train_transform(image, self.size, rng)
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-                return _decode_error(path, error)
-        return torch.from_numpy(out)
+                return _decode_error(path, error), extra
+        return torch.from_numpy(out), extra
 
 
 def _verify(paths: list[str]) -> str | None:
@@ -143,7 +144,7 @@ class FileSource:
     def decode(self, indices: torch.Tensor) -> torch.Tensor:
         """The evaluation-transformed uint8 images of ``indices``, in this process."""
         paths = self.paths[indices.reshape(-1).cpu().numpy()].tolist()
-        return self._to_device(_Decoder(self.size)[(paths, None, 0)])
+        return self._to_device(_Decoder(self.size)[(paths, None, 0, None)][0])
 
     def eval_batches(
         self,
@@ -158,8 +159,8 @@ class FileSource:
         starts = [
             s for i, s in enumerate(range(0, len(paths), batch_size)) if select is None or select(i)
         ]
-        items = [(paths[s : s + batch_size], None, 0) for s in starts]
-        for start, batch in zip(starts, self._loader(_Decoder(self.size), items), strict=True):
+        items = [(paths[s : s + batch_size], None, 0, s) for s in starts]
+        for batch, start in self._loader(_Decoder(self.size), items):
             yield self._to_device(batch), labels[start : start + batch_size].to(self.device)
 
     def train_batches(
@@ -176,27 +177,39 @@ class FileSource:
         process's rows of a batch of a given size, under torch.distributed) only those rows are
         decoded."""
         self.check(indices)
-        n, plan = len(indices), []
-        while len(plan) < num_steps:
-            order = torch.randperm(n, generator=gen)
-            count = min(math.ceil(n / batch_size), num_steps - len(plan))
-            seeds = torch.randint(0, SEED_RANGE, (count,), generator=gen).tolist()
-            plan += [(order[k * batch_size : (k + 1) * batch_size], seeds[k]) for k in range(count)]
-        items = []
-        for batch, seed in plan:
-            mine = share(len(batch)) if share is not None else slice(0, len(batch))
-            chosen = indices[batch[mine]].cpu().numpy()
-            items.append((self.paths[chosen].tolist(), seed if self.augment else None, mine.start))
-        loader = self._loader(_Decoder(self.size), items)
-        for (batch, _), (_, _, first), decoded in zip(plan, items, loader, strict=True):
+        plan = self._plan(indices, labels, batch_size, num_steps, gen, share)
+        for decoded, (y, first, size) in self._loader(_Decoder(self.size), plan):
             images = self._to_device(decoded)
-            y = labels[batch].to(self.device)
-            if len(images) != len(batch):  # another process decodes the other rows
-                full = torch.zeros((len(batch), *images.shape[1:]), dtype=images.dtype)
+            if len(images) != size:  # another process decodes the other rows
+                full = torch.zeros((size, *images.shape[1:]), dtype=images.dtype)
                 full = full.to(self.device)
                 full[first : first + len(images)] = images
                 images = full
-            yield images, y
+            yield images, y.to(self.device)
+
+    def _plan(
+        self,
+        indices: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        num_steps: int,
+        gen: torch.Generator,
+        share: Callable[[int], slice] | None,
+    ) -> Iterator[tuple[list[str], int | None, int, tuple[torch.Tensor, int, int]]]:
+        """The sampler's items, drawn lazily (one pass's order held at a time): per pass a
+        permutation, then one augmentation seed per batch, from ``gen``."""
+        n, made = len(indices), 0
+        while made < num_steps:
+            order = torch.randperm(n, generator=gen)
+            count = min(math.ceil(n / batch_size), num_steps - made)
+            seeds = torch.randint(0, SEED_RANGE, (count,), generator=gen).tolist()
+            for k in range(count):
+                batch = order[k * batch_size : (k + 1) * batch_size]
+                mine = share(len(batch)) if share is not None else slice(0, len(batch))
+                paths = self.paths[indices[batch[mine]].cpu().numpy()].tolist()
+                seed = seeds[k] if self.augment else None
+                yield paths, seed, mine.start, (labels[batch], mine.start, len(batch))
+            made += count
 
 
 @dataclass(frozen=True, eq=False)
@@ -247,7 +260,7 @@ def streamed_image_data(
     squares = np.zeros(3)
     count = 0
     for chunk in torch.split(sample, 128):
-        batch = decoder[(index.train.paths[chunk.numpy()].tolist(), None, 0)]
+        batch, _ = decoder[(index.train.paths[chunk.numpy()].tolist(), None, 0, None)]
         if isinstance(batch, str):
             raise DataError(batch)
         pixels = batch.reshape(-1, 3).double() / 255.0
