@@ -316,3 +316,40 @@ def test_a_tree_of_20000_images_trains_with_bounded_memory(cifar, tmp_path):
     )
     assert streamed - small < 48 * mib
     assert memory - streamed > decoded - 64 * mib
+
+
+def test_a_streamed_run_on_two_processes_matches_one(tree, tmp_path):
+    """Under torchrun each process decodes only its share of every batch; the run matches a
+    single process's up to summation order (the same batches, the gradients summed)."""
+    sets = [
+        "--set",
+        "scenario.name=split_images",
+        "--set",
+        f"scenario.dataset=folder:{tree}@32",
+        "--set",
+        "scenario.loading=stream",
+        "--set",
+        "scenario.classes_per_task=2",
+        "--set",
+        "scenario.num_tasks=2",
+        "--set",
+        "train.iterations=30",
+        "--set",
+        "train.batch_size=32",
+        "--quiet",
+    ]
+    assert main(["run", "quickstart-supsup", *sets, "--out", str(tmp_path / "one")]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+        + ["-m", "impresslearn", "run", "quickstart-supsup", *sets, "--out", str(tmp_path / "two")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    one, two = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("one", "two"))
+    assert two["processes"] == 2 and two["forgetting"] == 0
+    print("one process", one["final_accuracies"], "two", two["final_accuracies"])
+    assert two["final_accuracies"] == pytest.approx(one["final_accuracies"], abs=0.05)
