@@ -52,7 +52,9 @@ cifar100); `impresslearn data check` says what is found where.
 """
 
 
-def _add_runtime_args(p: argparse.ArgumentParser, *, precision: bool = True) -> None:
+def _add_runtime_args(
+    p: argparse.ArgumentParser, *, precision: bool = True, workers: bool = True
+) -> None:
     p.add_argument(
         "--device",
         default="auto",
@@ -66,13 +68,14 @@ def _add_runtime_args(p: argparse.ArgumentParser, *, precision: bool = True) -> 
         "starts, one per process under torchrun, OMP_NUM_THREADS if set; a resumed run keeps "
         "its count) or N; results are bit-identical for a given count only",
     )
-    p.add_argument(
-        "--workers",
-        default="auto",
-        help="processes decoding streamed image folders (scenario.loading=stream): auto (one per "
-        "core but one, at most 8) or N (0: decode in the training process); results do not "
-        "depend on it",
-    )
+    if workers:
+        p.add_argument(
+            "--workers",
+            default="auto",
+            help="processes decoding streamed image folders (scenario.loading=stream): auto (one "
+            "per core but one, at most 8) or N (0: decode in the training process); results do "
+            "not depend on it",
+        )
     if precision:
         p.add_argument(
             "--precision",
@@ -200,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="folder holding the data sets (data-pipeline, stream)")
     p.add_argument("--tasks", help="stream: the tasks to measure at (default 10,100,1000,2500)")
     p.add_argument("--dataset", help="data-pipeline: an image folder to stream, folder:PATH@SIZE")
-    _add_runtime_args(p, precision=False)
+    _add_runtime_args(p, precision=False, workers=False)
 
     p = sub.add_parser(
         "data", parents=[common], help="check the data sets, or download one (only when asked)"
@@ -569,7 +572,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     bench = BENCHMARKS.get(args.name)
     from impresslearn.runtime import Runtime
 
-    runtime = Runtime.create(args.device)  # refuses a device that does not exist
+    # refuses a device that does not exist; sets the threads (benches that compare thread
+    # counts set their own)
+    runtime = Runtime.create(args.device, threads=args.threads)
     kwargs = {}
     if "device" in inspect.signature(bench).parameters:
         kwargs["device"] = runtime.device

@@ -27,7 +27,6 @@ in ``metrics.json`` is that total over the tasks (the masks are stored uncompres
 from __future__ import annotations
 
 import heapq
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,9 +125,6 @@ class WSN(SupSup):
             self._added[f"scores.{key}"] = carried.cpu()
         self._weights, self._hooks, self._start = [], [], []
         super().end_task(task_id)
-
-    def training_context(self) -> AbstractContextManager[None]:
-        return super().training_context()
 
     # ------------------------------------------------------------------------- the checkpoint
 
