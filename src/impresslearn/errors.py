@@ -5,8 +5,6 @@ key, an impossible density) raises a subclass of :class:`ImpressLearnError` whos
 was wrong and how to fix it. The CLI prints that message on one line instead of a traceback.
 """
 
-from __future__ import annotations
-
 
 class ImpressLearnError(Exception):
     """Base class of all errors caused by user input rather than by a bug."""
