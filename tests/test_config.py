@@ -118,3 +118,12 @@ def test_every_preset_sets_only_what_its_scenario_reads():
             "scenario.classes_per_task=10",
         ],
     )
+
+
+def test_a_sweep_without_heterogeneous_impressions_may_exceed_the_stream():
+    from impresslearn.config import SweepConfig
+
+    homogeneous = SweepConfig(num_impressions=(10, 80), kinds=("homogeneous", "random"))
+    assert homogeneous.resolved_eval_tasks(36) == tuple(range(1, 36, 3))  # task 0 is the source
+    with pytest.raises(ConfigError, match=r"must lie in \[80, 36\)"):
+        SweepConfig(num_impressions=(10, 80)).resolved_eval_tasks(36)

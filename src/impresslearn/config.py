@@ -179,7 +179,9 @@ class NNsConfig:
 @dataclass(frozen=True)
 class SweepConfig:
     """The grid of an experiment of kind ``sweep``: ``num_impressions``, the impression ``kinds``,
-    and the evaluation tasks (default: every 3rd task after the first ``max(num_impressions)``)."""
+    and the evaluation tasks (default: every 3rd task after the first ``max(num_impressions)``,
+    the heterogeneous impressions' tasks; without heterogeneous impressions, after task 0, the
+    homogeneous impressions' task, so that n may exceed the stream's length)."""
 
     num_impressions: tuple[int, ...] = ()
     kinds: tuple[str, ...] = ("heterogeneous", "homogeneous", "random")
@@ -193,7 +195,7 @@ class SweepConfig:
             raise ConfigError(f"sweep.kinds has unknown kinds {sorted(unknown)}")
 
     def resolved_eval_tasks(self, num_tasks: int) -> tuple[int, ...]:
-        first = max(self.num_impressions)
+        first = max(self.num_impressions) if "heterogeneous" in self.kinds else 1
         tasks = self.eval_tasks or tuple(range(first, num_tasks, 3))
         if not tasks or min(tasks) < first or max(tasks) >= num_tasks:
             raise ConfigError(
