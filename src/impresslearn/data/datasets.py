@@ -118,12 +118,13 @@ def load_dataset(
                 f"streaming {name!r} needs the size images are cropped to: write {name}@SIZE "
                 "(e.g. @224)"
             )
+        index = None
         if image_size is not None and loading != "memory":
             index = index_image_tree(path)
             decoded = index.num_images * image_size * image_size * 3
             if loading == "stream" or decoded > MEMORY_LIMIT:
                 return streamed_image_data(index, name, image_size)
-        data = load_image_folder(path, image_size=image_size)
+        data = load_image_folder(path, image_size=image_size, index=index)
         return replace(data, name=name)
     if loading == "stream":
         raise ConfigError(

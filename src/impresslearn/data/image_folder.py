@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from impresslearn.data.image_data import ImageData, ImageSplit
-from impresslearn.data.image_files import FileSplit, index_image_tree
+from impresslearn.data.image_files import FileSplit, TreeIndex, index_image_tree
 from impresslearn.data.imagenet_augment import fit_image
 from impresslearn.errors import ConfigError, DataError
 
@@ -31,7 +31,12 @@ logger = logging.getLogger(__name__)
 
 
 def load_image_folder(
-    path: Path, *, image_size: int | None = None, test_fraction: float = 0.2, seed: int = 0
+    path: Path,
+    *,
+    image_size: int | None = None,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    index: TreeIndex | None = None,
 ) -> ImageData:
     """Read the tree of class folders at ``path`` into :class:`ImageData` named after the folder.
 
@@ -48,6 +53,8 @@ def load_image_folder(
             crop); None keeps the stored size, which must then be the same for all images.
         test_fraction: the share of each class held out for testing (flat layout only).
         seed: the seed of the flat layout's train/test split.
+        index: the tree's index when the caller has made it already
+            (:func:`~impresslearn.data.image_files.index_image_tree` with the same arguments).
 
     Raises:
         ConfigError: ``image_size`` or ``test_fraction`` is out of range.
@@ -61,7 +68,7 @@ def load_image_folder(
         raise ConfigError(f"test_fraction must be between 0 and 1 (exclusive), got {test_fraction}")
     start = time.perf_counter()
     path = Path(path)
-    index = index_image_tree(path, test_fraction=test_fraction, seed=seed)
+    index = index or index_image_tree(path, test_fraction=test_fraction, seed=seed)
     size_of_first: dict[str, object] = {}  # shared by both splits: all images must match
     train = _decode_split(index.train, image_size, size_of_first)
     test = _decode_split(index.test, image_size, size_of_first)

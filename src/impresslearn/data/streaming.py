@@ -88,22 +88,21 @@ class _Decoder(Dataset):
         return torch.from_numpy(out), extra
 
 
-def _verify(paths: list[str]) -> str | None:
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                image.verify()
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
-            return _decode_error(path, error)
-    return None
-
-
 class _Verifier(Dataset):
+    """Opens each file of an item (a list of paths) and verifies its header: None, or the
+    error message of the first that fails."""
+
     def __len__(self) -> int:
         return 0
 
     def __getitem__(self, paths: list[str]) -> str | None:
-        return _verify(paths)
+        for path in paths:
+            try:
+                with Image.open(path) as image:
+                    image.verify()
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+                return _decode_error(path, error)
+        return None
 
 
 @dataclass(frozen=True, eq=False)
