@@ -1,10 +1,10 @@
 """The experiment config: its kind, frozen sections, dotted overrides, JSON round trip.
 
 An experiment names its ``kind`` (``stream``, ``nns``, ``sweep``, ``frontier``, or any kind
-registered later: :mod:`impresslearn.runners.recipes`) and holds nine sections, so that an
+registered later: :mod:`impresslearn.runners.recipes`) and holds ten sections, so that an
 override reads the same in every preset: ``scenario``, ``backbone``, ``method``, ``train``,
 ``eval``, ``inference`` (task inference, :class:`~impresslearn.inference.InferenceConfig`),
-``nns`` (new-task detection), ``sweep`` and ``frontier`` (the grids of those kinds). Each
+``nns`` (new-task detection), ``sweep``, ``frontier`` and ``adapt`` (the grids of those kinds). Each
 section is the frozen config dataclass of its component; the ``method`` section's class depends on
 ``method.name``, and a section may nest another (``method.impressions`` is a
 :class:`~impresslearn.train.TrainConfig`). Overrides (``--set train.lr=1e-3``,
@@ -52,6 +52,7 @@ SECTIONS = (
     "nns",
     "sweep",
     "frontier",
+    "adapt",
 )
 TOP_LEVEL = ("name", "kind")
 EVAL_SCENARIOS = ("GG", "GNs", "GNu")
@@ -233,6 +234,57 @@ class FrontierConfig:
             )
 
 
+ADAPT_REFERENCES = ("dedicated_mask", "linear_head")
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """How fast unseen tasks are learned (experiment kind ``adapt``): the impressions are
+    learned once, then each of the ``eval_tasks`` (default: every task that is not an
+    impression) is learned from ``k`` labelled examples per class for each ``k`` of
+    ``examples_per_class`` (0: all of them), by coefficients in each of the ``representations``
+    (as ``frontier.representations``) and by each of the ``references`` (``dedicated_mask``: a
+    SupSup mask of its own; ``linear_head``: a linear classifier on the frozen random
+    backbone's features). Every contender takes the same number of optimiser steps (what the
+    ``train`` section gives the whole training set), on the same batches of the same examples,
+    and is evaluated on the task's whole test set after each of ``steps`` and at the end.
+    ``repeats``: draws of the examples (and batch orders), for error bars."""
+
+    examples_per_class: tuple[int, ...] = (1, 5, 10, 50, 100, 0)
+    steps: tuple[int, ...] = (1, 3, 10, 30, 100, 300, 1000)
+    representations: tuple[str, ...] = ("layer",)
+    references: tuple[str, ...] = ADAPT_REFERENCES
+    eval_tasks: tuple[int, ...] = ()
+    repeats: int = 3
+
+    def __post_init__(self) -> None:
+        for spec in self.representations:
+            parse_representation(spec)
+        for name, values in (
+            ("examples_per_class", self.examples_per_class),
+            ("steps", self.steps),
+            ("representations", self.representations),
+        ):
+            if len(set(values)) != len(values):
+                raise ConfigError(f"adapt.{name} repeats a value: {list(values)}")
+        if any(k < 0 for k in self.examples_per_class):
+            raise ConfigError(
+                f"adapt.examples_per_class must be counts >= 1, or 0 for all; got "
+                f"{list(self.examples_per_class)}"
+            )
+        if any(s < 1 for s in self.steps):
+            raise ConfigError(f"adapt.steps must be step counts >= 1, got {list(self.steps)}")
+        unknown = sorted(set(self.references) - set(ADAPT_REFERENCES))
+        if unknown:
+            raise ConfigError(
+                f"adapt.references has unknown entries {unknown}: use some of {ADAPT_REFERENCES}"
+            )
+        if any(t < 0 for t in self.eval_tasks):
+            raise ConfigError(f"adapt.eval_tasks must be task ids >= 0, got {self.eval_tasks}")
+        if self.repeats < 1:
+            raise ConfigError(f"adapt.repeats must be >= 1, got {self.repeats}")
+
+
 @dataclass(frozen=True)
 class ExperimentConfig:
     """A complete, replayable experiment. ``name`` is the preset it came from; ``kind`` the
@@ -250,6 +302,7 @@ class ExperimentConfig:
     nns: NNsConfig = field(default_factory=NNsConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     frontier: FrontierConfig = field(default_factory=FrontierConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
 
     def __post_init__(self) -> None:
         if not isinstance(self.kind, str) or not self.kind:
@@ -283,6 +336,7 @@ _SECTION_CLASSES = {
     "nns": NNsConfig,
     "sweep": SweepConfig,
     "frontier": FrontierConfig,
+    "adapt": AdaptConfig,
 }
 
 

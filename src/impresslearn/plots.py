@@ -131,6 +131,33 @@ def plot_sweep(
     )
 
 
+def plot_adapt(
+    series: dict[str, tuple[list[float], list[float], list[float]]],
+    path: Path,
+    title: str,
+    xlabel: str,
+    tick_labels: dict[float, str] | None = None,
+) -> None:
+    """Accuracy curves with error bars: per contender ``(xs, means, standard deviations)``, on
+    a log x axis; ``tick_labels`` renames some x values (e.g. the whole training set: "all")."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for label, (xs, means, stds) in series.items():
+        ax.errorbar(
+            xs,
+            [100 * m for m in means],
+            yerr=[100 * s for s in stds],
+            marker="o",
+            capsize=3,
+            label=label,
+        )
+    ax.set_xscale("log")
+    xs = sorted({x for xs, _, _ in series.values() for x in xs})
+    ax.set_xticks(xs)
+    ax.set_xticklabels([(tick_labels or {}).get(x, f"{x:g}") for x in xs])
+    ax.minorticks_off()
+    _finish_lines(fig, ax, xlabel, "mean accuracy on unseen tasks (%)", title, path)
+
+
 def plot_frontier(
     points: dict[str, tuple[int, float]],
     dedicated: tuple[int, float],

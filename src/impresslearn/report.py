@@ -248,6 +248,35 @@ def frontier_table(metrics: dict[str, Any]) -> str:
     return "\n".join([rule, *lines, rule])
 
 
+def adapt_table(metrics: dict[str, Any]) -> str:
+    """Quick adaptation: per contender, bytes per task, accuracy at the last step for every
+    number of examples per class, and what it takes to reach 90% of its full-data accuracy."""
+    ks = metrics["examples_per_class"]
+    names = list(metrics["contenders"])
+    width = max(len("contender"), *(len(n) for n in names))
+    heads = [f"k={k}" if k else "all" for k in ks]
+    lines = [
+        f"{'contender':<{width}}  {'bytes':>7}"
+        + "".join(f"{h:>8}" for h in heads)
+        + f"  {'k to 90%':>8}  {'steps to 90%':>12}"
+    ]
+    for name in names:
+        c = metrics["contenders"][name]
+        cells = "".join(f"{100 * c['by_examples'][str(k)][0]:7.2f}%" for k in ks)
+        k90, s90 = c["examples_per_class_to_90pct"], c["steps_to_90pct"]
+        lines.append(
+            f"{name:<{width}}  {metrics['bytes_per_task'][name]:>7}{cells}"
+            f"  {'all' if k90 == 0 else str(k90):>8}  {str(s90):>12}"
+        )
+    lines.append(
+        f"accuracy after {metrics['steps']} steps, mean over unseen tasks {metrics['eval_tasks']} "
+        f"and {metrics['repeats']} draws; {metrics['num_impressions']} "
+        f"{metrics['impression_kind']} impressions"
+    )
+    rule = "-" * max(len(line) for line in lines)
+    return "\n".join([rule, *lines, rule])
+
+
 def _pct(value: Any) -> str:
     return "" if value is None else f"{100 * value:.2f}"
 

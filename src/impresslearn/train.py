@@ -191,12 +191,17 @@ def fit(
     description: str = "train",
     runtime: Runtime | None = None,
     on_loss: Callable[[int, float], None] | None = None,
+    on_step: Callable[[int], None] | None = None,
+    steps: int | None = None,
 ) -> TrainStats:
     """Minimise ``loss_fn(x, y)`` (a mean over the rows) over ``params`` on batches of ``data``;
     data parallel over ``runtime``'s processes when it has several. ``on_loss(step, loss)`` is
-    told the loss every 50 steps and at the last."""
+    told the loss every 50 steps and at the last; ``on_step(done)`` is called after every
+    optimiser step with the number of steps taken so far (e.g. to evaluate along the way).
+    ``steps`` overrides the count ``config`` gives for ``data`` (e.g. a subset trained as long
+    as the whole)."""
     parallel = runtime if runtime is not None and runtime.distributed else None
-    steps = config.num_steps(len(data))
+    steps = config.num_steps(len(data)) if steps is None else steps
     optimizer = make_optimizer(params, config)
     scheduler = (
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
@@ -215,6 +220,8 @@ def fit(
             bar.set_postfix(loss=f"{loss_value:.3f}", refresh=False)
             if on_loss is not None:
                 on_loss(step, loss_value)
+        if on_step is not None:
+            on_step(step + 1)
         bar.update(1)
     bar.close()
     return TrainStats(steps=steps, final_loss=loss_value)

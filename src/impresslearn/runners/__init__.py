@@ -8,7 +8,7 @@
   scenario, the backbone, the method; the one loss and the one way a task is learned);
 * the recipes: :mod:`~impresslearn.runners.tasks` (``stream``), :mod:`~impresslearn.runners.nns`
   (``nns``), :mod:`~impresslearn.runners.sweep` (``sweep``), :mod:`~impresslearn.runners.frontier`
-  (``frontier``); :mod:`~impresslearn.runners.seeds` wraps any of them in repeats over seeds;
+  (``frontier``), :mod:`~impresslearn.runners.adapt` (``adapt``); :mod:`~impresslearn.runners.seeds` wraps any of them in repeats over seeds;
 * :mod:`~impresslearn.runners.results`: a stream's metrics and result files;
 * :mod:`~impresslearn.runners.saved`: rebuilding and evaluating a saved run;
 * :mod:`~impresslearn.runners.folder`: the run folder and its one-writer lock.
@@ -21,7 +21,7 @@ import torch
 from impresslearn.data import existing_root
 
 # The recipe modules register their kinds on import.
-from impresslearn.runners import frontier, nns, sweep, tasks  # noqa: F401
+from impresslearn.runners import adapt, frontier, nns, sweep, tasks  # noqa: F401
 from impresslearn.runners.context import RunContext
 from impresslearn.runners.folder import RunFolderBusy, RunFolderLock
 from impresslearn.runners.recipes import (

@@ -45,15 +45,17 @@ from impresslearn.train import TrainConfig
 log = logging.getLogger(__name__)
 
 
-def frontier_tasks(config: ExperimentConfig, method: ImpressLearn, num_tasks: int) -> list[int]:
-    """The evaluation tasks: ``frontier.eval_tasks``, or every task that is not an impression."""
-    tasks = list(config.frontier.eval_tasks) or [
-        t for t in range(num_tasks) if method.impression_of(t) is None
-    ]
+def unseen_tasks(
+    eval_tasks: tuple[int, ...], section: str, method: ImpressLearn, num_tasks: int
+) -> list[int]:
+    """The evaluation tasks: ``eval_tasks`` (of the config section ``section``), or every task
+    that is not an impression; a ConfigError naming ``section.eval_tasks`` for one outside the
+    stream or an impression."""
+    tasks = list(eval_tasks) or [t for t in range(num_tasks) if method.impression_of(t) is None]
     bad = [t for t in tasks if t >= num_tasks or method.impression_of(t) is not None]
     if bad or not tasks:
         raise ConfigError(
-            f"frontier.eval_tasks must be tasks of the stream (0..{num_tasks - 1}) that are not "
+            f"{section}.eval_tasks must be tasks of the stream (0..{num_tasks - 1}) that are not "
             f"impressions {list(method.config.source_tasks())}; got {tasks or 'none'}"
         )
     return tasks
@@ -84,7 +86,7 @@ def run_frontier(config: ExperimentConfig, ctx: RunContext) -> RunResult:
     representations are dealt among them; every process learns the impressions."""
     group = ctx.runtime
     stream = build_stream(config, ctx.data_root, group.alone(), progress=ctx.shows_progress)
-    tasks = frontier_tasks(config, stream.method, stream.num_tasks)
+    tasks = unseen_tasks(config.frontier.eval_tasks, "frontier", stream.method, stream.num_tasks)
     if ctx.out_dir is None:
         return RunResult(config, _frontier(stream, group, tasks, None))
     with started_folder(group, ctx.out_dir, config, overwrite=ctx.overwrite) as out:

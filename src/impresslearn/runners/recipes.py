@@ -110,7 +110,7 @@ def recipe_of(config: ExperimentConfig) -> Recipe:
 
 
 # Sections that only one kind reads: set for another kind, they would be ignored.
-KIND_SECTIONS = {"nns": "nns", "sweep": "sweep", "frontier": "frontier"}
+KIND_SECTIONS = {"nns": "nns", "sweep": "sweep", "frontier": "frontier", "adapt": "adapt"}
 
 
 def check_experiment(config: ExperimentConfig) -> Recipe:
