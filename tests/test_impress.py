@@ -223,7 +223,30 @@ def test_sweep_writes_figure_and_csv(tmp_path, capsys):
     het1 = metrics["mean_accuracy_unseen"]["heterogeneous"]["1"]
     assert het1 == pytest.approx(metrics["single_impression_accuracy_unseen"])
     assert (out / "sweep.png").stat().st_size > 1000
-    assert (out / "sweep.csv").read_text().startswith("kind,num_impressions,task_id,accuracy")
+    csv_text = (out / "sweep.csv").read_text()
+    assert csv_text.startswith("kind,representation,num_impressions,task_id,accuracy")
+    capsys.readouterr()
+
+    # The same grid in two representations: one line per kind and representation, the per-layer
+    # one equal to the grid learned in the method's own (per-layer) representation above.
+    both = tmp_path / "sweep-both"
+    argv = [
+        *argv[:4],
+        str(both),
+        *argv[5:],
+        "--set",
+        'sweep.representations=["layer","output_unit@int8"]',
+    ]
+    assert main(argv) == 0
+    again = json.loads((both / "metrics.json").read_text())["mean_accuracy_unseen"]
+    assert set(again) == {
+        f"{kind} {spec}"
+        for kind in ("heterogeneous", "homogeneous", "random")
+        for spec in ("layer", "output_unit@int8")
+    }
+    for kind in ("heterogeneous", "homogeneous", "random"):
+        assert again[f"{kind} layer"] == metrics["mean_accuracy_unseen"][kind]
+    assert again["homogeneous output_unit@int8"] != again["homogeneous layer"]
     capsys.readouterr()
 
 

@@ -182,15 +182,23 @@ class SweepConfig:
     """The grid of an experiment of kind ``sweep``: ``num_impressions``, the impression ``kinds``,
     and the evaluation tasks (default: every 3rd task after the first ``max(num_impressions)``,
     the heterogeneous impressions' tasks; without heterogeneous impressions, after task 0, the
-    homogeneous impressions' task, so that n may exceed the stream's length)."""
+    homogeneous impressions' task, so that n may exceed the stream's length).
+    ``representations``: the coefficients' representations the grid is learned in (named as
+    ``frontier.representations``, e.g. ``["layer","groups:8@int8"]``); empty: the method
+    section's own."""
 
     num_impressions: tuple[int, ...] = ()
     kinds: tuple[str, ...] = ("heterogeneous", "homogeneous", "random")
     eval_tasks: tuple[int, ...] = ()
+    representations: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if any(n < 1 for n in self.num_impressions):
             raise ConfigError(f"sweep.num_impressions must be >= 1, got {self.num_impressions}")
+        for spec in self.representations:
+            parse_representation(spec)
+        if len(set(self.representations)) != len(self.representations):
+            raise ConfigError(f"sweep.representations repeats one: {self.representations}")
         unknown = set(self.kinds) - {"heterogeneous", "homogeneous", "random"}
         if unknown:
             raise ConfigError(f"sweep.kinds has unknown kinds {sorted(unknown)}")

@@ -118,7 +118,7 @@ def plot_sweep(
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for kind, by_n in summary.items():
         ns = sorted(int(n) for n in by_n)
-        ax.plot(ns, [100 * by_n[str(n)] for n in ns], marker="o", label=f"{kind} impressions")
+        ax.plot(ns, [100 * by_n[str(n)] for n in ns], marker="o", label=kind)
     ax.axhline(100 * dedicated, color="black", linestyle="--", label="dedicated SupSup mask")
     if single is not None:
         ax.axhline(100 * single, color="gray", linestyle=":", label="one impression, unchanged")

@@ -2,8 +2,9 @@
 
 Bhardwaj et al. (arXiv 2210.01987), main figure: for ``n`` in a list and each impression kind
 (heterogeneous = SupSup masks of the first ``n`` tasks, homogeneous = ``n`` masks of task 0 with
-different seeds, random = ``n`` random masks), learn per-layer alphas on a fixed set of evaluation
-tasks that are never impressions, and report their mean accuracy. Reference lines: a dedicated
+different seeds, random = ``n`` random masks), learn per-layer alphas (or the coefficients of each
+of ``sweep.representations``) on a fixed set of evaluation tasks that are never impressions, and
+report their mean accuracy. Reference lines: a dedicated
 SupSup mask per evaluation task, and the paper's sanity check, one heterogeneous impression (task
 0's mask) applied unchanged.
 
@@ -28,6 +29,7 @@ from impresslearn.config import ExperimentConfig
 from impresslearn.errors import ConfigError
 from impresslearn.layers import extra_masks, one_hot, task_norms, use_coeffs
 from impresslearn.methods import ImpressLearn, ImpressLearnConfig
+from impresslearn.methods.coeffs import parse_representation
 from impresslearn.methods.impress import impression_key
 from impresslearn.metrics import (
     DEDICATED,
@@ -129,6 +131,11 @@ def _impressions(
     return masks
 
 
+def line_name(kind: str, spec: str | None) -> str:
+    """A line of the sweep: the impression kind, and the representation when one is named."""
+    return kind if spec is None else f"{kind} {spec}"
+
+
 def _accuracy_of_mask(stream: Stream, mask: Masks, task_id: int) -> float:
     """Accuracy on ``task_id`` of one mask alone (the stream's model has an empty bank)."""
     with (
@@ -158,42 +165,67 @@ def _sweep(
     dedicated = {t: references[t][0] for t in eval_tasks}
     single = {t: references[t][1] for t in eval_tasks if references[t][1] is not None}
 
-    def grid_point(point: tuple[str, int]) -> list[dict[str, Any]]:
-        kind, n = point
+    def grid_point(point: tuple[str, int, str | None]) -> list[dict[str, Any]]:
+        kind, n, spec = point
         model = build_backbone(config.backbone, stream.scenario.input_shape, stream.num_classes)
+        representation = parse_representation(spec) if spec else {}
         method = ImpressLearn(
             model.to(stream.runtime.device),
-            replace(config.method, num_impressions=n, impression_kind=kind, impression_tasks=None),
+            replace(
+                config.method,
+                num_impressions=n,
+                impression_kind=kind,
+                impression_tasks=None,
+                **representation,
+            ),
         )
         method.prepare_with(masks[kind][:n])
         grid = Stream(config, stream.runtime, stream.scenario, model, method, stream.progress)
         rows = []
         for t in eval_tasks:
-            grid.learn_task(t, config.train, f"{kind} n={n} task {t}")
+            grid.learn_task(t, config.train, f"{line_name(kind, spec)} n={n} task {t}")
             with method.task_context(t):
                 acc = grid.accuracy(stream.scenario.test_data(t))
-            rows.append({"kind": kind, "num_impressions": n, "task_id": t, "accuracy": acc})
+            rows.append(
+                {
+                    "kind": kind,
+                    "representation": spec or "",
+                    "num_impressions": n,
+                    "task_id": t,
+                    "accuracy": acc,
+                }
+            )
         log.info(
             "%s, n=%d: mean accuracy on %d unseen tasks %.2f%%",
-            kind,
+            line_name(kind, spec),
             n,
             len(eval_tasks),
             100 * np.mean([r["accuracy"] for r in rows]),
         )
         return rows
 
-    points = [(kind, n) for kind in sweep.kinds for n in sweep.num_impressions]
+    specs = sweep.representations or (None,)
+    points = [
+        (kind, n, spec) for spec in specs for kind in sweep.kinds for n in sweep.num_impressions
+    ]
     rows = [row for point_rows in group.deal(points, grid_point).values() for row in point_rows]
 
     summary = {
-        kind: {
+        line_name(kind, spec): {
             str(n): float(
                 np.mean(
-                    [r["accuracy"] for r in rows if r["kind"] == kind and r["num_impressions"] == n]
+                    [
+                        r["accuracy"]
+                        for r in rows
+                        if r["kind"] == kind
+                        and r["num_impressions"] == n
+                        and r["representation"] == (spec or "")
+                    ]
                 )
             )
             for n in sweep.num_impressions
         }
+        for spec in specs
         for kind in sweep.kinds
     }
     metrics = {
@@ -213,12 +245,14 @@ def _sweep(
     }
     if out_dir is not None and group.is_writer:
         out_dir = Path(out_dir)
-        lines = ["kind,num_impressions,task_id,accuracy"]
+        lines = ["kind,representation,num_impressions,task_id,accuracy"]
         lines += [
-            f"{r['kind']},{r['num_impressions']},{r['task_id']},{r['accuracy']:.6f}" for r in rows
+            f"{r['kind']},{r['representation']},{r['num_impressions']},{r['task_id']},"
+            f"{r['accuracy']:.6f}"
+            for r in rows
         ]
-        lines += [f"dedicated_supsup,,{t},{a:.6f}" for t, a in dedicated.items()]
-        lines += [f"single_impression,1,{t},{a:.6f}" for t, a in single.items()]
+        lines += [f"dedicated_supsup,,,{t},{a:.6f}" for t, a in dedicated.items()]
+        lines += [f"single_impression,,1,{t},{a:.6f}" for t, a in single.items()]
         atomic_write_text(out_dir / "sweep.csv", "\n".join(lines) + "\n")
         plot_sweep(
             summary,
