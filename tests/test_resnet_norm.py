@@ -259,3 +259,38 @@ def test_split_images_on_a_real_tree_exported_from_cifar(cifar, shared_data_root
     assert result.scenario.num_classes == 2
     assert len(result.scenario.train_data(0)) == 60 and len(result.scenario.test_data(1)) == 20
     assert result.metrics["forgetting"] == 0.0
+
+
+def test_a_sweep_on_a_backbone_with_batch_norm_equals_runs(shared_data_root):
+    """The sweep on GEMResNet18: every grid point learns its evaluation task's own statistics,
+    and its accuracy is exactly what a run with those impressions gives the task; the dedicated
+    masks are evaluated with their own statistics."""
+    base = [
+        *CIFAR_RUN,
+        "scenario.num_tasks=3",
+        "method.name=impresslearn",
+        "method.impressions.iterations=3",
+        "method.impressions.batch_size=32",
+    ]
+    sweep = apply_overrides(
+        ExperimentConfig(),
+        [
+            *base,
+            "method.num_impressions=2",
+            "kind=sweep",
+            "sweep.num_impressions=[2]",
+            'sweep.kinds=["heterogeneous"]',
+        ],
+    )
+    metrics = run_experiment(sweep, shared_data_root).metrics
+    assert metrics["eval_tasks"] == [2]
+    assert metrics["single_impression_accuracy_unseen"] is None  # not kept under batch norm
+    assert 0.2 < metrics["dedicated_accuracy_unseen"] <= 1.0  # 5 classes: chance is 0.2
+    for n in (1, 2):
+        run = run_experiment(
+            apply_overrides(ExperimentConfig(), [*base, f"method.num_impressions={n}"]),
+            shared_data_root,
+        )
+        assert (
+            metrics["mean_accuracy_unseen"]["heterogeneous"][str(n)] == run.accuracy_matrix[-1, 2]
+        )

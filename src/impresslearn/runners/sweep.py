@@ -27,10 +27,17 @@ import torch
 from impresslearn.backbones import build_backbone
 from impresslearn.config import ExperimentConfig
 from impresslearn.errors import ConfigError
-from impresslearn.layers import extra_masks, one_hot, task_norms, use_coeffs
+from impresslearn.layers import (
+    drop_norm_stats,
+    extra_masks,
+    norm_stats,
+    one_hot,
+    task_norms,
+    use_coeffs,
+)
 from impresslearn.methods import ImpressLearn, ImpressLearnConfig
 from impresslearn.methods.coeffs import parse_representation
-from impresslearn.methods.impress import impression_key
+from impresslearn.methods.impress import DEDICATED_KEY, impression_key
 from impresslearn.metrics import (
     DEDICATED,
     DEDICATED_UNSEEN,
@@ -78,12 +85,6 @@ def run_sweep(config: ExperimentConfig, ctx: RunContext) -> RunResult:
     group = ctx.runtime  # the processes the sweep's pieces are dealt to
     stream = build_stream(config, ctx.data_root, group.alone(), progress=ctx.shows_progress)
     eval_tasks = config.sweep.resolved_eval_tasks(stream.num_tasks)
-    if task_norms(stream.model):
-        raise ConfigError(
-            f"sweeps support backbones without batch norm (per-task statistics are not tracked "
-            f"through a sweep); {config.backbone.name!r} has it: run impress-split-cifar100 "
-            "with --set method.num_impressions=N instead"
-        )
     if ctx.out_dir is None:
         return RunResult(config, _sweep(stream, group, eval_tasks, None))
     with started_folder(group, ctx.out_dir, config, overwrite=ctx.overwrite) as out:
@@ -136,11 +137,13 @@ def line_name(kind: str, spec: str | None) -> str:
     return kind if spec is None else f"{kind} {spec}"
 
 
-def _accuracy_of_mask(stream: Stream, mask: Masks, task_id: int) -> float:
-    """Accuracy on ``task_id`` of one mask alone (the stream's model has an empty bank)."""
+def _accuracy_of_mask(stream: Stream, mask: Masks, task_id: int, norm_key: str) -> float:
+    """Accuracy on ``task_id`` of one mask alone (the stream's model has an empty bank), with
+    the batch-norm statistics of ``norm_key`` (if the backbone has batch norm)."""
     with (
         extra_masks(stream.model, [mask]),
         use_coeffs(stream.model, one_hot(0, 1, stream.method.device)),
+        norm_stats(stream.model, norm_key),
     ):
         return stream.accuracy(stream.scenario.test_data(task_id))
 
@@ -152,14 +155,21 @@ def _sweep(
     max_n = max(sweep.num_impressions)
     start = time.perf_counter()
     masks = _impressions(stream, group, sweep.kinds, max_n)
-    # One impression unchanged: task 0's mask (the first heterogeneous and homogeneous one).
+    seconds_impressions = time.perf_counter() - start
+    # One impression unchanged: task 0's mask (the first heterogeneous and homogeneous one),
+    # with its own batch-norm statistics; not measured for backbones with batch norm, whose
+    # impressions' statistics the sweep does not keep.
     first = next((masks[k][0] for k in ("heterogeneous", "homogeneous") if k in masks), None)
+    if task_norms(stream.model):
+        first = None
 
     # Reference lines: a dedicated SupSup mask per evaluation task; one impression unchanged.
     def reference(t: int) -> tuple[float, float | None]:
         mask = stream.method.learn_dedicated_mask(stream.mask_trainer, t)
-        one = _accuracy_of_mask(stream, first, t) if first is not None else None
-        return _accuracy_of_mask(stream, mask, t), one
+        dedicated = _accuracy_of_mask(stream, mask, t, DEDICATED_KEY)
+        drop_norm_stats(stream.model, DEDICATED_KEY)
+        one = _accuracy_of_mask(stream, first, t, impression_key(0)) if first is not None else None
+        return dedicated, one
 
     references = group.deal(list(eval_tasks), reference)
     dedicated = {t: references[t][0] for t in eval_tasks}
@@ -240,6 +250,7 @@ def _sweep(
         SINGLE_IMPRESSION_UNSEEN: float(np.mean(list(single.values()))) if single else None,
         DEDICATED: {str(t): a for t, a in dedicated.items()},
         "rows": rows,
+        "seconds_impressions": seconds_impressions,
         "seconds": time.perf_counter() - start,
         **group.describe(),
     }
