@@ -286,11 +286,7 @@ def test_a_sweep_on_a_backbone_with_batch_norm_equals_runs(shared_data_root):
     assert metrics["eval_tasks"] == [2]
     assert metrics["single_impression_accuracy_unseen"] is None  # not kept under batch norm
     assert 0.2 < metrics["dedicated_accuracy_unseen"] <= 1.0  # 5 classes: chance is 0.2
-    for n in (1, 2):
-        run = run_experiment(
-            apply_overrides(ExperimentConfig(), [*base, f"method.num_impressions={n}"]),
-            shared_data_root,
-        )
-        assert (
-            metrics["mean_accuracy_unseen"]["heterogeneous"][str(n)] == run.accuracy_matrix[-1, 2]
-        )
+    run = run_experiment(
+        apply_overrides(ExperimentConfig(), [*base, "method.num_impressions=2"]), shared_data_root
+    )
+    assert metrics["mean_accuracy_unseen"]["heterogeneous"]["2"] == run.accuracy_matrix[-1, 2]
