@@ -190,3 +190,15 @@ def test_adapt_needs_impresslearn_and_its_own_kind():
             RunContext.create(None, None),
         )
     assert AdaptConfig().examples_per_class[-1] == 0
+
+
+def test_repeats_over_seeds_summarise_every_contender(tmp_path):
+    from impresslearn.runners import run_seeds
+
+    cfg = config("adapt.repeats=1", "adapt.eval_tasks=[2]", 'adapt.references=["linear_head"]')
+    record = run_seeds(cfg, RunContext.create(None, tmp_path / "seeds"), 2)
+    summary = record.metrics["summary"]
+    assert set(summary) >= {
+        f"accuracy.{c}.k={k}" for c in ("layer", "linear_head") for k in (1, 5, 0)
+    }
+    assert len(summary["accuracy.layer.k=0"]["values"]) == 2

@@ -68,7 +68,8 @@ def seeded(config: ExperimentConfig, offset: int) -> ExperimentConfig:
 
 def headline_values(metrics: dict[str, Any]) -> dict[str, float]:
     """The numbers a repeat is summarised by: the :data:`HEADLINE` metrics it reports (bytes per
-    task as the total), and a sweep's or frontier's unseen-task accuracy per grid point."""
+    task as the total), and a sweep's or frontier's unseen-task accuracy per grid point (an
+    adaptation's per contender and examples per class, at the last step)."""
     values: dict[str, float] = {}
     for key in HEADLINE:
         value = metrics.get(key)
@@ -81,6 +82,9 @@ def headline_values(metrics: dict[str, Any]) -> dict[str, float]:
             values[f"mean_accuracy_unseen.{kind}.{n}"] = float(accuracy)
     for name, point in (metrics.get("representations") or {}).items():  # a frontier
         values[f"mean_accuracy_unseen.{name}"] = float(point["mean_accuracy_unseen"])
+    for name, contender in (metrics.get("contenders") or {}).items():  # an adaptation
+        for k, (accuracy, _) in contender["by_examples"].items():
+            values[f"accuracy.{name}.k={k}"] = float(accuracy)
     return values
 
 
