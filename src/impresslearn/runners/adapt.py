@@ -165,7 +165,11 @@ class Trial:
         train: TrainConfig,
         probe: Callable[[], float],
         description: str,
+        data: TaskData | None = None,
     ) -> None:
+        """Train ``params`` on the trial's examples (or ``data``, the same examples in
+        another form, e.g. features), probing along the way."""
+
         def on_step(done: int) -> None:
             if done in self.steps:
                 self.curve[done] = probe()
@@ -173,7 +177,7 @@ class Trial:
         fit(
             params,
             loss,
-            self.data,
+            self.data if data is None else data,
             train,
             generator(*self.gen_keys),
             progress=self.stream.progress,
@@ -277,7 +281,7 @@ def _linear_head(
     head = nn.Linear(x.shape[1], stream.num_classes).to(x.device)
     nn.init.zeros_(head.weight)
     nn.init.zeros_(head.bias)
-    trial.data = TaskData((x - mean) / std, trial.data.labels(slice(None)).to(x.device))
+    examples = TaskData((x - mean) / std, trial.data.labels(slice(None)).to(x.device))
     test_data = TaskData((test_x - mean) / std, test.y.to(x.device))
     batch, classes = stream.config.eval.batch_size, stream.num_classes
 
@@ -287,7 +291,8 @@ def _linear_head(
     def loss(inputs: Tensor, labels: Tensor) -> Tensor:
         return F.cross_entropy(head(inputs), labels)
 
-    trial.fit(list(head.parameters()), loss, stream.config.train, probe, f"linear head: task {t}")
+    train = stream.config.train
+    trial.fit(list(head.parameters()), loss, train, probe, f"linear head: task {t}", examples)
     return probe(), 4 * (head.weight.numel() + head.bias.numel()) + 8 * x.shape[1]
 
 
