@@ -272,3 +272,25 @@ def test_shared_scores_start_every_impression_from_the_first_tasks_scores():
     assert ImpressLearn(model, config.method).impression_jobs() == [(1, 1), (3, 1)]
     plain = apply_overrides(config, ["method.shared_scores=false"])
     assert ImpressLearn(model, plain.method).impression_jobs() == [(1, 1), (3, 3)]
+
+
+def test_the_sweep_marks_where_homogeneous_impressions_catch_up():
+    from impresslearn.runners.sweep import homogeneous_gap
+
+    summary = {
+        "heterogeneous layer": {"10": 0.50, "20": 0.60, "40": 0.70},
+        "homogeneous layer": {"10": 0.40, "20": 0.595, "40": 0.695},
+        "heterogeneous output_unit": {"10": 0.9, "20": 0.9, "40": 0.9},
+        "homogeneous output_unit": {"10": 0.895, "20": 0.85, "40": 0.86},
+        "random layer": {"10": 0.1, "20": 0.2, "40": 0.3},
+    }
+    gaps = homogeneous_gap(summary)
+    assert set(gaps) == {"layer", "output_unit"}
+    assert gaps["layer"]["points"]["10"] == pytest.approx(10.0)
+    assert gaps["layer"]["within_1_point_from"] == 20
+    # within 1 point at n=10 but not after: it has not caught up
+    assert gaps["output_unit"]["within_1_point_from"] is None
+    assert homogeneous_gap({"heterogeneous": {"1": 0.3}, "homogeneous": {"1": 0.3}})[""] == {
+        "points": {"1": 0.0},
+        "within_1_point_from": 1,
+    }

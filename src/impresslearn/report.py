@@ -215,6 +215,16 @@ def sweep_table(metrics: dict[str, Any]) -> str:
         lines.append(
             f"one impression, unchanged: {100 * metrics[f'{SINGLE_IMPRESSION}_unseen']:.2f}%"
         )
+    for spec, gap in (metrics.get("heterogeneous_minus_homogeneous") or {}).items():
+        at = gap["within_1_point_from"]
+        lines.append(
+            f"homogeneous{' ' + spec if spec else ''}: "
+            + (
+                "not within 1 point of heterogeneous in this grid"
+                if at is None
+                else f"within 1 point of heterogeneous from n={at}"
+            )
+        )
     lines.append(f"unseen tasks: {metrics['eval_tasks']}")
     rule = "-" * max(len(line) for line in lines)
     return "\n".join([rule, *lines, rule])

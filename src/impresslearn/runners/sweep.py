@@ -137,6 +137,22 @@ def line_name(kind: str, spec: str | None) -> str:
     return kind if spec is None else f"{kind} {spec}"
 
 
+def homogeneous_gap(summary: dict[str, dict[str, float]]) -> dict[str, dict[str, Any]]:
+    """Per representation (``""``: the method's own), heterogeneous minus homogeneous accuracy
+    at every ``n`` (points), and the smallest ``n`` from which homogeneous impressions stay
+    within 1 point of heterogeneous ones (None: not within the grid)."""
+    out = {}
+    for line, by_n in summary.items():
+        kind, _, spec = line.partition(" ")
+        if kind != "heterogeneous" or line.replace(kind, "homogeneous", 1) not in summary:
+            continue
+        other = summary[line.replace(kind, "homogeneous", 1)]
+        gaps = {n: 100 * (by_n[n] - other[n]) for n in sorted(by_n, key=int)}
+        within = [n for n in gaps if all(gaps[m] <= 1.0 for m in gaps if int(m) >= int(n))]
+        out[spec] = {"points": gaps, "within_1_point_from": int(within[0]) if within else None}
+    return out
+
+
 def _accuracy_of_mask(stream: Stream, mask: Masks, task_id: int, norm_key: str) -> float:
     """Accuracy on ``task_id`` of one mask alone (the stream's model has an empty bank), with
     the batch-norm statistics of ``norm_key`` (if the backbone has batch norm)."""
@@ -246,6 +262,7 @@ def _sweep(
         "backbone": config.backbone.name,
         "eval_tasks": list(eval_tasks),
         "mean_accuracy_unseen": summary,
+        "heterogeneous_minus_homogeneous": homogeneous_gap(summary),
         DEDICATED_UNSEEN: float(np.mean(list(dedicated.values()))),
         SINGLE_IMPRESSION_UNSEEN: float(np.mean(list(single.values()))) if single else None,
         DEDICATED: {str(t): a for t, a in dedicated.items()},
