@@ -8,7 +8,8 @@
   scenario, the backbone, the method; the one loss and the one way a task is learned);
 * the recipes: :mod:`~impresslearn.runners.tasks` (``stream``), :mod:`~impresslearn.runners.nns`
   (``nns``), :mod:`~impresslearn.runners.sweep` (``sweep``), :mod:`~impresslearn.runners.frontier`
-  (``frontier``), :mod:`~impresslearn.runners.adapt` (``adapt``); :mod:`~impresslearn.runners.seeds` wraps any of them in repeats over seeds;
+  (``frontier``), :mod:`~impresslearn.runners.adapt` (``adapt``), the last three sharing
+  :mod:`~impresslearn.runners.grids`; :mod:`~impresslearn.runners.seeds` wraps any of them in repeats over seeds;
 * :mod:`~impresslearn.runners.results`: a stream's metrics and result files;
 * :mod:`~impresslearn.runners.saved`: rebuilding and evaluating a saved run;
 * :mod:`~impresslearn.runners.folder`: the run folder and its one-writer lock.

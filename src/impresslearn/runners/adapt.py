@@ -51,7 +51,7 @@ from impresslearn.layers import (
     one_hot,
     use_coeffs,
 )
-from impresslearn.methods import ImpressLearn, ImpressLearnConfig
+from impresslearn.methods import ImpressLearn
 from impresslearn.methods.base import use_task
 from impresslearn.methods.coeffs import parse_representation
 from impresslearn.methods.impress import DEDICATED_KEY, DEDICATED_SEED_KEY
@@ -59,7 +59,7 @@ from impresslearn.plots import plot_adapt
 from impresslearn.report import adapt_table
 from impresslearn.runners.context import RunContext
 from impresslearn.runners.folder import started_folder
-from impresslearn.runners.frontier import unseen_tasks
+from impresslearn.runners.grids import check_grid, unseen_tasks
 from impresslearn.runners.recipes import RunResult, register_recipe
 from impresslearn.runners.stream import Stream, build_stream
 from impresslearn.runtime import Runtime
@@ -77,8 +77,7 @@ FULL = 0  # examples_per_class: the whole training set
 
 def check_adapt(config: ExperimentConfig) -> None:
     """What an adaptation experiment needs of a config."""
-    if not isinstance(config.method, ImpressLearnConfig):
-        raise ConfigError("kind=adapt needs method.name=impresslearn")
+    check_grid(config, "contender")
     adapt = config.adapt
     if not adapt.representations and not adapt.references:
         raise ConfigError(
@@ -87,11 +86,6 @@ def check_adapt(config: ExperimentConfig) -> None:
         )
     if not adapt.examples_per_class or not adapt.steps:
         raise ConfigError("kind=adapt needs adapt.examples_per_class and adapt.steps")
-    if config.eval.infers_tasks:
-        raise ConfigError(
-            "an adaptation experiment evaluates every contender with task ids given: drop "
-            f"eval.scenario={config.eval.scenario}"
-        )
 
 
 @register_recipe("adapt", check=check_adapt, report=adapt_table)

@@ -22,7 +22,7 @@ import numpy as np
 from impresslearn.config import ExperimentConfig
 from impresslearn.errors import ConfigError
 from impresslearn.layers import drop_norm_stats
-from impresslearn.methods import ImpressLearn, ImpressLearnConfig
+from impresslearn.methods import ImpressLearn
 from impresslearn.methods.coeffs import parse_representation
 from impresslearn.metrics import (
     DEDICATED,
@@ -33,6 +33,7 @@ from impresslearn.plots import plot_frontier
 from impresslearn.report import frontier_table
 from impresslearn.runners.context import RunContext
 from impresslearn.runners.folder import started_folder
+from impresslearn.runners.grids import check_grid, unseen_tasks
 from impresslearn.runners.recipes import RunResult, register_recipe
 from impresslearn.runners.stream import Stream, build_stream
 from impresslearn.runtime import Runtime
@@ -45,35 +46,13 @@ from impresslearn.train import TrainConfig
 log = logging.getLogger(__name__)
 
 
-def unseen_tasks(
-    eval_tasks: tuple[int, ...], section: str, method: ImpressLearn, num_tasks: int
-) -> list[int]:
-    """The evaluation tasks: ``eval_tasks`` (of the config section ``section``), or every task
-    that is not an impression; a ConfigError naming ``section.eval_tasks`` for one outside the
-    stream or an impression."""
-    tasks = list(eval_tasks) or [t for t in range(num_tasks) if method.impression_of(t) is None]
-    bad = [t for t in tasks if t >= num_tasks or method.impression_of(t) is not None]
-    if bad or not tasks:
-        raise ConfigError(
-            f"{section}.eval_tasks must be tasks of the stream (0..{num_tasks - 1}) that are not "
-            f"impressions {list(method.config.source_tasks())}; got {tasks or 'none'}"
-        )
-    return tasks
-
-
 def check_frontier(config: ExperimentConfig) -> None:
     """What a frontier needs of a config."""
-    if not isinstance(config.method, ImpressLearnConfig):
-        raise ConfigError("kind=frontier needs method.name=impresslearn")
+    check_grid(config, "representation")
     if not config.frontier.representations:
         raise ConfigError(
             "kind=frontier needs the representations to compare: set "
             "frontier.representations, e.g. [layer,output_unit@int8]"
-        )
-    if config.eval.infers_tasks:
-        raise ConfigError(
-            "a frontier evaluates every representation with task ids given: drop "
-            f"eval.scenario={config.eval.scenario}"
         )
 
 

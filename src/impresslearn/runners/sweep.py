@@ -35,7 +35,7 @@ from impresslearn.layers import (
     task_norms,
     use_coeffs,
 )
-from impresslearn.methods import ImpressLearn, ImpressLearnConfig
+from impresslearn.methods import ImpressLearn
 from impresslearn.methods.coeffs import parse_representation
 from impresslearn.methods.impress import DEDICATED_KEY, impression_key
 from impresslearn.metrics import (
@@ -47,6 +47,7 @@ from impresslearn.plots import plot_sweep
 from impresslearn.report import sweep_table
 from impresslearn.runners.context import RunContext
 from impresslearn.runners.folder import started_folder
+from impresslearn.runners.grids import check_grid
 from impresslearn.runners.recipes import RunResult, register_recipe
 from impresslearn.runners.stream import Stream, build_stream
 from impresslearn.runtime import Runtime
@@ -62,16 +63,10 @@ Masks = list[torch.Tensor]  # one bool mask per masked layer
 
 def check_sweep(config: ExperimentConfig) -> None:
     """What a sweep needs of a config."""
-    if not isinstance(config.method, ImpressLearnConfig):
-        raise ConfigError("kind=sweep needs method.name=impresslearn")
+    check_grid(config, "grid point")
     if not config.sweep.num_impressions:
         raise ConfigError(
             "kind=sweep needs the grid: set sweep.num_impressions, e.g. [1,2,5,10,20]"
-        )
-    if config.eval.infers_tasks:
-        raise ConfigError(
-            "a sweep evaluates every grid point with task ids given: drop eval.scenario="
-            f"{config.eval.scenario}"
         )
 
 
