@@ -59,7 +59,7 @@ from impresslearn.plots import plot_adapt
 from impresslearn.report import adapt_table
 from impresslearn.runners.context import RunContext
 from impresslearn.runners.folder import started_folder
-from impresslearn.runners.grids import check_grid, unseen_tasks
+from impresslearn.runners.grids import check_grid, grid_header, unseen_tasks
 from impresslearn.runners.recipes import RunResult, register_recipe
 from impresslearn.runners.stream import Stream, build_stream
 from impresslearn.runtime import Runtime
@@ -396,14 +396,7 @@ def _adapt(
     sizes = {c: dealt[(c, tasks[0])][0] for c in contenders}
     train_examples = len(stream.scenario.train_data(tasks[0]))
     metrics = {
-        "preset": config.name,
-        "kind": config.kind,
-        "scenario": config.scenario.name,
-        "dataset": config.scenario.dataset,
-        "backbone": config.backbone.name,
-        "num_impressions": method.n,
-        "impression_kind": method.config.impression_kind,
-        "impression_tasks": list(method.config.source_tasks()),
+        **grid_header(config, method),
         "eval_tasks": tasks,
         "steps": total,
         "examples_per_class": list(adapt.examples_per_class),

@@ -33,7 +33,7 @@ from impresslearn.plots import plot_frontier
 from impresslearn.report import frontier_table
 from impresslearn.runners.context import RunContext
 from impresslearn.runners.folder import started_folder
-from impresslearn.runners.grids import check_grid, unseen_tasks
+from impresslearn.runners.grids import check_grid, grid_header, unseen_tasks
 from impresslearn.runners.recipes import RunResult, register_recipe
 from impresslearn.runners.stream import Stream, build_stream
 from impresslearn.runtime import Runtime
@@ -148,14 +148,7 @@ def _frontier(
     single = [references[t][1] for t in tasks if references[t][1] is not None]
     mask_bytes = method.mask_bytes()
     metrics = {
-        "preset": config.name,
-        "kind": config.kind,
-        "scenario": config.scenario.name,
-        "dataset": config.scenario.dataset,
-        "backbone": config.backbone.name,
-        "num_impressions": method.n,
-        "impression_kind": method.config.impression_kind,
-        "impression_tasks": list(method.config.source_tasks()),
+        **grid_header(config, method),
         "mask_kind": method.config.mask_kind,
         "eval_tasks": tasks,
         "representations": summary,

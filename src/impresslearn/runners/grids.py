@@ -3,6 +3,8 @@ every one of them needs, and the unseen tasks they evaluate."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from impresslearn.config import ExperimentConfig
 from impresslearn.errors import ConfigError
 from impresslearn.methods import ImpressLearn, ImpressLearnConfig
@@ -34,3 +36,22 @@ def unseen_tasks(
             f"impressions {list(method.config.source_tasks())}; got {tasks or 'none'}"
         )
     return tasks
+
+
+def grid_header(config: ExperimentConfig, method: ImpressLearn | None = None) -> dict[str, Any]:
+    """The first entries of a grid experiment's ``metrics.json``: what ran, on what, and (with
+    ``method``) its impressions."""
+    header: dict[str, Any] = {
+        "preset": config.name,
+        "kind": config.kind,
+        "scenario": config.scenario.name,
+        "dataset": config.scenario.dataset,
+        "backbone": config.backbone.name,
+    }
+    if method is not None:
+        header.update(
+            num_impressions=method.n,
+            impression_kind=method.config.impression_kind,
+            impression_tasks=list(method.config.source_tasks()),
+        )
+    return header

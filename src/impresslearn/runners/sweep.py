@@ -47,7 +47,7 @@ from impresslearn.plots import plot_sweep
 from impresslearn.report import sweep_table
 from impresslearn.runners.context import RunContext
 from impresslearn.runners.folder import started_folder
-from impresslearn.runners.grids import check_grid
+from impresslearn.runners.grids import check_grid, grid_header
 from impresslearn.runners.recipes import RunResult, register_recipe
 from impresslearn.runners.stream import Stream, build_stream
 from impresslearn.runtime import Runtime
@@ -250,11 +250,7 @@ def _sweep(
         for kind in sweep.kinds
     }
     metrics = {
-        "preset": config.name,
-        "kind": config.kind,
-        "scenario": config.scenario.name,
-        "dataset": config.scenario.dataset,
-        "backbone": config.backbone.name,
+        **grid_header(config),
         "eval_tasks": list(eval_tasks),
         "mean_accuracy_unseen": summary,
         "heterogeneous_minus_homogeneous": homogeneous_gap(summary),
