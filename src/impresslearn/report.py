@@ -206,10 +206,11 @@ def sweep_table(metrics: dict[str, Any]) -> str:
     """The sweep's mean accuracy on unseen tasks, one row per impression kind."""
     summary = metrics["mean_accuracy_unseen"]
     ns = sorted({int(n) for by_n in summary.values() for n in by_n})
-    header = f"{'impressions':<15}" + "".join(f"{'n=' + str(n):>9}" for n in ns)
+    width = max(len("impressions"), *(len(line) for line in summary)) + 2
+    header = f"{'impressions':<{width}}" + "".join(f"{'n=' + str(n):>9}" for n in ns)
     lines = [header]
-    for kind, by_n in summary.items():
-        lines.append(f"{kind:<15}" + "".join(f"{100 * by_n[str(n)]:8.2f}%" for n in ns))
+    for line, by_n in summary.items():
+        lines.append(f"{line:<{width}}" + "".join(f"{100 * by_n[str(n)]:8.2f}%" for n in ns))
     lines.append(f"dedicated SupSup mask: {100 * metrics[f'{DEDICATED}_unseen']:.2f}%")
     if metrics.get(SINGLE_IMPRESSION_UNSEEN) is not None:
         lines.append(
