@@ -107,7 +107,9 @@ def test_a_new_experiment_kind_runs_through_the_api_the_cli_and_seeds(
 
 def test_an_unknown_kind_is_refused_with_the_known_ones():
     config = apply_overrides(ExperimentConfig(), ["kind=nosuch"])
-    with pytest.raises(ConfigError, match="unknown experiment kind 'nosuch'; known: adapt, frontier"):
+    with pytest.raises(
+        ConfigError, match="unknown experiment kind 'nosuch'; known: adapt, frontier"
+    ):
         check_experiment(config)
 
 
