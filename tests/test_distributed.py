@@ -216,3 +216,12 @@ def test_nns_is_refused_on_several_processes_with_what_to_do(tmp_path):
     assert done.returncode != 0 and "runs on one process" in done.stderr
     assert not (tmp_path / "x").exists()
     assert issubclass(RanksDisagree, ImpressLearnError)
+
+
+def test_dealt_work_far_longer_than_the_group_timeout_is_waited_for(tmp_path):
+    """A process done with its share waits for the others however long theirs takes (a grid
+    point can take hours): with a 2 s group timeout, rank 1 waits 6 s for rank 0's job."""
+    done = torchrun(str(WORKERS / "uneven_deal.py"), str(tmp_path), timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for rank in (0, 1):
+        assert (tmp_path / f"rank-{rank}.txt").read_text() == "{0: 0, 1: 10, 2: 20, 3: 30}"

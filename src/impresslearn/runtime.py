@@ -24,6 +24,7 @@ import logging
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import torch
@@ -33,6 +34,9 @@ from impresslearn.errors import ConfigError, ImpressLearnError
 from impresslearn.threads import ThreadChoice, choose_threads, usable_cores
 
 T = TypeVar("T")
+# How long a process that finished its share of dealt work waits for the others (a grid point or
+# a repeat can take hours; the process group's own timeout bounds ordinary collectives).
+PATIENT_WAIT = timedelta(days=7)
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16")
@@ -191,12 +195,20 @@ class Runtime:
             dist.all_reduce(t)
             t.div_(self.world_size)
 
-    def gather(self, value: T) -> list[T]:
-        """Every process's ``value`` (any picklable object), in rank order."""
+    def gather(self, value: T, *, patient: bool = False) -> list[T]:
+        """Every process's ``value`` (any picklable object), in rank order. ``patient``: the
+        processes may arrive far apart (each after its share of dealt work, which can take
+        longer than the process group's timeout): gathered over a gloo group of their own that
+        waits up to :data:`PATIENT_WAIT` (a process that dies is still noticed at once)."""
         if not self.distributed:
             return [value]
         out: list[Any] = [None] * self.world_size
-        dist.all_gather_object(out, value)
+        group = dist.new_group(backend="gloo", timeout=PATIENT_WAIT) if patient else None
+        try:
+            dist.all_gather_object(out, value, group=group)
+        finally:
+            if group is not None:
+                dist.destroy_process_group(group)
         return out
 
     def deal(self, jobs: Sequence[Any], work: Callable[[Any], T]) -> dict[Any, T]:
@@ -207,7 +219,8 @@ class Runtime:
         if not self.distributed:
             return mine
         done: dict[Any, T] = {}
-        for part in self.gather({job: _to_cpu(value) for job, value in mine.items()}):
+        results = {job: _to_cpu(value) for job, value in mine.items()}
+        for part in self.gather(results, patient=True):
             done.update(part)
         return {job: done[job] for job in jobs}
 
